@@ -1,0 +1,306 @@
+"""Everything that talks to MLflow: job runs, sweep parent runs and reading runs back.
+
+No other module of the package imports mlflow.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import tempfile
+import time
+import traceback
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import mlflow
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param, RunStatus, RunTag
+from mlflow.exceptions import MlflowException
+
+from bnlab import metrics
+from bnlab.config import TrackingConfig
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+PARENT_TAG = "mlflow.parentRunId"
+RUN_NAME_TAG = "mlflow.runName"
+# Tags written by this project.
+OUTCOME_TAG = "outcome"
+CONFIG_HASH_TAG = "config_hash"
+SWEEP_ID_TAG = "sweep_id"
+ROLE_TAG = "role"
+OVERRIDES_TAG = "overrides"
+ERROR_TAG = "error"
+# MLflow caps a param value at 6,000 characters; longer values are cut with a marker.
+MAX_PARAM_LENGTH = 6000
+
+_STATUS_OF_OUTCOME = {
+    metrics.FINISHED: "FINISHED",
+    metrics.DIVERGED: "FINISHED",
+    metrics.PRUNED: "FINISHED",
+    metrics.FAILED: "FAILED",
+    metrics.KILLED: "KILLED",
+}
+
+
+def _is_transient(error: Exception) -> bool:
+    """SQLite write contention and first-use schema races clear up when retried."""
+    text = str(error).lower()
+    return any(
+        marker in text
+        for marker in ("database is locked", "already exists", "unique constraint", "disk i/o")
+    )
+
+
+def _retry(action: Callable[[], T], attempts: int = 8) -> T:
+    """Runs `action`, retrying transient store errors with jittered backoff."""
+    for attempt in range(attempts):
+        try:
+            return action()
+        except Exception as error:  # MlflowException wraps the SQLAlchemy error
+            if attempt == attempts - 1 or not _is_transient(error):
+                raise
+            time.sleep(0.2 * 2**attempt * (0.5 + random.random()))
+    raise AssertionError("unreachable")
+
+
+def _artifact_location(uri: str, experiment: str) -> str | None:
+    """Keeps a SQLite store's artifacts next to its database file."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    database = Path(uri.removeprefix("sqlite:///")).resolve()
+    return (database.parent / "mlartifacts" / experiment).as_uri()
+
+
+@dataclass
+class CompletedRun:
+    """A run whose result is complete, found by config hash."""
+
+    run_id: str
+    outcome: str
+    metrics: dict[str, float]
+
+
+class Store:
+    """One MLflow tracking store and experiment."""
+
+    def __init__(self, uri: str, experiment: str) -> None:
+        self.uri = uri
+        self.experiment = experiment
+        self.client = MlflowClient(tracking_uri=uri)
+        self.experiment_id = _retry(self._get_or_create_experiment)
+
+    def _get_or_create_experiment(self) -> str:
+        found = self.client.get_experiment_by_name(self.experiment)
+        if found is not None:
+            return found.experiment_id
+        try:
+            return self.client.create_experiment(
+                self.experiment, artifact_location=_artifact_location(self.uri, self.experiment)
+            )
+        except MlflowException:
+            # Another process created it between our lookup and our insert.
+            found = self.client.get_experiment_by_name(self.experiment)
+            if found is None:
+                raise
+            return found.experiment_id
+
+    def find_complete_run(self, config_hash: str) -> CompletedRun | None:
+        """Returns the newest finished run with this config hash, if any."""
+        runs = _retry(
+            lambda: self.client.search_runs(
+                [self.experiment_id],
+                filter_string=(
+                    f"tags.{CONFIG_HASH_TAG} = '{config_hash}' and attributes.status = 'FINISHED'"
+                ),
+                order_by=["attributes.start_time DESC"],
+            )
+        )
+        runs = [run for run in runs if run.data.tags.get(OUTCOME_TAG) in metrics.COMPLETE_OUTCOMES]
+        if not runs:
+            return None
+        run = runs[0]
+        return CompletedRun(run.info.run_id, run.data.tags[OUTCOME_TAG], dict(run.data.metrics))
+
+    def start_run(
+        self, name: str, tags: Mapping[str, str], parent_run_id: str | None = None
+    ) -> RunLogger:
+        """Creates a run (nested under `parent_run_id` when given) and returns its logger."""
+        all_tags = dict(tags)
+        if parent_run_id:
+            all_tags[PARENT_TAG] = parent_run_id
+        run = _retry(
+            lambda: self.client.create_run(self.experiment_id, tags=all_tags, run_name=name)
+        )
+        return RunLogger(self.client, run.info.run_id)
+
+    def adopt_run(self, run_id: str, tags: Mapping[str, str]) -> RunLogger:
+        """Logs into a run someone else created, e.g. the run of `mlflow run`."""
+        logger = RunLogger(self.client, run_id, owned=False)
+        logger.set_tags(tags)
+        return logger
+
+    def children(self, parent_run_id: str) -> list[Any]:
+        """All runs nested directly under `parent_run_id`."""
+        return _search_all(
+            self.client, [self.experiment_id], f"tags.`{PARENT_TAG}` = '{parent_run_id}'"
+        )
+
+    def end_sweep(
+        self,
+        parent_run_id: str,
+        counts: Mapping[str, int],
+        jobs: list[dict[str, Any]],
+        status: str,
+        terminate: bool,
+    ) -> None:
+        """Records a sweep's job counts and closes runs that were left open.
+
+        Children still RUNNING (their process was killed before it could close
+        them) are ended as KILLED, so nothing stays RUNNING after the sweep.
+        """
+        for child in self.children(parent_run_id):
+            if child.info.status == "RUNNING":
+                _retry(lambda run_id=child.info.run_id: self._close_killed(run_id))
+        stamp = int(time.time() * 1000)
+        _retry(
+            lambda: self.client.log_batch(
+                parent_run_id,
+                metrics=[Metric(f"jobs/{key}", value, stamp, 0) for key, value in counts.items()],
+                tags=[RunTag(f"jobs.{key}", str(value)) for key, value in counts.items()],
+            )
+        )
+        _retry(lambda: self.client.log_text(parent_run_id, json.dumps(jobs, indent=2), "jobs.json"))
+        if terminate:
+            _retry(lambda: self.client.set_terminated(parent_run_id, status=status))
+
+    def _close_killed(self, run_id: str) -> None:
+        self.client.set_tag(run_id, OUTCOME_TAG, metrics.KILLED)
+        self.client.set_terminated(run_id, status="KILLED")
+
+
+class RunLogger:
+    """Writes one run's params, metrics, tags and artifacts."""
+
+    def __init__(self, client: MlflowClient, run_id: str, owned: bool = True) -> None:
+        self.client = client
+        self.run_id = run_id
+        # A run we did not create (mlflow run's) is closed by its creator.
+        self.owned = owned
+        self._pending: list[Any] = []
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        items = [
+            Param(key, _param_value(value)) for key, value in sorted(params.items())
+        ]
+        for start in range(0, len(items), 100):
+            _retry(lambda chunk=items[start : start + 100]: self.client.log_batch(
+                self.run_id, params=chunk
+            ))
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        if tags:
+            _retry(lambda: self.client.log_batch(
+                self.run_id, tags=[RunTag(key, str(value)) for key, value in tags.items()]
+            ))
+
+    def log_metrics(self, values: Mapping[str, float], step: int) -> None:
+        """Queues metrics for asynchronous logging; `end` waits for them."""
+        stamp = int(time.time() * 1000)
+        batch = [Metric(key, float(value), stamp, step) for key, value in values.items()]
+        self._pending.append(
+            self.client.log_batch(self.run_id, metrics=batch, synchronous=False)
+        )
+
+    def flush(self) -> None:
+        for operation in self._pending:
+            _retry(operation.wait)
+        self._pending.clear()
+
+    def log_figure(self, figure: Any, artifact_file: str) -> None:
+        _retry(lambda: self.client.log_figure(self.run_id, figure, artifact_file))
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        _retry(lambda: self.client.log_text(self.run_id, text, artifact_file))
+
+    def log_file(self, path: Path, artifact_path: str | None = None) -> None:
+        if Path(path).is_file():
+            _retry(lambda: self.client.log_artifact(self.run_id, str(path), artifact_path))
+
+    def log_model(self, model: Any) -> None:
+        """Saves a Keras model in the native .keras format as an artifact."""
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder) / "model.keras"
+            model.save(path)
+            self.log_file(path, "model")
+
+    def log_error(self, error: BaseException) -> None:
+        message = f"{type(error).__name__}: {error}".splitlines()[0][:500]
+        self.set_tags({ERROR_TAG: message})
+        self.log_text(
+            "".join(traceback.format_exception(type(error), error, error.__traceback__)),
+            "error.txt",
+        )
+
+    def end(self, outcome: str) -> None:
+        """Flushes pending metrics, tags the outcome and sets the matching run status."""
+        self.flush()
+        self.set_tags({OUTCOME_TAG: outcome})
+        if self.owned:
+            _retry(lambda: self.client.set_terminated(
+                self.run_id, status=_STATUS_OF_OUTCOME.get(outcome, "FAILED")
+            ))
+
+
+def _param_value(value: Any) -> str:
+    text = "null" if value is None else str(value)
+    if isinstance(value, bool):
+        text = str(value).lower()
+    if len(text) > MAX_PARAM_LENGTH:
+        text = text[: MAX_PARAM_LENGTH - 20] + "...[truncated]"
+    return text
+
+
+def _search_all(client: MlflowClient, experiment_ids: list[str], filter_string: str) -> list[Any]:
+    runs: list[Any] = []
+    token = None
+    while True:
+        page = _retry(
+            lambda token=token: client.search_runs(
+                experiment_ids, filter_string=filter_string, max_results=1000, page_token=token
+            )
+        )
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def open_store(config: TrackingConfig) -> Store:
+    """Connects to the store named by `config`, creating the experiment when needed."""
+    return Store(config.uri, config.experiment)
+
+
+def run_status(uri: str, run_id: str) -> str:
+    """The MLflow status of a run (RUNNING, FINISHED, FAILED, KILLED)."""
+    return MlflowClient(tracking_uri=uri).get_run(run_id).info.status
+
+
+def active_run_id_from_env() -> str | None:
+    """The run that `mlflow run` opened for this process, if any."""
+    return os.environ.get("MLFLOW_RUN_ID") or None
+
+
+def versions() -> dict[str, str]:
+    """Library versions worth recording with every run."""
+    return {"mlflow_version": mlflow.__version__}
+
+
+def terminal_statuses() -> Iterable[str]:
+    return RunStatus.all_status()

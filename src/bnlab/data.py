@@ -72,12 +72,16 @@ def check_mnist_npz(path: Path) -> None:
             missing = [key for key in MNIST_KEYS if key not in archive.files]
             shape = archive["x_train"].shape[1:] if not missing else None
     except (OSError, ValueError) as error:
-        raise DataError(f"data.path: {path} is not an MNIST .npz ({error})") from error
+        raise DataError(_not_mnist(path)) from error
     if missing or shape != (28, 28):
-        raise DataError(
-            f"data.path: {path} is not an MNIST .npz "
-            f"(expected arrays {', '.join(MNIST_KEYS)} with 28x28 images)"
-        )
+        raise DataError(_not_mnist(path))
+
+
+def _not_mnist(path: Path) -> str:
+    return (
+        f"data.path: {path} is not an MNIST .npz "
+        f"(expected arrays {', '.join(MNIST_KEYS)} with 28x28 images)"
+    )
 
 
 def _load_full_mnist(config: DataConfig) -> tuple[np.ndarray, ...]:

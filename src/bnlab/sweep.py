@@ -8,6 +8,7 @@ its outcome, which `on_multirun_end` counts.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import sys
@@ -18,14 +19,14 @@ from typing import Any
 
 from hydra import compose
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from bnlab import metrics, provenance, tracking
 from bnlab.config import validate
 from bnlab.data import check_source
+from bnlab.errors import USER_ERRORS, exit_on_user_error
 
 log = logging.getLogger(__name__)
 
@@ -114,15 +115,34 @@ def _sweep_name(config: DictConfig) -> str:
     return "sweep " + " ".join(parts) if parts else "sweep"
 
 
-class SweepCallback(Callback):
-    """Checks every job before the sweep starts and records the sweep in MLflow."""
+def _job_config(config: DictConfig) -> DictConfig:
+    """The config a job sees: the full config without its `hydra` node."""
+    job_cfg = copy.deepcopy(config)
+    with read_write(job_cfg), open_dict(job_cfg):
+        del job_cfg["hydra"]
+    return job_cfg
+
+
+class ExperimentCallback(Callback):
+    """Checks every job's config before any work starts; records sweeps as parent runs."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        try:
+            check_source(validate(_job_config(config)).data)
+        except USER_ERRORS as error:
+            exit_on_user_error(error)
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         global _active
-        hydra_cfg = HydraConfig.get()
+        # Hydra turns exceptions raised in callbacks into warnings, so bad input
+        # leaves through SystemExit here.
+        hydra_cfg = config.hydra
         grid = hydra_cfg.sweeper.get("_target_") == BASIC_SWEEPER
         if grid:
-            check_jobs(hydra_cfg.job.config_name, grid_jobs(config))
+            try:
+                check_jobs(hydra_cfg.job.config_name, grid_jobs(config))
+            except USER_ERRORS as error:
+                exit_on_user_error(error)
         sweep_dir = Path(config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         record: dict[str, Any] = {"sweep_id": uuid.uuid4().hex[:12], "parent_run_id": None}

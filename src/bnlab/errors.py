@@ -1,0 +1,41 @@
+"""Bad input becomes one line on stderr and exit status 2, before any work starts."""
+
+from __future__ import annotations
+
+import sys
+from typing import NoReturn
+
+from hydra.errors import ConfigCompositionException, HydraException, MissingConfigException
+from omegaconf.errors import OmegaConfBaseException
+
+from bnlab.config import ConfigError
+from bnlab.data import DataError
+
+USER_ERRORS = (ConfigError, DataError, HydraException, OmegaConfBaseException)
+EXIT_BAD_INPUT = 2
+
+
+def one_line(error: BaseException) -> str:
+    """Condenses Hydra's and OmegaConf's multi-line messages to one line naming the key."""
+    if isinstance(error, ConfigCompositionException) and error.__cause__ is not None:
+        error = error.__cause__
+    if isinstance(error, MissingConfigException) and error.options is not None:
+        missing = str(error).splitlines()[0]
+        options = [option for option in error.options if not option.startswith("base_")]
+        return f"{missing.split(': ', 1)[-1]} (accepted: {', '.join(options)})"
+    if isinstance(error, OmegaConfBaseException):
+        key = getattr(error, "full_key", None)
+        message = str(error).splitlines()[0]
+        if "is not in struct" in str(error) or "Could not override" in str(error):
+            return f"{key}: unknown key (list the valid ones with: python src/train.py --cfg job)"
+        if "is not a valid bool" in message:
+            message += " (accepted: true, false)"
+        return f"{key}: {message}" if key else message
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return "; ".join(line for line in lines if not line.startswith("object_type"))
+
+
+def exit_on_user_error(error: BaseException) -> NoReturn:
+    """Prints `error: <one line>` to stderr and exits with status 2."""
+    print(f"error: {one_line(error)}", file=sys.stderr)
+    raise SystemExit(EXIT_BAD_INPUT)

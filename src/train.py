@@ -1,7 +1,7 @@
 """Train the BN experiment's CNN once, or sweep it with -m.
 
-    python src/train.py                               # one run on the embedded MNIST subset
-    python src/train.py -m bn=true,false lr=0.001,0.01
+python src/train.py                               # one run on the embedded MNIST subset
+python src/train.py -m bn=true,false lr=0.001,0.01
 """
 
 import hydra

@@ -149,8 +149,12 @@ def run(cfg: DictConfig, on_eval: EvalHook | None = None) -> dict[str, float]:
         data = load_data(config.data)
         result = train_model(config, data, on_eval=hook)
         final = {**result.final, metrics.OBJECTIVE: result.objective}
-        log.info("%s: objective %.4f, test accuracy %.4f", result.outcome,
-                 result.objective, final.get(metrics.TEST_ACCURACY, math.nan))
+        log.info(
+            "%s: objective %.4f, test accuracy %.4f",
+            result.outcome,
+            result.objective,
+            final.get(metrics.TEST_ACCURACY, math.nan),
+        )
         if run_logger is not None:
             run_logger.log_metrics(final, int(final["steps"]))
             _log_artifacts(run_logger, cfg, config, context, result)
@@ -163,8 +167,12 @@ def run(cfg: DictConfig, on_eval: EvalHook | None = None) -> dict[str, float]:
             run_logger.log_error(error)
             _log_log_file(run_logger, context)
             run_logger.end(outcome)
-        _record(context, outcome, run_logger and run_logger.run_id,
-                error=f"{type(error).__name__}: {error}".splitlines()[0])
+        _record(
+            context,
+            outcome,
+            run_logger and run_logger.run_id,
+            error=f"{type(error).__name__}: {error}".splitlines()[0],
+        )
         if context.multirun and isinstance(error, Exception):
             # The sweep goes on; the failure is listed when the sweep ends.
             log.exception("Job failed")
@@ -179,8 +187,9 @@ def _log_log_file(run_logger: tracking.RunLogger, context: JobContext) -> None:
         run_logger.log_file(context.log_file)
 
 
-def _log_artifacts(run_logger, cfg: DictConfig, config: Config, context: JobContext,
-                   result) -> None:
+def _log_artifacts(
+    run_logger, cfg: DictConfig, config: Config, context: JobContext, result
+) -> None:
     from bnlab.report import history_frame, plot_learning_curve
 
     run_logger.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")

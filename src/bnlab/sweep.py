@@ -68,8 +68,9 @@ def write_job_file(job_output_dir: Path, record: dict[str, Any]) -> None:
 class _ActiveSweep:
     """The sweep this process opened, so an interrupt can still close it."""
 
-    def __init__(self, sweep_dir: Path, store: tracking.Store | None, parent_run_id: str | None,
-                 owned: bool) -> None:
+    def __init__(
+        self, sweep_dir: Path, store: tracking.Store | None, parent_run_id: str | None, owned: bool
+    ) -> None:
         self.sweep_dir = sweep_dir
         self.store = store
         self.parent_run_id = parent_run_id
@@ -87,8 +88,14 @@ class _ActiveSweep:
         counts = Counter(job["outcome"] for job in jobs)
         failed = [job for job in jobs if job["outcome"] == metrics.FAILED]
         summary = {"launched": len(jobs)}
-        for outcome in (metrics.FINISHED, metrics.DIVERGED, metrics.PRUNED, metrics.FAILED,
-                        metrics.KILLED, metrics.SKIPPED):
+        for outcome in (
+            metrics.FINISHED,
+            metrics.DIVERGED,
+            metrics.PRUNED,
+            metrics.FAILED,
+            metrics.KILLED,
+            metrics.SKIPPED,
+        ):
             summary[outcome] = counts.get(outcome, 0)
         status = "KILLED" if interrupted else ("FAILED" if failed else "FINISHED")
         if self.store is not None and self.parent_run_id is not None:
@@ -133,9 +140,19 @@ class ExperimentCallback(Callback):
             exit_on_user_error(error)
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        # Hydra turns exceptions raised in callbacks into warnings and carries on;
+        # a sweep that cannot be checked or recorded must not start, so they leave
+        # through SystemExit here.
+        try:
+            self._start_sweep(config)
+        except SystemExit:
+            raise
+        except Exception as error:
+            log.exception("Could not start the sweep")
+            raise SystemExit(f"error: could not start the sweep: {error}") from error
+
+    def _start_sweep(self, config: DictConfig) -> None:
         global _active
-        # Hydra turns exceptions raised in callbacks into warnings, so bad input
-        # leaves through SystemExit here.
         hydra_cfg = config.hydra
         grid = hydra_cfg.sweeper.get("_target_") == BASIC_SWEEPER
         if grid:
@@ -163,8 +180,10 @@ class ExperimentCallback(Callback):
             else:
                 run = store.start_run(_sweep_name(config), tags)
             params = config.hydra.sweeper.get("params") or {}
-            run.log_params({f"sweep.{key}": value for key, value in params.items()}
-                           | {"sweep.overrides": " ".join(config.hydra.overrides.task)})
+            run.log_params(
+                {f"sweep.{key}": value for key, value in params.items()}
+                | {"sweep.overrides": " ".join(config.hydra.overrides.task)}
+            )
             record["parent_run_id"] = run.run_id
             log.info("Sweep parent run %s in experiment '%s'", run.run_id, store.experiment)
         (sweep_dir / SWEEP_FILE).write_text(json.dumps(record, indent=2))
@@ -181,4 +200,3 @@ class ExperimentCallback(Callback):
             lines += [f"  {' '.join(job['overrides'])}: {job.get('error', '')}" for job in failed]
             print("\n".join(lines), file=sys.stderr)
             raise SystemExit(1)
-

@@ -5,6 +5,7 @@ No other module of the package imports mlflow.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -12,7 +13,7 @@ import random
 import tempfile
 import time
 import traceback
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -24,6 +25,11 @@ from mlflow.exceptions import MlflowException
 
 from bnlab import metrics
 from bnlab.config import TrackingConfig
+
+try:
+    import fcntl
+except ImportError:  # Windows: no cross-process lock; retries still cover most races.
+    fcntl = None
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -78,6 +84,27 @@ def _artifact_location(uri: str, experiment: str) -> str | None:
     return (database.parent / "mlartifacts" / experiment).as_uri()
 
 
+@contextlib.contextmanager
+def _schema_lock(uri: str) -> Iterator[None]:
+    """Serialises opening a SQLite store across processes.
+
+    The first client to open a new database file creates and migrates its
+    schema; two processes doing that at once corrupt the migration. A lock file
+    beside the database makes the others wait until the schema is complete.
+    """
+    if not uri.startswith("sqlite:///") or fcntl is None:
+        yield
+        return
+    database = Path(uri.removeprefix("sqlite:///")).resolve()
+    database.parent.mkdir(parents=True, exist_ok=True)
+    with open(database.with_name(database.name + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 @dataclass
 class CompletedRun:
     """A run whose result is complete, found by config hash."""
@@ -93,8 +120,9 @@ class Store:
     def __init__(self, uri: str, experiment: str) -> None:
         self.uri = uri
         self.experiment = experiment
-        self.client = MlflowClient(tracking_uri=uri)
-        self.experiment_id = _retry(self._get_or_create_experiment)
+        with _schema_lock(uri):
+            self.client = _retry(lambda: MlflowClient(tracking_uri=uri))
+            self.experiment_id = _retry(self._get_or_create_experiment)
 
     def _get_or_create_experiment(self) -> str:
         found = self.client.get_experiment_by_name(self.experiment)
@@ -195,19 +223,21 @@ class RunLogger:
         self.owned = owned
 
     def log_params(self, params: Mapping[str, Any]) -> None:
-        items = [
-            Param(key, _param_value(value)) for key, value in sorted(params.items())
-        ]
+        items = [Param(key, _param_value(value)) for key, value in sorted(params.items())]
         for start in range(0, len(items), 100):
-            _retry(lambda chunk=items[start : start + 100]: self.client.log_batch(
-                self.run_id, params=chunk
-            ))
+            _retry(
+                lambda chunk=items[start : start + 100]: self.client.log_batch(
+                    self.run_id, params=chunk
+                )
+            )
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         if tags:
-            _retry(lambda: self.client.log_batch(
-                self.run_id, tags=[RunTag(key, str(value)) for key, value in tags.items()]
-            ))
+            _retry(
+                lambda: self.client.log_batch(
+                    self.run_id, tags=[RunTag(key, str(value)) for key, value in tags.items()]
+                )
+            )
 
     def log_metrics(self, values: Mapping[str, float], step: int) -> None:
         """Logs one evaluation's metrics in a single batched call.
@@ -249,9 +279,11 @@ class RunLogger:
         """Tags the outcome and sets the matching run status."""
         self.set_tags({OUTCOME_TAG: outcome})
         if self.owned:
-            _retry(lambda: self.client.set_terminated(
-                self.run_id, status=_STATUS_OF_OUTCOME.get(outcome, "FAILED")
-            ))
+            _retry(
+                lambda: self.client.set_terminated(
+                    self.run_id, status=_STATUS_OF_OUTCOME.get(outcome, "FAILED")
+                )
+            )
 
 
 def _param_value(value: Any) -> str:

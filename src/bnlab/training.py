@@ -62,8 +62,9 @@ def evaluate(model: keras.Model, x: np.ndarray, y: np.ndarray, chunk: int = 1000
     """
     totals = {"loss": 0.0, "accuracy": 0.0}
     for start in range(0, len(x), chunk):
-        logs = model.test_on_batch(x[start : start + chunk], y[start : start + chunk],
-                                   return_dict=True)
+        logs = model.test_on_batch(
+            x[start : start + chunk], y[start : start + chunk], return_dict=True
+        )
         size = len(x[start : start + chunk])
         for key in totals:
             totals[key] += float(logs[key]) * size

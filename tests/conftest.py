@@ -1,0 +1,73 @@
+"""Fixtures: compose the real config from conf/, shrink it, and point tracking at tmp_path."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from mlflow import MlflowClient
+from omegaconf import DictConfig
+
+from bnlab.config import register_configs
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF_DIR = ROOT / "conf"
+TRAIN_SCRIPT = ROOT / "src" / "train.py"
+
+# A schedule small enough for seconds per run: 320 images, 20 steps, evaluations at 10 and 20.
+TINY = ["data.limit=320", "train.steps=20", "train.eval_every=10"]
+
+register_configs()
+
+
+def compose_config(overrides: list[str]) -> DictConfig:
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose(config_name="config", overrides=overrides)
+
+
+@pytest.fixture
+def store_uri(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path}/mlflow.db"
+
+
+@pytest.fixture
+def tiny_cfg(store_uri: str) -> Callable[..., DictConfig]:
+    """Composes the real config with a tiny schedule and a temporary SQLite store."""
+
+    def make(*overrides: str) -> DictConfig:
+        return compose_config([*TINY, f"tracking.uri={store_uri}", *overrides])
+
+    return make
+
+
+@pytest.fixture
+def client(store_uri: str) -> MlflowClient:
+    return MlflowClient(tracking_uri=store_uri)
+
+
+def experiment_runs(client: MlflowClient, name: str = "bn-trick") -> list:
+    experiment = client.get_experiment_by_name(name)
+    assert experiment is not None, f"experiment {name} was not created"
+    return client.search_runs([experiment.experiment_id], max_results=1000)
+
+
+def run_train(
+    args: list[str], cwd: Path, env: dict | None = None, timeout: int = 600, **kwargs
+) -> subprocess.CompletedProcess:
+    """Runs `python src/train.py ARGS` in `cwd`, the way a user does."""
+    full_env = {**os.environ, "HYDRA_FULL_ERROR": "", **(env or {})}
+    full_env.pop("HYDRA_FULL_ERROR")
+    return subprocess.run(
+        [sys.executable, str(TRAIN_SCRIPT), *args],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        **kwargs,
+    )

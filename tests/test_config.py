@@ -1,0 +1,124 @@
+"""Every config group composes; bad overrides fail at once with one line naming the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+from omegaconf.errors import ConfigAttributeError, ValidationError
+
+from bnlab.config import ConfigError, config_hash, flatten, validate
+from conftest import CONF_DIR, TINY, compose_config, run_train
+
+GROUPS = {
+    group: sorted(path.stem for path in (CONF_DIR / group).glob("*.yaml"))
+    for group in ("model", "optimizer", "data", "train", "tracking")
+}
+
+
+@pytest.mark.parametrize(
+    ("group", "option"),
+    [(group, option) for group, options in GROUPS.items() for option in options],
+)
+def test_every_group_option_composes_and_validates(group: str, option: str) -> None:
+    cfg = compose_config([f"{group}={option}"])
+    config = validate(cfg)
+    assert getattr(config, group) is not None
+    assert config.model.bn is True and config.optimizer.lr == 0.001
+
+
+def test_defaults_are_the_blog_setting() -> None:
+    config = validate(compose_config([]))
+    assert config.optimizer.name == "adam"
+    assert config.train.batch_size == 32
+    assert config.data.name == "mnist_small"
+    assert config.tracking.uri == "sqlite:///mlflow.db"
+
+
+def test_shorthands_reach_the_groups() -> None:
+    config = validate(compose_config(["bn=false", "lr=0.05", "activation=sigmoid", "seed=7"]))
+    assert config.model.bn is False
+    assert config.optimizer.lr == 0.05
+    assert config.model.activation == "sigmoid"
+    assert config.train.seed == 7
+
+
+def test_blog_experiment_declares_the_twelve_job_grid() -> None:
+    cfg = compose_config(["+experiment=blog"])
+    params = OmegaConf.load(CONF_DIR / "experiment" / "blog.yaml").hydra.sweeper.params
+    assert params == {"bn": "true,false", "lr": "0.001,0.01,0.05", "activation": "relu,sigmoid"}
+    assert validate(cfg).model.bn is True
+
+
+@pytest.mark.parametrize(
+    ("override", "error"),
+    [("lr=abc", ValidationError), ("bn=maybe", ValidationError), ("nope=1", ConfigAttributeError)],
+)
+def test_type_errors_fail_at_composition(override: str, error: type) -> None:
+    with pytest.raises(Exception) as raised:
+        compose_config([override])
+    assert isinstance(raised.value.__cause__ or raised.value, error)
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("lr=-1", "lr"),
+        ("activation=foo", "activation"),
+        ("train.steps=0", "train.steps"),
+        ("optimizer.momentum=1.5", "optimizer.momentum"),
+        ("data.path=/no/such.npz", "data.path"),
+    ],
+)
+def test_range_errors_name_the_key(override: str, key: str) -> None:
+    with pytest.raises(ConfigError, match=rf"^{key}: "):
+        validate(compose_config([override]))
+
+
+def test_config_hash_ignores_tracking_but_not_the_experiment() -> None:
+    base = config_hash(compose_config(TINY))
+    assert base == config_hash(compose_config([*TINY, "tracking.uri=http://127.0.0.1:5000"]))
+    assert base == config_hash(compose_config([*TINY, "train.rerun=true"]))
+    assert base != config_hash(compose_config([*TINY, "lr=0.01"]))
+    assert base != config_hash(compose_config([*TINY, "seed=1"]))
+
+
+def test_flatten_uses_dotted_keys() -> None:
+    flat = flatten(compose_config([]))
+    assert flat["optimizer.lr"] == 0.001
+    assert flat["model.filters"] == [32, 64, 64]
+    assert flat["bn"] is True
+
+
+BAD_INPUT = [
+    (["lr=-1"], "lr"),
+    (["lr=abc"], "lr"),
+    (["bn=maybe"], "bn"),
+    (["activation=foo"], "activation"),
+    (["data=nope"], "data/nope"),
+    (["train.steps=0"], "train.steps"),
+    (["nope=1"], "nope"),
+    (["data=mnist", "data.path=/no/such/mnist.npz"], "data.path"),
+    (["data=mnist", "data.path=NOT_NPZ"], "data.path"),
+    (["-m", "lr=0.01,-1"], "lr"),
+    (["-m", "activation=relu,foo"], "activation"),
+]
+
+
+@pytest.mark.parametrize(("args", "key"), BAD_INPUT, ids=[" ".join(a) for a, _ in BAD_INPUT])
+def test_bad_input_exits_with_one_line_before_any_work(
+    args: list[str], key: str, tmp_path: Path
+) -> None:
+    not_npz = tmp_path / "junk.npz"
+    not_npz.write_text("not an archive")
+    args = [arg.replace("NOT_NPZ", str(not_npz)) for arg in args]
+    done = run_train(args, cwd=tmp_path, timeout=120)
+    assert done.returncode == 2, done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, done.stderr
+    assert key in lines[0]
+    assert "Traceback" not in done.stderr
+    # Nothing was recorded: no tracking store, no job ran.
+    assert not (tmp_path / "mlflow.db").exists()
+    assert not list(tmp_path.glob("multirun/**/job.json"))

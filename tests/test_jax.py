@@ -1,0 +1,54 @@
+"""The model builds and trains under KERAS_BACKEND=jax (the GPU machines' backend)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import TINY, run_train
+
+pytestmark = pytest.mark.skipif(
+    importlib.util.find_spec("jax") is None, reason="jax is not installed"
+)
+
+SCRIPT = """
+import json, keras
+from bnlab.config import ModelConfig
+from bnlab.model import build_model
+print(json.dumps({"backend": keras.backend.backend(),
+                  "params": build_model(ModelConfig(bn=True)).count_params()}))
+"""
+
+
+def test_model_builds_under_jax() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", SCRIPT],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "KERAS_BACKEND": "jax"},
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == {"backend": "jax", "params": 94_024}
+
+
+def test_training_job_runs_under_jax(tmp_path: Path) -> None:
+    from mlflow import MlflowClient
+
+    done = run_train(
+        [*TINY, "data.limit=640", "train.steps=40", "train.eval_every=20"],
+        cwd=tmp_path,
+        env={"KERAS_BACKEND": "jax"},
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
+    [run] = client.search_runs([client.get_experiment_by_name("bn-trick").experiment_id])
+    assert run.data.tags["keras_backend"] == "jax"
+    assert run.data.tags["jax_version"]
+    assert run.data.metrics["val/best_accuracy"] > 0.3

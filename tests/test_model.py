@@ -1,0 +1,60 @@
+"""The network is exactly the blog's, with and without BN."""
+
+from __future__ import annotations
+
+import pytest
+from keras import layers
+
+from bnlab.config import ACTIVATIONS, ModelConfig
+from bnlab.model import build_model
+
+
+def kinds(model) -> list[str]:
+    return [type(layer).__name__ for layer in model.layers]
+
+
+def test_bn_model_has_bn_after_every_conv_and_dense_and_no_biases() -> None:
+    model = build_model(ModelConfig(bn=True))
+    for index, layer in enumerate(model.layers):
+        if isinstance(layer, (layers.Conv2D, layers.Dense)):
+            assert layer.use_bias is False
+            assert isinstance(model.layers[index + 1], layers.BatchNormalization)
+            assert isinstance(model.layers[index + 2], layers.Activation)
+    assert kinds(model).count("BatchNormalization") == 5
+    assert model.layers[-1].get_config()["activation"] == "softmax"
+
+
+def test_plain_model_has_biases_and_no_bn() -> None:
+    model = build_model(ModelConfig(bn=False))
+    assert "BatchNormalization" not in kinds(model)
+    trainable = [
+        layer for layer in model.layers if isinstance(layer, (layers.Conv2D, layers.Dense))
+    ]
+    assert len(trainable) == 5 and all(layer.use_bias for layer in trainable)
+
+
+def test_architecture_is_the_blogs() -> None:
+    model = build_model(ModelConfig(bn=False))
+    convs = [layer for layer in model.layers if isinstance(layer, layers.Conv2D)]
+    assert [conv.filters for conv in convs] == [32, 64, 64]
+    assert all(conv.kernel_size == (3, 3) for conv in convs)
+    assert kinds(model).count("MaxPooling2D") == 2
+    dense = [layer for layer in model.layers if isinstance(layer, layers.Dense)]
+    assert [layer.units for layer in dense] == [64, 10]
+    assert model.output_shape == (None, 10)
+
+
+def test_parameter_counts() -> None:
+    plain = build_model(ModelConfig(bn=False))
+    assert plain.count_params() == 93_322
+    with_bn = build_model(ModelConfig(bn=True))
+    assert with_bn.count_params() == 94_024
+    trainable = sum(int(w.numpy().size) for w in with_bn.trainable_weights)
+    assert trainable == 93_556
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+@pytest.mark.parametrize("bn", [True, False])
+def test_every_activation_builds(activation: str, bn: bool) -> None:
+    model = build_model(ModelConfig(bn=bn, activation=activation))
+    assert model.count_params() == (94_024 if bn else 93_322)

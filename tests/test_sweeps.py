@@ -1,0 +1,226 @@
+"""Real multirun sweeps in subprocesses, read back through MlflowClient."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from conftest import TINY, TRAIN_SCRIPT, experiment_runs, run_train
+
+pytestmark = pytest.mark.slow
+
+GRID = ["bn=true,false", "lr=0.001,0.01"]
+
+
+def split(runs: list) -> tuple[list, list]:
+    parents = [run for run in runs if run.data.tags.get("role") == "sweep"]
+    jobs = [run for run in runs if run.data.tags.get("role") == "job"]
+    return parents, jobs
+
+
+def default_store(cwd: Path) -> MlflowClient:
+    """The store a user gets without configuring anything: ./mlflow.db."""
+    return MlflowClient(tracking_uri=f"sqlite:///{cwd}/mlflow.db")
+
+
+def test_grid_sweep_nests_every_job_under_one_parent(tmp_path: Path) -> None:
+    done = run_train(["-m", *GRID, *TINY], cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    parents, jobs = split(experiment_runs(default_store(tmp_path)))
+    assert len(parents) == 1 and len(jobs) == 4
+    parent = parents[0]
+    assert parent.info.status == "FINISHED"
+    assert parent.info.run_name == "sweep bn=true,false lr=0.001,0.01 " + " ".join(TINY)
+    assert parent.data.metrics["jobs/launched"] == 4
+    assert parent.data.metrics["jobs/finished"] == 4
+    assert parent.data.params["sweep.overrides"].startswith("bn=true,false")
+    names = set()
+    for run in jobs:
+        assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert run.data.tags["sweep_id"] == parent.data.tags["sweep_id"]
+        assert run.info.status == "FINISHED"
+        names.add(run.info.run_name.split(" activation")[0])
+    assert names == {f"bn={bn} lr={lr}" for bn in ("true", "false") for lr in ("0.001", "0.01")}
+
+
+def test_a_failing_job_does_not_stop_the_sweep(tmp_path: Path) -> None:
+    done = run_train(["-m", "train.fail=false,true", "lr=0.001,0.01", *TINY], cwd=tmp_path)
+    assert done.returncode == 1
+    assert "2 job(s) failed:" in done.stderr
+    assert "train.fail=true" in done.stderr.lower()
+    parents, jobs = split(experiment_runs(default_store(tmp_path)))
+    assert parents[0].info.status == "FAILED"
+    assert parents[0].data.metrics["jobs/failed"] == 2
+    assert parents[0].data.metrics["jobs/finished"] == 2
+    statuses = sorted((run.info.status, run.data.tags["outcome"]) for run in jobs)
+    assert statuses == [("FAILED", "failed")] * 2 + [("FINISHED", "finished")] * 2
+    for run in jobs:
+        if run.info.status == "FAILED":
+            assert "InjectedFailure" in run.data.tags["error"]
+
+
+def test_joblib_workers_nest_under_the_parent(tmp_path: Path) -> None:
+    done = run_train(
+        ["-m", *GRID, *TINY, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"], cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    parents, jobs = split(experiment_runs(default_store(tmp_path)))
+    assert len(parents) == 1 and len(jobs) == 4
+    assert {run.data.tags["mlflow.parentRunId"] for run in jobs} == {parents[0].info.run_id}
+    assert all(run.info.status == "FINISHED" for run in jobs)
+
+
+def test_parallel_writers_to_one_fresh_store_lose_nothing(tmp_path: Path) -> None:
+    """Two sweeps, each with two joblib workers, start at once on a store that does not exist."""
+    commands = []
+    for seed in (0, 1):
+        commands.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    str(TRAIN_SCRIPT),
+                    "-m",
+                    *GRID,
+                    *TINY,
+                    f"seed={seed}",
+                    "hydra/launcher=joblib",
+                    "hydra.launcher.n_jobs=2",
+                    f"hydra.sweep.dir={tmp_path}/sweep{seed}",
+                ],
+                cwd=tmp_path,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
+    outputs = [command.communicate(timeout=600) for command in commands]
+    for command, (_, stderr) in zip(commands, outputs, strict=True):
+        assert command.returncode == 0, stderr[-3000:]
+        assert "database is locked" not in stderr
+    client = default_store(tmp_path)
+    assert len(client.search_experiments(filter_string="name = 'bn-trick'")) == 1
+    parents, jobs = split(experiment_runs(client))
+    assert len(parents) == 2 and len(jobs) == 8
+    assert all(run.info.status == "FINISHED" for run in parents + jobs)
+    for run in jobs:
+        assert len(client.get_metric_history(run.info.run_id, "val/accuracy")) == 2
+
+
+def wait_for(condition, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.5)
+    raise TimeoutError("condition not reached")
+
+
+def finished_jobs(client: MlflowClient) -> list:
+    try:
+        _, jobs = split(experiment_runs(client))
+    except Exception:
+        return []
+    return [run for run in jobs if run.info.status == "FINISHED"]
+
+
+def test_interrupted_sweep_resumes_without_duplicates(tmp_path: Path) -> None:
+    args = ["-m", *GRID, "data.limit=320", "train.steps=300", "train.eval_every=50"]
+    client = default_store(tmp_path)
+    sweep = subprocess.Popen(
+        [sys.executable, str(TRAIN_SCRIPT), *args],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    wait_for(lambda: len(finished_jobs(client)) >= 1)
+    time.sleep(2)
+    sweep.send_signal(signal.SIGINT)
+    _, stderr = sweep.communicate(timeout=120)
+    assert sweep.returncode == 130, stderr[-3000:]
+    runs = experiment_runs(client)
+    assert all(run.info.status != "RUNNING" for run in runs)
+    parents, jobs = split(runs)
+    assert parents[0].info.status == "KILLED"
+    done_before = {run.data.tags["config_hash"] for run in finished_jobs(client)}
+    assert 1 <= len(done_before) < 4
+
+    again = run_train(args, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    finished = finished_jobs(client)
+    hashes = [run.data.tags["config_hash"] for run in finished]
+    assert len(hashes) == 4 and len(set(hashes)) == 4
+    parents, _ = split(experiment_runs(client))
+    latest = max(parents, key=lambda run: run.info.start_time)
+    assert latest.data.metrics["jobs/skipped"] == len(done_before)
+    assert latest.data.metrics["jobs/launched"] == 4
+    jobs_file = Path(client.download_artifacts(latest.info.run_id, "jobs.json", str(tmp_path)))
+    outcomes = [record["outcome"] for record in json.loads(jobs_file.read_text())]
+    assert outcomes.count("skipped") == len(done_before)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture
+def mlflow_server(tmp_path: Path):
+    port = free_port()
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--backend-store-uri",
+            f"sqlite:///{tmp_path}/server.db",
+            "--artifacts-destination",
+            str(tmp_path / "server-artifacts"),
+            "--workers",
+            "1",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    uri = f"http://127.0.0.1:{port}"
+
+    def up() -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return True
+        except OSError:
+            return False
+
+    try:
+        wait_for(up, timeout=120)
+        yield uri
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+
+
+def test_job_against_a_real_mlflow_server(tmp_path: Path, mlflow_server: str) -> None:
+    done = run_train([*TINY, f"tracking.uri={mlflow_server}"], cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    client = MlflowClient(tracking_uri=mlflow_server)
+    [run] = experiment_runs(client)
+    assert run.info.status == "FINISHED"
+    assert len(client.get_metric_history(run.info.run_id, "val/accuracy")) == 2
+    assert "learning_curve.png" in {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert not (tmp_path / "mlflow.db").exists()

@@ -1,0 +1,99 @@
+"""A job records params, curves, tags and artifacts; finished jobs are skipped on relaunch."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from bnlab import job, metrics
+from bnlab.config import config_hash
+from conftest import experiment_runs
+
+
+def artifact_paths(client, run_id: str) -> set[str]:
+    return {artifact.path for artifact in client.list_artifacts(run_id)}
+
+
+def test_job_records_everything_a_user_browses(tiny_cfg, client, tmp_path: Path) -> None:
+    cfg = tiny_cfg("bn=true", "lr=0.01")
+    final = job.run(cfg)
+    [run] = experiment_runs(client)
+    assert run.info.status == "FINISHED"
+    assert run.info.run_name == "bn=true lr=0.01 activation=relu seed=0"
+    params = run.data.params
+    assert params["optimizer.lr"] == "0.01" and params["lr"] == "0.01"
+    assert params["model.bn"] == "true" and params["train.steps"] == "20"
+    assert params["data.limit"] == "320"
+    for name in metrics.CURVE_METRICS:
+        history = client.get_metric_history(run.info.run_id, name)
+        assert sorted(point.step for point in history) == [10, 20]
+    val_history = client.get_metric_history(run.info.run_id, metrics.VAL_ACCURACY)
+    assert max(point.value for point in val_history) == pytest.approx(final[metrics.OBJECTIVE])
+    for name in (
+        metrics.TEST_LOSS,
+        metrics.TEST_ACCURACY,
+        metrics.SAMPLES_PER_SECOND,
+        metrics.WALL_TIME,
+        metrics.OBJECTIVE,
+    ):
+        assert name in run.data.metrics
+    tags = run.data.tags
+    assert tags["outcome"] == "finished"
+    assert tags["config_hash"] == config_hash(cfg)
+    assert tags["keras_backend"] in {"tensorflow", "jax"}
+    assert tags["keras_version"]
+    assert "git_commit" in tags and "git_dirty" in tags
+    assert json.loads(tags["overrides"]) == []
+    assert {"config.yaml", "learning_curve.png"} <= artifact_paths(client, run.info.run_id)
+    config_text = Path(client.download_artifacts(run.info.run_id, "config.yaml", str(tmp_path)))
+    assert "lr: 0.01" in config_text.read_text()
+
+
+def test_finished_config_is_skipped_and_rerun_forces_training(tiny_cfg, client) -> None:
+    first = job.run(tiny_cfg())
+    again = job.run(tiny_cfg())
+    assert len(experiment_runs(client)) == 1
+    assert again[metrics.OBJECTIVE] == pytest.approx(first[metrics.OBJECTIVE])
+    job.run(tiny_cfg("train.rerun=true"))
+    assert len(experiment_runs(client)) == 2
+
+
+def test_diverged_run_is_tagged_and_returns_chance(tiny_cfg, client) -> None:
+    final = job.run(tiny_cfg("bn=false", "optimizer=sgd", "lr=1e12"))
+    assert final[metrics.OBJECTIVE] == metrics.CHANCE_ACCURACY
+    [run] = experiment_runs(client)
+    assert run.data.tags["outcome"] == "diverged"
+    assert run.info.status == "FINISHED"
+
+
+def test_failing_job_is_recorded_as_failed_with_its_error(tiny_cfg, client) -> None:
+    with pytest.raises(job.InjectedFailure):
+        job.run(tiny_cfg("train.fail=true"))
+    [run] = experiment_runs(client)
+    assert run.info.status == "FAILED"
+    assert run.data.tags["outcome"] == "failed"
+    assert "InjectedFailure" in run.data.tags["error"]
+    assert "error.txt" in artifact_paths(client, run.info.run_id)
+    # A failed run is not a result: the next launch trains it again.
+    job.run(tiny_cfg())
+    statuses = sorted(run.info.status for run in experiment_runs(client))
+    assert statuses == ["FAILED", "FINISHED"]
+
+
+def test_log_model_saves_a_loadable_keras_model(tiny_cfg, client, tmp_path: Path) -> None:
+    import keras
+
+    job.run(tiny_cfg("tracking.log_model=true"))
+    [run] = experiment_runs(client)
+    local = client.download_artifacts(run.info.run_id, "model/model.keras", str(tmp_path))
+    model = keras.models.load_model(local)
+    assert model.count_params() == 94_024
+
+
+def test_tracking_can_be_switched_off(tiny_cfg, store_uri: str) -> None:
+    final = job.run(tiny_cfg("tracking.enabled=false"))
+    assert math.isfinite(final[metrics.OBJECTIVE])
+    assert not Path(store_uri.removeprefix("sqlite:///")).exists()

@@ -24,6 +24,15 @@ TINY = ["data.limit=320", "train.steps=20", "train.eval_every=10"]
 
 register_configs()
 
+# Tests choose their own stores; a developer's or `mlflow run`'s settings must not leak in.
+for _name in (
+    "MLFLOW_TRACKING_URI",
+    "MLFLOW_RUN_ID",
+    "MLFLOW_EXPERIMENT_ID",
+    "MLFLOW_EXPERIMENT_NAME",
+):
+    os.environ.pop(_name, None)
+
 
 def compose_config(overrides: list[str]) -> DictConfig:
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):

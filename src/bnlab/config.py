@@ -18,6 +18,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 ACTIVATIONS = ("relu", "sigmoid", "tanh", "elu", "selu", "gelu", "swish", "softplus")
 OPTIMIZERS = ("adam", "sgd", "rmsprop")
 DATASETS = ("mnist_small", "mnist")
+TRACKING_SCHEMES = ("sqlite:///", "http://", "https://", "postgresql", "mysql")
 
 # Groups that do not change what is trained, so they stay out of the config hash.
 NON_SEMANTIC_KEYS = ("tracking",)
@@ -167,10 +168,11 @@ def _check_ranges(config: Config) -> None:
     if train.steps_per_execution < 1:
         _fail("train.steps_per_execution", f"must be >= 1, got {train.steps_per_execution}")
     uri = config.tracking.uri
-    if config.tracking.enabled and not uri.startswith(("sqlite:///", "http://", "https://")):
+    if config.tracking.enabled and not uri.startswith(TRACKING_SCHEMES):
         _fail(
             "tracking.uri",
-            f"unsupported URI '{uri}' (accepted: sqlite:///FILE, http://HOST:PORT, https://...)",
+            f"unsupported URI '{uri}' (accepted: sqlite:///FILE, http(s)://HOST:PORT, "
+            "postgresql://..., mysql://...)",
         )
 
 

@@ -99,7 +99,7 @@ def _open_run(
         tags[tracking.SWEEP_ID_TAG] = context.sweep["sweep_id"]
     adopted = None if context.multirun else tracking.active_run_id_from_env()
     if adopted:
-        run = store.adopt_run(adopted, tags)
+        run = store.adopt_run(adopted, tags, name=run_name(config, context.overrides))
     else:
         run = store.start_run(run_name(config, context.overrides), tags, parent)
     run.log_params(flatten(cfg))

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import base64
+import html
+import io
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -35,3 +39,206 @@ def plot_learning_curve(history: pd.DataFrame, title: str = "") -> Figure:
     figure.suptitle(title)
     figure.tight_layout()
     return figure
+
+
+VARIANT_STYLE = {
+    True: {"color": "tab:blue", "linestyle": "-", "label": "BN"},
+    False: {"color": "tab:orange", "linestyle": "--", "label": "no BN"},
+}
+BAND_CAPTION = "line: mean over seeds; band: min to max over seeds"
+TROUBLE = (metrics.DIVERGED, metrics.FAILED, metrics.KILLED)
+
+
+def _draw_variant(axis, curves: pd.DataFrame, bn: bool) -> None:
+    """Draws one variant's curves in a panel: mean with a min-max band across seeds."""
+    style = VARIANT_STYLE[bn]
+    table = curves.pivot_table(index="step", columns="seed", values="value")
+    steps = table.index.to_numpy()
+    mean = table.mean(axis=1).to_numpy()
+    axis.plot(
+        steps,
+        mean,
+        color=style["color"],
+        linestyle=style["linestyle"],
+        linewidth=1.8,
+        label=style["label"],
+    )
+    if table.shape[1] > 1:
+        axis.fill_between(
+            steps,
+            table.min(axis=1),
+            table.max(axis=1),
+            color=style["color"],
+            alpha=0.2,
+            linewidth=0,
+        )
+    for _, run in curves.groupby("run_id"):
+        if run["outcome"].iloc[0] in TROUBLE:
+            last = run.iloc[-1]
+            axis.plot(
+                last["step"],
+                last["value"],
+                marker="X",
+                markersize=9,
+                color=style["color"],
+                linestyle="none",
+            )
+            axis.annotate(
+                run["outcome"].iloc[0],
+                (last["step"], last["value"]),
+                textcoords="offset points",
+                xytext=(4, 4),
+                fontsize=8,
+                color=style["color"],
+            )
+
+
+def plot_comparison_grid(
+    curves: pd.DataFrame, activations: list[str], lrs: list[float], title: str = ""
+) -> Figure:
+    """The headline figure: validation accuracy against step, BN vs no BN, per cell.
+
+    Args:
+        curves: One row per point: activation, lr, bn, seed, run_id, outcome, step, value.
+        activations: Panel rows, in order.
+        lrs: Panel columns, in order.
+        title: Figure title.
+    """
+    rows, columns = max(len(activations), 1), max(len(lrs), 1)
+    figure, axes = plt.subplots(
+        rows, columns, figsize=(4.2 * columns, 3.3 * rows), sharex=True, sharey=True, squeeze=False
+    )
+    for row, activation in enumerate(activations):
+        for column, lr in enumerate(lrs):
+            axis = axes[row][column]
+            cell = curves[(curves["activation"] == activation) & (curves["lr"] == lr)]
+            for bn in (True, False):
+                variant = cell[cell["bn"] == bn]
+                if variant.empty:
+                    axis.text(
+                        0.5,
+                        0.5 if bn else 0.4,
+                        f"{VARIANT_STYLE[bn]['label']}: no runs",
+                        transform=axis.transAxes,
+                        ha="center",
+                        color="grey",
+                    )
+                else:
+                    _draw_variant(axis, variant, bn)
+            axis.axhline(metrics.CHANCE_ACCURACY, color="grey", linewidth=0.8, linestyle=":")
+            axis.set_title(f"{activation}, lr={lr:g}", fontsize=11)
+            axis.set_ylim(0, 1.02)
+            axis.grid(alpha=0.3)
+            if row == rows - 1:
+                axis.set_xlabel("training step")
+            if column == 0:
+                axis.set_ylabel("validation accuracy")
+    handles, labels = [], []
+    for axis in figure.axes:
+        for handle, label in zip(*axis.get_legend_handles_labels(), strict=True):
+            if label not in labels:
+                handles.append(handle)
+                labels.append(label)
+    if handles:
+        figure.legend(handles, labels, loc="upper right", fontsize=11)
+    figure.suptitle(title or "Validation accuracy, BN vs no BN", fontsize=13)
+    figure.text(
+        0.01,
+        0.005,
+        f"{BAND_CAPTION}; dotted: chance; X: run diverged/failed/killed",
+        fontsize=8,
+        color="dimgrey",
+    )
+    figure.tight_layout(rect=(0, 0.02, 0.92, 0.96))
+    return figure
+
+
+def plot_lr_sensitivity(variants: pd.DataFrame) -> Figure:
+    """Best validation accuracy against learning rate, BN vs no BN, one panel per activation."""
+    activations = sorted(variants["activation"].unique()) or ["(none)"]
+    figure, axes = plt.subplots(
+        1, len(activations), figsize=(4.5 * len(activations), 3.6), sharey=True, squeeze=False
+    )
+    for axis, activation in zip(axes[0], activations, strict=True):
+        subset = variants[variants["activation"] == activation]
+        for bn in (True, False):
+            line = subset[subset["bn"] == bn].sort_values("lr")
+            if not line.empty:
+                style = VARIANT_STYLE[bn]
+                axis.plot(
+                    line["lr"],
+                    line["best_val_accuracy"],
+                    marker="o",
+                    color=style["color"],
+                    linestyle=style["linestyle"],
+                    label=style["label"],
+                )
+        axis.axhline(metrics.CHANCE_ACCURACY, color="grey", linewidth=0.8, linestyle=":")
+        axis.set_xscale("log")
+        axis.set(title=activation, xlabel="learning rate", ylim=(0, 1.02))
+        axis.grid(alpha=0.3, which="both")
+        axis.legend()
+    axes[0][0].set_ylabel("best validation accuracy")
+    figure.suptitle("Learning-rate sensitivity (mean over seeds)")
+    figure.tight_layout()
+    return figure
+
+
+def figure_png(figure: Figure) -> bytes:
+    """Renders a figure to PNG bytes and closes it."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110)
+    plt.close(figure)
+    return buffer.getvalue()
+
+
+def render_html(
+    title: str,
+    sentences: list[str],
+    images: dict[str, bytes],
+    tables: dict[str, pd.DataFrame],
+    notes: list[str],
+) -> str:
+    """One self-contained page: summary, figures (embedded), tables and notes."""
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'>",
+        f"<title>{html.escape(title)}</title>",
+        "<style>body{font-family:sans-serif;max-width:1300px;margin:auto;padding:1em}"
+        "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;"
+        "padding:3px 6px;text-align:right}img{max-width:100%}</style></head><body>",
+        f"<h1>{html.escape(title)}</h1>",
+        "<h2>Summary</h2><ul>",
+        *[f"<li>{html.escape(sentence)}</li>" for sentence in sentences],
+        "</ul>",
+    ]
+    for caption, png in images.items():
+        encoded = base64.b64encode(png).decode()
+        parts.append(
+            f"<h2>{html.escape(caption)}</h2>"
+            f"<img alt='{html.escape(caption)}' src='data:image/png;base64,{encoded}'>"
+        )
+    for caption, table in tables.items():
+        parts.append(f"<h2>{html.escape(caption)}</h2>")
+        parts.append(table.to_html(index=False, float_format=lambda v: f"{v:.4g}", na_rep="-"))
+    if notes:
+        parts.append("<h2>Notes</h2><ul>")
+        parts += [f"<li>{html.escape(note)}</li>" for note in notes]
+        parts.append("</ul>")
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def markdown_table(table: pd.DataFrame) -> str:
+    """A GitHub-flavoured Markdown table; numbers to four significant digits, NaN as '-'."""
+
+    def cell(value) -> str:
+        if isinstance(value, float):
+            return "-" if pd.isna(value) else f"{value:.4g}"
+        return str(value)
+
+    lines = ["| " + " | ".join(map(str, table.columns)) + " |", "|" + "---|" * len(table.columns)]
+    lines += [
+        "| " + " | ".join(cell(value) for value in row) + " |"
+        for row in table.itertuples(index=False)
+    ]
+    return "\n".join(lines) + "\n"

@@ -162,7 +162,12 @@ class ExperimentCallback(Callback):
                 exit_on_user_error(error)
         sweep_dir = Path(config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
-        record: dict[str, Any] = {"sweep_id": uuid.uuid4().hex[:12], "parent_run_id": None}
+        record: dict[str, Any] = {
+            "sweep_id": uuid.uuid4().hex[:12],
+            "parent_run_id": None,
+            "tracking_uri": config.tracking.uri if config.tracking.enabled else None,
+            "experiment": config.tracking.experiment,
+        }
         store = None
         owned = True
         if config.tracking.enabled and grid:
@@ -176,7 +181,7 @@ class ExperimentCallback(Callback):
             adopted = tracking.active_run_id_from_env()
             if adopted:
                 owned = False
-                run = store.adopt_run(adopted, tags)
+                run = store.adopt_run(adopted, tags, name=_sweep_name(config))
             else:
                 run = store.start_run(_sweep_name(config), tags)
             params = config.hydra.sweeper.get("params") or {}

@@ -13,14 +13,16 @@ import random
 import tempfile
 import time
 import traceback
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import mlflow
+import pandas as pd
 from mlflow import MlflowClient
-from mlflow.entities import Metric, Param, RunStatus, RunTag
+from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 
 from bnlab import metrics
@@ -122,7 +124,15 @@ class Store:
         self.experiment = experiment
         with _schema_lock(uri):
             self.client = _retry(lambda: MlflowClient(tracking_uri=uri))
-            self.experiment_id = _retry(self._get_or_create_experiment)
+            adopted = active_run_id_from_env()
+            if adopted:
+                # Under `mlflow run`, everything goes to the experiment of its run, so
+                # the sweep's jobs nest under it in the UI.
+                run = _retry(lambda: self.client.get_run(adopted))
+                self.experiment_id = run.info.experiment_id
+                self.experiment = self.client.get_experiment(self.experiment_id).name
+            else:
+                self.experiment_id = _retry(self._get_or_create_experiment)
 
     def _get_or_create_experiment(self) -> str:
         found = self.client.get_experiment_by_name(self.experiment)
@@ -168,10 +178,17 @@ class Store:
         )
         return RunLogger(self.client, run.info.run_id)
 
-    def adopt_run(self, run_id: str, tags: Mapping[str, str]) -> RunLogger:
-        """Logs into a run someone else created, e.g. the run of `mlflow run`."""
+    def adopt_run(self, run_id: str, tags: Mapping[str, str], name: str | None = None) -> RunLogger:
+        """Logs into a run someone else created, e.g. the run of `mlflow run`.
+
+        Params that run already holds (MLflow logs an entry point's parameters)
+        are kept as they are: MLflow refuses to change a logged param.
+        """
         logger = RunLogger(self.client, run_id, owned=False)
+        logger.preset_params = set(_retry(lambda: self.client.get_run(run_id)).data.params)
         logger.set_tags(tags)
+        if name:
+            _retry(lambda: self.client.update_run(run_id, name=name))
         return logger
 
     def children(self, parent_run_id: str) -> list[Any]:
@@ -221,9 +238,14 @@ class RunLogger:
         self.run_id = run_id
         # A run we did not create (mlflow run's) is closed by its creator.
         self.owned = owned
+        self.preset_params: set[str] = set()
 
     def log_params(self, params: Mapping[str, Any]) -> None:
-        items = [Param(key, _param_value(value)) for key, value in sorted(params.items())]
+        items = [
+            Param(key, _param_value(value))
+            for key, value in sorted(params.items())
+            if key not in self.preset_params
+        ]
         for start in range(0, len(items), 100):
             _retry(
                 lambda chunk=items[start : start + 100]: self.client.log_batch(
@@ -249,6 +271,22 @@ class RunLogger:
         stamp = int(time.time() * 1000)
         batch = [Metric(key, float(value), stamp, step) for key, value in values.items()]
         _retry(lambda: self.client.log_batch(self.run_id, metrics=batch))
+
+    def log_history(self, points: list[dict[str, float]]) -> None:
+        """Logs many evaluations at once (each dict has `step`), 1,000 values a call."""
+        stamp = int(time.time() * 1000)
+        batch = [
+            Metric(key, float(value), stamp, int(point["step"]))
+            for point in points
+            for key, value in point.items()
+            if key != "step"
+        ]
+        for start in range(0, len(batch), 1000):
+            _retry(
+                lambda chunk=batch[start : start + 1000]: self.client.log_batch(
+                    self.run_id, metrics=chunk
+                )
+            )
 
     def log_figure(self, figure: Any, artifact_file: str) -> None:
         _retry(lambda: self.client.log_figure(self.run_id, figure, artifact_file))
@@ -315,11 +353,6 @@ def open_store(config: TrackingConfig) -> Store:
     return Store(config.uri, config.experiment)
 
 
-def run_status(uri: str, run_id: str) -> str:
-    """The MLflow status of a run (RUNNING, FINISHED, FAILED, KILLED)."""
-    return MlflowClient(tracking_uri=uri).get_run(run_id).info.status
-
-
 def active_run_id_from_env() -> str | None:
     """The run that `mlflow run` opened for this process, if any."""
     return os.environ.get("MLFLOW_RUN_ID") or None
@@ -330,5 +363,114 @@ def versions() -> dict[str, str]:
     return {"mlflow_version": mlflow.__version__}
 
 
-def terminal_statuses() -> Iterable[str]:
-    return RunStatus.all_status()
+class StoreQueryError(RuntimeError):
+    """The requested experiment or run is not in the store; one line says which."""
+
+
+def _experiment_id(client: MlflowClient, experiment: str) -> str:
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        known = sorted(e.name for e in client.search_experiments())
+        raise StoreQueryError(
+            f"unknown experiment '{experiment}' (in this store: {', '.join(known) or 'none'})"
+        )
+    return found.experiment_id
+
+
+def _sweep_member_ids(client: MlflowClient, experiment_id: str, parent_run_id: str) -> list[str]:
+    """Runs of a sweep: its children plus the runs it skipped as already complete."""
+    try:
+        parent = client.get_run(parent_run_id)
+    except MlflowException as error:
+        raise StoreQueryError(f"unknown run '{parent_run_id}'") from error
+    if parent.info.experiment_id != experiment_id:
+        raise StoreQueryError(f"run '{parent_run_id}' is not in this experiment")
+    children = _search_all(client, [experiment_id], f"tags.`{PARENT_TAG}` = '{parent_run_id}'")
+    members = [run.info.run_id for run in children]
+    try:
+        with tempfile.TemporaryDirectory() as folder:
+            path = client.download_artifacts(parent_run_id, "jobs.json", folder)
+            jobs = json.loads(Path(path).read_text())
+        members += [job["run_id"] for job in jobs if job["outcome"] == metrics.SKIPPED]
+    except (MlflowException, OSError):
+        pass  # a sweep still running has no jobs.json yet
+    return members
+
+
+def load_runs(
+    uri: str,
+    experiment: str,
+    parent_run_id: str | None = None,
+    curve: str = metrics.VAL_ACCURACY,
+    workers: int = 8,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Reads the job runs of an experiment (or of one sweep) and one metric's histories.
+
+    Returns:
+        runs: one row per job run with run_id, name, status, outcome, start_time,
+            every param by its dotted key and every final metric by its name.
+        curves: one row per logged point of `curve`: run_id, step, value.
+
+    Histories are fetched concurrently: one request per run, which dominates the
+    time on a store of hundreds of runs.
+    """
+    client = MlflowClient(tracking_uri=uri)
+    experiment_id = _experiment_id(client, experiment)
+    runs = _search_all(client, [experiment_id], f"tags.{ROLE_TAG} = 'job'")
+    if parent_run_id is not None:
+        members = set(_sweep_member_ids(client, experiment_id, parent_run_id))
+        runs = [run for run in runs if run.info.run_id in members]
+    rows = []
+    for run in runs:
+        rows.append(
+            {
+                "run_id": run.info.run_id,
+                "name": run.info.run_name,
+                "status": run.info.status,
+                "outcome": run.data.tags.get(OUTCOME_TAG, "unknown"),
+                "start_time": run.info.start_time,
+                "parent_run_id": run.data.tags.get(PARENT_TAG),
+                **run.data.params,
+                **run.data.metrics,
+            }
+        )
+
+    def history(run_id: str) -> list[tuple[str, int, float]]:
+        points = _retry(lambda: client.get_metric_history(run_id, curve))
+        return [(run_id, point.step, point.value) for point in points]
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        points = [
+            point for batch in pool.map(history, [r["run_id"] for r in rows]) for point in batch
+        ]
+    curves = pd.DataFrame(points, columns=["run_id", "step", "value"])
+    curves = curves.sort_values(["run_id", "step"]).drop_duplicates(["run_id", "step"], keep="last")
+    return pd.DataFrame(rows), curves
+
+
+def log_report(uri: str, experiment: str, folder: Path, parent_run_id: str | None) -> str:
+    """Logs a report folder to the sweep's parent, `mlflow run`'s run, or a new report run.
+
+    Returns:
+        The id of the run that holds the report.
+    """
+    client = MlflowClient(tracking_uri=uri)
+    parent_run_id = parent_run_id or active_run_id_from_env()
+    if parent_run_id is None:
+        experiment_id = _experiment_id(client, experiment)
+        run = _retry(
+            lambda: client.create_run(
+                experiment_id, tags={ROLE_TAG: "report"}, run_name=f"report {folder.name}"
+            )
+        )
+        run_id = run.info.run_id
+    else:
+        run_id = parent_run_id
+        if run_id == active_run_id_from_env() and ROLE_TAG not in client.get_run(run_id).data.tags:
+            # `mlflow run . -e report`: the project's own run becomes the report run.
+            _retry(lambda: client.set_tag(run_id, ROLE_TAG, "report"))
+            _retry(lambda: client.update_run(run_id, name=f"report {folder.name}"))
+    _retry(lambda: client.log_artifacts(run_id, str(folder), "report"))
+    if parent_run_id is None:
+        _retry(lambda: client.set_terminated(run_id, status="FINISHED"))
+    return run_id

@@ -1,0 +1,50 @@
+"""Write the BN-vs-no-BN report from the MLflow store.
+
+python pipelines/report.py
+python pipelines/report.py --experiment NAME --tracking-uri URI --out DIR
+"""
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from bnlab.pipeline import ReportError, build_report
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description="Report BN vs no BN from the tracking store.")
+    parser.add_argument("--experiment", default="bn-trick")
+    parser.add_argument(
+        "--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI", "sqlite:///mlflow.db")
+    )
+    parser.add_argument("--out", type=Path, help="folder (default reports/<experiment>/)")
+    parser.add_argument("--parent-run", help="only the jobs of this sweep's parent run")
+    parser.add_argument(
+        "--target",
+        type=float,
+        default=0.9,
+        help="validation accuracy whose first crossing is compared",
+    )
+    parser.add_argument("--no-log", action="store_true", help="do not log to MLflow")
+    args = parser.parse_args()
+    try:
+        files = build_report(
+            args.tracking_uri,
+            args.experiment,
+            args.out or Path("reports") / args.experiment,
+            args.parent_run,
+            args.target,
+            log_artifacts=not args.no_log,
+        )
+    except ReportError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"Report: {(files.folder / 'index.html').resolve()}")
+    if files.run_id:
+        print(f"Logged to MLflow run {files.run_id}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

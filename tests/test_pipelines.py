@@ -1,0 +1,134 @@
+"""The study in one command, and the project run through `mlflow run --env-manager local`."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from conftest import ROOT, TINY, experiment_runs
+
+pytestmark = pytest.mark.slow
+
+PROJECT_FILES = ("MLproject", "python_env.yaml", "pyproject.toml", "src", "conf", "pipelines")
+
+
+def test_study_runs_the_blog_grid_then_reports_and_resumes(tmp_path: Path) -> None:
+    command = [sys.executable, str(ROOT / "pipelines" / "study.py"), *TINY]
+    first = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "mlflow ui --backend-store-uri sqlite:///mlflow.db" in first.stdout
+    report = tmp_path / "reports" / "bn-trick"
+    claims = json.loads((report / "claims.json").read_text())
+    assert len(claims) == 6
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
+    parents = [r for r in experiment_runs(client) if r.data.tags.get("role") == "sweep"]
+    assert len(parents) == 1 and parents[0].data.metrics["jobs/finished"] == 12
+    assert "report/index.html" in {
+        a.path for a in client.list_artifacts(parents[0].info.run_id, "report")
+    }
+    (report / "index.html").unlink()
+
+    again = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert (report / "index.html").is_file()
+    parents = [r for r in experiment_runs(client) if r.data.tags.get("role") == "sweep"]
+    latest = max(parents, key=lambda run: run.info.start_time)
+    assert latest.data.metrics["jobs/skipped"] == 12
+    # The refreshed report still covers the whole grid, through the skipped runs.
+    assert len(json.loads((report / "claims.json").read_text())) == 6
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    copy = tmp_path / "project"
+    copy.mkdir()
+    for name in PROJECT_FILES:
+        source = ROOT / name
+        if source.is_dir():
+            shutil.copytree(source, copy / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(source, copy / name)
+    return copy
+
+
+def mlflow_run(project: Path, store: str, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "MLFLOW_TRACKING_URI": store}
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "run",
+            str(project),
+            "--env-manager",
+            "local",
+            "--experiment-name",
+            "bn-trick",
+            *args,
+        ],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def test_mlflow_run_entry_points_nest_and_record(project: Path, tmp_path: Path) -> None:
+    store = f"sqlite:///{tmp_path}/mlflow.db"
+    client = MlflowClient(tracking_uri=store)
+    overrides = "bn=true,false " + " ".join(TINY)
+    sweep = mlflow_run(project, store, "-e", "sweep", "-P", f"overrides={overrides}")
+    assert sweep.returncode == 0, sweep.stderr[-3000:]
+    runs = experiment_runs(client)
+    parents = [r for r in runs if r.data.tags.get("role") == "sweep"]
+    jobs = [r for r in runs if r.data.tags.get("role") == "job"]
+    # The project's run is the sweep's parent: no stray extra run.
+    assert len(runs) == 3 and len(parents) == 1 and len(jobs) == 2
+    assert parents[0].data.tags.get("mlflow.project.entryPoint") == "sweep"
+    assert {job.data.tags["mlflow.parentRunId"] for job in jobs} == {parents[0].info.run_id}
+
+    train = mlflow_run(
+        project,
+        store,
+        "-e",
+        "train",
+        "-P",
+        "bn=false",
+        "-P",
+        "lr=0.05",
+        "-P",
+        "activation=sigmoid",
+        "-P",
+        "steps=20",
+    )
+    assert train.returncode == 0, train.stderr[-3000:]
+    [trained] = [
+        r
+        for r in experiment_runs(client)
+        if r.data.tags.get("mlflow.project.entryPoint") == "train"
+    ]
+    assert trained.data.params["optimizer.lr"] == "0.05"
+    assert trained.data.params["model.activation"] == "sigmoid"
+    assert trained.data.params["train.steps"] == "20"
+    assert trained.data.tags["outcome"] == "finished"
+    assert trained.info.run_name == "bn=false lr=0.05 activation=sigmoid seed=0 train.steps=20"
+
+    report = mlflow_run(project, store, "-e", "report")
+    assert report.returncode == 0, report.stderr[-3000:]
+    [reported] = [
+        r
+        for r in experiment_runs(client)
+        if r.data.tags.get("mlflow.project.entryPoint") == "report"
+    ]
+    assert reported.data.tags["role"] == "report"
+    assert "report/index.html" in {
+        a.path for a in client.list_artifacts(reported.info.run_id, "report")
+    }

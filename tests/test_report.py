@@ -1,0 +1,195 @@
+"""The report reads a store filled with synthetic runs and writes every promised file."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from matplotlib.figure import Figure
+
+from bnlab import analysis, metrics, report, synthetic, tracking
+from bnlab.pipeline import ReportError, build_report
+from conftest import ROOT, experiment_runs
+
+ACTIVATIONS = ("relu", "sigmoid")
+LRS = (0.001, 0.01, 0.05)
+
+
+def fill(store: tracking.Store, seeds=(0, 1), parent: str | None = None, skip=()) -> None:
+    for activation in ACTIVATIONS:
+        for lr in LRS:
+            for bn in (True, False):
+                for seed in seeds:
+                    if (activation, lr, bn) not in skip:
+                        synthetic.log_run(
+                            store,
+                            bn=bn,
+                            lr=lr,
+                            activation=activation,
+                            seed=seed,
+                            parent_run_id=parent,
+                        )
+
+
+@pytest.fixture
+def store(store_uri: str) -> tracking.Store:
+    return tracking.Store(store_uri, "bn-trick")
+
+
+def read_summary(folder: Path) -> pd.DataFrame:
+    return pd.read_csv(folder / "summary.csv").set_index(["activation", "lr"])
+
+
+def test_report_writes_every_file_with_the_right_numbers(store, store_uri, tmp_path, client):
+    fill(store)
+    out = tmp_path / "report"
+    files = build_report(store_uri, "bn-trick", out)
+    for name in (
+        "comparison.png",
+        "lr_sensitivity.png",
+        "summary.csv",
+        "summary.md",
+        "claims.json",
+        "index.html",
+        "best_lr.csv",
+    ):
+        assert (out / name).stat().st_size > 0, name
+    assert (out / "comparison.png").read_bytes()[:4] == b"\x89PNG"
+    summary = read_summary(out)
+    assert len(summary) == 6
+    history, _ = synthetic.curve(True, 0.05, "sigmoid", 0, 20, 50)
+    expected_steps = analysis.steps_to_target(
+        pd.DataFrame(
+            {
+                "step": [p["step"] for p in history],
+                "value": [p[metrics.VAL_ACCURACY] for p in history],
+            }
+        ),
+        0.9,
+    )
+    row = summary.loc[("sigmoid", 0.05)]
+    assert row["steps_to_target bn"] == expected_steps
+    assert pd.isna(row["steps_to_target no_bn"])
+    assert row["best_val_accuracy no_bn"] == pytest.approx(0.1, abs=0.01)
+    assert row["best_val_accuracy bn"] > 0.95
+    assert row["best_val_accuracy diff"] == pytest.approx(
+        row["best_val_accuracy bn"] - row["best_val_accuracy no_bn"]
+    )
+    claims = {(c["activation"], c["lr"]): c for c in json.loads((out / "claims.json").read_text())}
+    assert claims[("sigmoid", 0.05)]["no_bn"]["stayed_at_chance"] is True
+    assert claims[("sigmoid", 0.05)]["bn"]["learned"] is True
+    assert claims[("sigmoid", 0.05)]["first_to_target"] == "bn"
+    assert claims[("relu", 0.05)]["no_bn"]["diverged"] is True
+    relu_small = claims[("relu", 0.001)]
+    assert relu_small["first_to_target"] == "bn" and relu_small["steps_ahead"] > 0
+    page = (out / "index.html").read_text()
+    assert "data:image/png;base64," in page and "stayed at chance" in page
+    assert "own best learning rate" in page
+    # Logged to a dedicated report run, browsable in the UI.
+    [report_run] = [r for r in experiment_runs(client) if r.data.tags.get("role") == "report"]
+    assert report_run.info.run_id == files.run_id
+    logged = {a.path for a in client.list_artifacts(files.run_id, "report")}
+    assert "report/index.html" in logged and "report/claims.json" in logged
+
+
+def test_report_of_one_sweep_uses_only_its_jobs_and_logs_to_the_parent(
+    store, store_uri, tmp_path, client
+):
+    parent = store.start_run("sweep", {tracking.ROLE_TAG: "sweep"})
+    fill(store, seeds=(0,), parent=parent.run_id)
+    fill(store, seeds=(5,))  # another sweep's runs in the same experiment
+    files = build_report(store_uri, "bn-trick", tmp_path / "r", parent_run_id=parent.run_id)
+    summary = read_summary(tmp_path / "r")
+    assert files.run_id == parent.run_id
+    variants = pd.read_csv(tmp_path / "r" / "best_lr.csv")
+    assert len(variants) == 4 and len(summary) == 6
+    assert "report/index.html" in {a.path for a in client.list_artifacts(parent.run_id, "report")}
+
+
+def test_other_configs_missing_cells_and_failures_do_not_crash(store, store_uri, tmp_path):
+    fill(store, seeds=(0,), skip={("relu", 0.01, False)})
+    synthetic.log_run(
+        store, bn=True, lr=0.01, activation="relu", seed=0, extra_params={"optimizer.name": "sgd"}
+    )
+    synthetic.log_run(store, bn=False, lr=0.001, activation="tanh", seed=0, outcome=metrics.FAILED)
+    build_report(store_uri, "bn-trick", tmp_path / "r", log_artifacts=False)
+    page = (tmp_path / "r" / "index.html").read_text()
+    assert "other settings left out" in page and "optimizer.name" in page
+    assert "missing from the grid" in page and "relu, lr=0.01, no BN" in page
+    summary = read_summary(tmp_path / "r")
+    assert ("tanh", 0.001) in summary.index
+
+
+def test_empty_and_unknown_experiments_fail_with_one_line(store, store_uri, tmp_path):
+    with pytest.raises(ReportError, match="no training runs"):
+        build_report(store_uri, "bn-trick", tmp_path / "r")
+    with pytest.raises(ReportError, match="unknown experiment 'nope'"):
+        build_report(store_uri, "nope", tmp_path / "r")
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "pipelines" / "report.py"),
+            "--experiment",
+            "nope",
+            "--tracking-uri",
+            store_uri,
+            "--out",
+            str(tmp_path / "r"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "error: unknown experiment 'nope' (in this store: Default, bn-trick)"
+    ]
+    missing = tmp_path / "absent.db"
+    with pytest.raises(ReportError, match="no tracking store"):
+        build_report(f"sqlite:///{missing}", "bn-trick", tmp_path / "r")
+    assert not missing.exists()
+
+
+def synthetic_curves() -> pd.DataFrame:
+    rows = []
+    for bn in (True, False):
+        for seed in (0, 1, 2):
+            history, outcome = synthetic.curve(bn, 0.01, "sigmoid", seed, 10, 10)
+            rows += [
+                {
+                    "run_id": f"{bn}{seed}",
+                    "activation": "sigmoid",
+                    "lr": 0.01,
+                    "bn": bn,
+                    "seed": seed,
+                    "outcome": outcome,
+                    "step": p["step"],
+                    "value": p[metrics.VAL_ACCURACY],
+                }
+                for p in history
+            ]
+    return pd.DataFrame(rows)
+
+
+def test_plot_functions_take_frames_and_return_figures() -> None:
+    curves = synthetic_curves()
+    grid = report.plot_comparison_grid(curves, ["relu", "sigmoid"], [0.01, 0.05])
+    assert isinstance(grid, Figure)
+    assert len(grid.axes) == 4
+    # Three seeds: a band per variant in the populated panel.
+    populated = grid.axes[2]
+    assert len(populated.collections) == 2
+    assert {text.get_text() for text in grid.axes[0].texts} == {"BN: no runs", "no BN: no runs"}
+    variants = pd.DataFrame(
+        {
+            "activation": ["relu"] * 4,
+            "bn": [True, True, False, False],
+            "lr": [0.01, 0.1, 0.01, 0.1],
+            "best_val_accuracy": [0.9, 0.8, 0.7, 0.1],
+        }
+    )
+    assert isinstance(report.plot_lr_sensitivity(variants), Figure)

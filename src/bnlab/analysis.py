@@ -147,8 +147,8 @@ def summary_table(variants: pd.DataFrame) -> pd.DataFrame:
     wide = variants.pivot_table(index=CELL, columns="bn", values=SUMMARY_NUMBERS, dropna=False)
     table = pd.DataFrame(index=wide.index)
     for number in SUMMARY_NUMBERS:
-        bn = wide[(number, True)] if (number, True) in wide else np.nan
-        plain = wide[(number, False)] if (number, False) in wide else np.nan
+        bn = wide.get((number, True), np.nan)
+        plain = wide.get((number, False), np.nan)
         table[f"{number} bn"] = bn
         table[f"{number} no_bn"] = plain
         table[f"{number} diff"] = bn - plain

@@ -112,7 +112,8 @@ def build_report(
             sentences,
             images,
             {
-                f"Per setting (steps to {target:.0%} validation accuracy; diff = BN minus no BN)": table,
+                f"Per setting (steps to {target:.0%} validation accuracy; "
+                "diff = BN minus no BN)": table,
                 "Each variant at its own best learning rate": best,
             },
             notes,

@@ -21,7 +21,7 @@ DATASETS = ("mnist_small", "mnist")
 TRACKING_SCHEMES = ("sqlite:///", "http://", "https://", "postgresql", "mysql")
 
 # Groups that do not change what is trained, so they stay out of the config hash.
-NON_SEMANTIC_KEYS = ("tracking",)
+NON_SEMANTIC_KEYS = ("tracking", "search")
 NON_SEMANTIC_TRAIN_KEYS = ("rerun",)
 
 
@@ -104,6 +104,23 @@ class TrackingConfig:
 
 
 @dataclass
+class SearchConfig:
+    # Filled by the Optuna sweeper for each trial, so the job can report to its study.
+    study: str | None = None
+    # Optuna storage URL of that study.
+    storage: str | None = None
+    # Trial number, shown on the MLflow run.
+    trial: int | None = None
+    # Trial id in the storage, used to report intermediate values for pruning.
+    trial_id: int | None = None
+    # The study's pruner, rebuilt in the trial's process (Optuna keeps it out of storage).
+    pruner: str = "none"
+    pruner_startup_trials: int = 3
+    pruner_warmup_steps: int = 0
+    pruner_reduction_factor: int = 3
+
+
+@dataclass
 class Config:
     # Shorthands users sweep; the groups read them by interpolation.
     bn: bool = True
@@ -115,6 +132,8 @@ class Config:
     data: DataConfig = MISSING
     train: TrainConfig = MISSING
     tracking: TrackingConfig = MISSING
+    # Set only for trials of an Optuna search (see conf/hparams_search).
+    search: SearchConfig = field(default_factory=SearchConfig)
 
     def __post_init__(self) -> None:
         _check_ranges(self)

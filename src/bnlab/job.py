@@ -66,6 +66,8 @@ def run_name(config: Config, overrides: list[str]) -> str:
         f"activation={config.model.activation}",
         f"seed={config.train.seed}",
     ]
+    if config.search.trial is not None:
+        parts.append(f"trial={config.search.trial}")
     for override in overrides:
         key = override.split("=", 1)[0].lstrip("+~")
         if key not in SHORTHANDS and not key.startswith(QUIET_PREFIXES):
@@ -93,6 +95,8 @@ def _open_run(
         **provenance.library_tags(),
         **tracking.versions(),
     }
+    if config.search.trial is not None:
+        tags.update({"study": config.search.study, "trial": str(config.search.trial)})
     parent = None
     if context.sweep is not None:
         parent = context.sweep.get("parent_run_id")
@@ -125,13 +129,20 @@ def run(cfg: DictConfig, on_eval: EvalHook | None = None) -> dict[str, float]:
     store = run_logger = None
     if config.tracking.enabled:
         store = tracking.open_store(config.tracking)
-        done = None if config.train.rerun else store.find_complete_run(digest)
+        # A search trial always trains: the study needs its curve and its pruning.
+        searching = config.search.trial_id is not None
+        done = None if config.train.rerun or searching else store.find_complete_run(digest)
         if done is not None:
             log.info("Skipping: run %s already has this config (%s)", done.run_id, done.outcome)
             _record(context, metrics.SKIPPED, done.run_id, previous_outcome=done.outcome)
             return done.metrics
         run_logger = _open_run(store, config, cfg, context, digest)
         log.info("MLflow run %s (%s)", run_logger.run_id, store.uri)
+
+    if config.search.trial_id is not None:
+        from bnlab.search import trial_reporter
+
+        on_eval = _either(on_eval, trial_reporter(config.search))
 
     def hook(step: int, point: dict[str, float]) -> bool:
         log.info(
@@ -178,6 +189,16 @@ def run(cfg: DictConfig, on_eval: EvalHook | None = None) -> dict[str, float]:
             log.exception("Job failed")
             return {metrics.OBJECTIVE: math.nan}
         raise
+
+
+def _either(first: EvalHook | None, second: EvalHook) -> EvalHook:
+    """Calls both hooks (both must see every evaluation); stops when either says so."""
+
+    def hook(step: int, point: dict[str, float]) -> bool:
+        stop_first = bool(first and first(step, point))
+        return second(step, point) or stop_first
+
+    return hook
 
 
 def _log_log_file(run_logger: tracking.RunLogger, context: JobContext) -> None:

@@ -191,6 +191,26 @@ class Store:
             _retry(lambda: self.client.update_run(run_id, name=name))
         return logger
 
+    def find_run(self, tags: Mapping[str, str]) -> str | None:
+        """The newest run carrying all of `tags`, if any."""
+        condition = " and ".join(f"tags.`{key}` = '{value}'" for key, value in tags.items())
+        runs = _retry(
+            lambda: self.client.search_runs(
+                [self.experiment_id],
+                filter_string=condition,
+                order_by=["attributes.start_time DESC"],
+                max_results=1,
+            )
+        )
+        return runs[0].info.run_id if runs else None
+
+    def reopen_run(self, run_id: str) -> RunLogger:
+        """Marks a run RUNNING again (a resumed search) and returns its logger."""
+        _retry(lambda: self.client.update_run(run_id, status="RUNNING"))
+        logger = RunLogger(self.client, run_id)
+        logger.preset_params = set(_retry(lambda: self.client.get_run(run_id)).data.params)
+        return logger
+
     def children(self, parent_run_id: str) -> list[Any]:
         """All runs nested directly under `parent_run_id`."""
         return _search_all(
@@ -312,6 +332,11 @@ class RunLogger:
             "".join(traceback.format_exception(type(error), error, error.__traceback__)),
             "error.txt",
         )
+
+    def close(self, status: str) -> None:
+        """Sets the run's final status (for parent runs, which have no outcome)."""
+        if self.owned:
+            _retry(lambda: self.client.set_terminated(self.run_id, status=status))
 
     def end(self, outcome: str) -> None:
         """Tags the outcome and sets the matching run status."""

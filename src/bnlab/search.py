@@ -1,0 +1,211 @@
+"""Optuna searches: the search space in Hydra's sweep syntax, samplers, pruners, storage.
+
+Used by the Hydra sweeper plugin (hydra_plugins/bnlab_optuna_sweeper) in the
+launching process, and by each trial's job to report its validation curve.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+import pandas as pd
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, RangeSweep
+
+from bnlab.config import ConfigError, SearchConfig
+
+log = logging.getLogger(__name__)
+
+SAMPLERS = ("tpe", "random", "grid", "cmaes")
+PRUNERS = ("median", "hyperband", "none")
+DIRECTIONS = ("maximize", "minimize")
+
+
+@dataclass
+class Dimension:
+    """One searched parameter: its name, Optuna distribution and the expression it came from."""
+
+    name: str
+    distribution: optuna.distributions.BaseDistribution
+    expression: str
+
+    def choices(self) -> list[Any]:
+        """All values, for the grid sampler (discrete dimensions only)."""
+        dist = self.distribution
+        if isinstance(dist, optuna.distributions.CategoricalDistribution):
+            return list(dist.choices)
+        if isinstance(dist, optuna.distributions.IntDistribution):
+            return list(range(dist.low, dist.high + 1, dist.step))
+        raise ConfigError(
+            f"hydra.sweeper.params.{self.name}: the grid sampler needs choice(...) or range(...),"
+            f" not {self.expression}"
+        )
+
+
+def format_value(value: Any) -> str:
+    """A value as Hydra's command line writes it (booleans in lower case)."""
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def parse_space(params: dict[str, str]) -> list[Dimension]:
+    """Parses `interval(...)`, `tag(log, interval(...))`, `choice(...)` and `range(...)`.
+
+    Raises:
+        ConfigError: An expression is not valid sweep syntax or not a searchable range.
+    """
+    parser = OverridesParser.create()
+    dimensions = []
+    for name, expression in params.items():
+        key = f"hydra.sweeper.params.{name}"
+        try:
+            override = parser.parse_override(f"{name}={expression}")
+        except Exception as error:
+            first = str(error).splitlines()[0]
+            raise ConfigError(f"{key}: invalid search-space expression '{expression}' ({first})")
+        value = override.value()
+        if isinstance(value, IntervalSweep):
+            low, high = float(value.start), float(value.end)
+            log_scale = "log" in value.tags
+            if not low < high or (log_scale and low <= 0):
+                raise ConfigError(f"{key}: interval needs low < high (and low > 0 with log)")
+            dist = optuna.distributions.FloatDistribution(low, high, log=log_scale)
+        elif isinstance(value, RangeSweep):
+            start, stop, step = value.start, value.stop, value.step or 1
+            if all(float(v).is_integer() for v in (start, stop, step)):
+                dist = optuna.distributions.IntDistribution(
+                    int(start), int(stop) - 1, step=int(step)
+                )
+            else:
+                high = start + step * math.floor((stop - start) / step - 1e-12)
+                dist = optuna.distributions.FloatDistribution(start, high, step=step)
+        elif isinstance(value, ChoiceSweep):
+            dist = optuna.distributions.CategoricalDistribution([_plain(v) for v in value.list])
+        else:
+            raise ConfigError(
+                f"{key}: '{expression}' is a fixed value; search with interval(...), "
+                "tag(log, interval(...)), choice(...) or range(...)"
+            )
+        dimensions.append(Dimension(name, dist, expression))
+    return dimensions
+
+
+def _plain(value: Any) -> Any:
+    """Choices must be plain values Optuna can store: bool, int, float or str."""
+    return value if isinstance(value, (bool, int, float, str)) or value is None else str(value)
+
+
+def suggest(trial: optuna.Trial, dimension: Dimension) -> Any:
+    """Asks the trial for a value of one dimension."""
+    dist = dimension.distribution
+    if isinstance(dist, optuna.distributions.FloatDistribution):
+        return trial.suggest_float(
+            dimension.name, dist.low, dist.high, log=dist.log, step=dist.step
+        )
+    if isinstance(dist, optuna.distributions.IntDistribution):
+        return trial.suggest_int(dimension.name, dist.low, dist.high, step=dist.step, log=dist.log)
+    return trial.suggest_categorical(dimension.name, list(dist.choices))
+
+
+def override_for(name: str, value: Any) -> str:
+    return f"{name}={format_value(value)}"
+
+
+def make_sampler(
+    name: str, seed: int | None, dimensions: list[Dimension], n_startup_trials: int
+) -> optuna.samplers.BaseSampler:
+    """Builds a seeded sampler; raises ConfigError for an unknown name."""
+    if name == "tpe":
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=n_startup_trials)
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if name == "grid":
+        space = {dimension.name: dimension.choices() for dimension in dimensions}
+        return optuna.samplers.GridSampler(space, seed=seed)
+    if name == "cmaes":
+        return optuna.samplers.CmaEsSampler(seed=seed, n_startup_trials=n_startup_trials)
+    raise ConfigError(
+        f"hydra.sweeper.sampler.name: unknown sampler '{name}' (accepted: {', '.join(SAMPLERS)})"
+    )
+
+
+def make_pruner(
+    name: str, n_startup_trials: int, n_warmup_steps: int, reduction_factor: int
+) -> optuna.pruners.BasePruner:
+    """Builds a pruner; raises ConfigError for an unknown name."""
+    if name == "median":
+        return optuna.pruners.MedianPruner(
+            n_startup_trials=n_startup_trials, n_warmup_steps=n_warmup_steps
+        )
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner(reduction_factor=reduction_factor)
+    if name == "none":
+        return optuna.pruners.NopPruner()
+    raise ConfigError(
+        f"hydra.sweeper.pruner.name: unknown pruner '{name}' (accepted: {', '.join(PRUNERS)})"
+    )
+
+
+def open_storage(url: str) -> optuna.storages.BaseStorage:
+    """Connects to an Optuna storage, failing with one line when it cannot be reached."""
+    engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
+    try:
+        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+    except Exception as error:
+        reason = str(error).splitlines()[0][:200]
+        raise ConfigError(f"hydra.sweeper.storage: cannot open '{url}' ({reason})") from error
+
+
+def trial_reporter(config: SearchConfig):
+    """An evaluation hook for a trial's job: report val accuracy, True when pruned.
+
+    Optuna does not store the pruner with the study, so the trial's process
+    rebuilds the study's pruner from the settings the sweeper passed along.
+    """
+    pruner = make_pruner(
+        config.pruner,
+        config.pruner_startup_trials,
+        config.pruner_warmup_steps,
+        config.pruner_reduction_factor,
+    )
+    study = optuna.load_study(
+        study_name=config.study, storage=open_storage(config.storage), pruner=pruner
+    )
+    trial = optuna.trial.Trial(study, config.trial_id)
+
+    def report(step: int, point: dict[str, float]) -> bool:
+        from bnlab import metrics
+
+        trial.report(point[metrics.VAL_ACCURACY], step)
+        return trial.should_prune()
+
+    return report
+
+
+def load_trials(storage_url: str, study_name: str) -> pd.DataFrame:
+    """One row per trial: number, state, value and params (`params_<name>` columns)."""
+    storage = open_storage(storage_url)
+    try:
+        study = optuna.load_study(study_name=study_name, storage=storage)
+    except KeyError as error:
+        names = [summary.study_name for summary in optuna.get_all_study_summaries(storage)]
+        raise ConfigError(
+            f"unknown study '{study_name}' in {storage_url} (known: {', '.join(names) or 'none'})"
+        ) from error
+    return study.trials_dataframe(attrs=("number", "state", "value", "params"))
+
+
+def param_importances(storage_url: str, study_name: str) -> dict[str, float]:
+    """fANOVA importances of the searched params (empty with fewer than two finished trials)."""
+    study = optuna.load_study(study_name=study_name, storage=open_storage(storage_url))
+    finished = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    if len(finished) < 2:
+        return {}
+    try:
+        return dict(optuna.importance.get_param_importances(study))
+    except (RuntimeError, ValueError) as error:
+        log.warning("No parameter importances: %s", error)
+        return {}

@@ -1,0 +1,201 @@
+"""Optuna searches launched from the Hydra command line, read back from Optuna and MLflow."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+import pytest
+from mlflow import MlflowClient
+
+from bnlab import search
+from bnlab.config import ConfigError
+from conftest import TINY, experiment_runs, run_train
+
+SEARCH = ["-m", "hparams_search=lr_bn", *TINY]
+
+
+def study(cwd: Path, name: str = "lr_bn") -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{cwd}/optuna.db")
+
+
+def runs_by_role(cwd: Path) -> dict[str, list]:
+    client = MlflowClient(tracking_uri=f"sqlite:///{cwd}/mlflow.db")
+    grouped: dict[str, list] = {}
+    for run in experiment_runs(client):
+        grouped.setdefault(run.data.tags.get("role"), []).append(run)
+    return grouped
+
+
+def test_space_parses_hydra_sweep_syntax() -> None:
+    dimensions = search.parse_space(
+        {
+            "lr": "tag(log, interval(1e-4, 0.5))",
+            "bn": "choice(true, false)",
+            "seed": "range(0, 3)",
+            "momentum": "interval(0.5, 0.9)",
+        }
+    )
+    by_name = {d.name: d.distribution for d in dimensions}
+    assert by_name["lr"] == optuna.distributions.FloatDistribution(1e-4, 0.5, log=True)
+    assert by_name["bn"] == optuna.distributions.CategoricalDistribution([True, False])
+    assert by_name["seed"] == optuna.distributions.IntDistribution(0, 2)
+    assert not by_name["momentum"].log
+
+
+@pytest.mark.parametrize(
+    "expression", ["interval(1e-4)", "foo(1, 2)", "0.1", "tag(log, interval(0, 1))"]
+)
+def test_bad_space_expressions_name_the_key(expression: str) -> None:
+    with pytest.raises(ConfigError, match=r"^hydra\.sweeper\.params\.lr: "):
+        search.parse_space({"lr": expression})
+
+
+def test_tiny_search_matches_between_optuna_and_mlflow_and_resumes(tmp_path: Path) -> None:
+    done = run_train([*SEARCH, "hydra.sweeper.n_trials=3"], cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    trials = study(tmp_path).trials
+    assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE] * 3
+    roles = runs_by_role(tmp_path)
+    [parent] = roles["search"]
+    jobs = {int(run.data.tags["trial"]): run for run in roles["job"]}
+    assert sorted(jobs) == [0, 1, 2]
+    for trial in trials:
+        run = jobs[trial.number]
+        assert run.data.tags["study"] == "lr_bn"
+        assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert run.data.metrics["objective"] == pytest.approx(trial.value)
+        assert float(run.data.params["optimizer.lr"]) == pytest.approx(trial.params["lr"])
+        assert run.data.params["model.bn"] == str(trial.params["bn"]).lower()
+        assert set(trial.intermediate_values) == {10, 20}
+    best = study(tmp_path).best_trial
+    assert float(parent.data.tags["best.value"]) == pytest.approx(best.value)
+    assert parent.data.params["search.lr"] == "tag(log, interval(1e-4, 0.5))"
+    assert parent.data.params["sampler"] == "tpe"
+    assert parent.info.status == "FINISHED"
+
+    again = run_train([*SEARCH, "hydra.sweeper.n_trials=5"], cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    trials = study(tmp_path).trials
+    assert len(trials) == 5
+    assert len({tuple(sorted(t.params.items())) for t in trials}) == 5
+    roles = runs_by_role(tmp_path)
+    assert len(roles["search"]) == 1 and len(roles["job"]) == 5
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("launcher", ["basic", "joblib"])
+def test_median_pruner_prunes_a_hopeless_trial(tmp_path: Path, launcher: str) -> None:
+    """A trial that learns, then one that stays at chance (plain sigmoid, lr=0.5): pruned."""
+    settings = [
+        "data.limit=640",
+        "train.steps=60",
+        "train.eval_every=20",
+        "hydra.sweeper.pruner.n_startup_trials=1",
+        "hydra.sweeper.pruner.n_warmup_steps=0",
+        "seed=choice(0)",
+    ]
+    if launcher == "joblib":
+        settings += ["hydra/launcher=joblib", "hydra.launcher.n_jobs=1"]
+    good = run_train(
+        [
+            "-m",
+            "hparams_search=lr_bn",
+            *settings,
+            "lr=0.01",
+            "bn=true",
+            "activation=relu",
+            "hydra.sweeper.n_trials=1",
+        ],
+        cwd=tmp_path,
+    )
+    assert good.returncode == 0, good.stderr[-3000:]
+    hopeless = run_train(
+        [
+            "-m",
+            "hparams_search=lr_bn",
+            *settings,
+            "lr=0.5",
+            "bn=false",
+            "activation=sigmoid",
+            "hydra.sweeper.n_trials=2",
+        ],
+        cwd=tmp_path,
+    )
+    assert hopeless.returncode == 0, hopeless.stderr[-3000:]
+    trials = study(tmp_path).trials
+    assert [t.state for t in trials] == [
+        optuna.trial.TrialState.COMPLETE,
+        optuna.trial.TrialState.PRUNED,
+    ]
+    reported = sorted(trials[1].intermediate_values)
+    assert reported and max(reported) < 60  # stopped before the end of its schedule
+    [pruned_run] = [r for r in runs_by_role(tmp_path)["job"] if r.data.tags["trial"] == "1"]
+    assert pruned_run.info.status == "FINISHED"
+    assert pruned_run.data.tags["outcome"] == "pruned"
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
+    curve = client.get_metric_history(pruned_run.info.run_id, "val/accuracy")
+    assert [point.step for point in curve] == reported
+
+
+@pytest.mark.slow
+def test_failing_trial_is_recorded_and_the_study_continues(tmp_path: Path) -> None:
+    done = run_train(
+        [
+            *SEARCH,
+            "hydra.sweeper.sampler.name=grid",
+            "train.fail=choice(true,false)",
+            "lr=0.01",
+            "bn=true",
+            "activation=relu",
+            "hydra.sweeper.n_trials=2",
+        ],
+        cwd=tmp_path,
+    )
+    assert done.returncode == 1
+    assert "1 job(s) failed" in done.stderr
+    states = sorted(t.state.name for t in study(tmp_path).trials)
+    assert states == ["COMPLETE", "FAIL"]
+    outcomes = sorted(r.data.tags["outcome"] for r in runs_by_role(tmp_path)["job"])
+    assert outcomes == ["failed", "finished"]
+
+
+@pytest.mark.slow
+def test_joblib_launcher_runs_two_trials_at_once(tmp_path: Path) -> None:
+    done = run_train(
+        [
+            *SEARCH,
+            "hydra/launcher=joblib",
+            "hydra.launcher.n_jobs=2",
+            "hydra.sweeper.n_jobs=2",
+            "hydra.sweeper.n_trials=4",
+        ],
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    trials = study(tmp_path).trials
+    assert len(trials) == 4 and all(t.state.name == "COMPLETE" for t in trials)
+    roles = runs_by_role(tmp_path)
+    parent = roles["search"][0].info.run_id
+    assert {r.data.tags["mlflow.parentRunId"] for r in roles["job"]} == {parent}
+    assert len(roles["job"]) == 4
+
+
+BAD_SEARCH = [
+    (["hydra.sweeper.params.lr=interval(1e-4)"], "hydra.sweeper.params.lr"),
+    (["hydra.sweeper.sampler.name=foo"], "hydra.sweeper.sampler.name"),
+    (["hydra.sweeper.pruner.name=foo"], "hydra.sweeper.pruner.name"),
+    (["hydra.sweeper.storage=sqlite:////nonexistent/dir/optuna.db"], "hydra.sweeper.storage"),
+    (["hydra.sweeper.params.lr=interval(-1, 0.1)"], "lr"),
+]
+
+
+@pytest.mark.parametrize(("args", "key"), BAD_SEARCH, ids=[a[0] for a, _ in BAD_SEARCH])
+def test_bad_search_input_fails_before_any_trial(args: list[str], key: str, tmp_path: Path) -> None:
+    done = run_train([*SEARCH, *args], cwd=tmp_path, timeout=120)
+    assert done.returncode == 2, done.stderr[-3000:]
+    lines = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and key in lines[0], done.stderr[-2000:]
+    assert not (tmp_path / "mlflow.db").exists()
+    if (tmp_path / "optuna.db").exists():
+        assert optuna.get_all_study_summaries(f"sqlite:///{tmp_path}/optuna.db") == []

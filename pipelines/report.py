@@ -26,6 +26,12 @@ def main() -> int:
         default=0.9,
         help="validation accuracy whose first crossing is compared",
     )
+    parser.add_argument("--study", help="also report this Optuna study (e.g. lr_bn)")
+    parser.add_argument(
+        "--optuna-storage",
+        default="sqlite:///optuna.db",
+        help="storage of the study (default sqlite:///optuna.db)",
+    )
     parser.add_argument("--no-log", action="store_true", help="do not log to MLflow")
     args = parser.parse_args()
     try:
@@ -36,6 +42,8 @@ def main() -> int:
             args.parent_run,
             args.target,
             log_artifacts=not args.no_log,
+            study=args.study,
+            optuna_storage=args.optuna_storage,
         )
     except ReportError as error:
         print(f"error: {error}", file=sys.stderr)

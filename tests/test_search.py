@@ -5,11 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import optuna
+import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
 from bnlab import search
 from bnlab.config import ConfigError
+from bnlab.pipeline import ReportError, build_report
 from conftest import TINY, experiment_runs, run_train
 
 SEARCH = ["-m", "hparams_search=lr_bn", *TINY]
@@ -73,6 +75,29 @@ def test_tiny_search_matches_between_optuna_and_mlflow_and_resumes(tmp_path: Pat
     assert parent.data.params["search.lr"] == "tag(log, interval(1e-4, 0.5))"
     assert parent.data.params["sampler"] == "tpe"
     assert parent.info.status == "FINISHED"
+
+    report_dir = tmp_path / "report"
+    build_report(
+        f"sqlite:///{tmp_path}/mlflow.db",
+        "bn-trick",
+        report_dir,
+        study="lr_bn",
+        optuna_storage=f"sqlite:///{tmp_path}/optuna.db",
+    )
+    table = pd.read_csv(report_dir / "study_lr_bn" / "trials.csv")
+    assert table["value"].tolist() == pytest.approx([t.value for t in trials])
+    for name in ("history.png", "importances.png", "lr_vs_accuracy.png"):
+        assert (report_dir / "study_lr_bn" / name).read_bytes()[:4] == b"\x89PNG"
+    page = (report_dir / "index.html").read_text()
+    assert "Study lr_bn: optimization history" in page and "Best trial" in page
+    with pytest.raises(ReportError, match="unknown study 'nope'"):
+        build_report(
+            f"sqlite:///{tmp_path}/mlflow.db",
+            "bn-trick",
+            report_dir,
+            study="nope",
+            optuna_storage=f"sqlite:///{tmp_path}/optuna.db",
+        )
 
     again = run_train([*SEARCH, "hydra.sweeper.n_trials=5"], cwd=tmp_path)
     assert again.returncode == 0, again.stderr[-3000:]

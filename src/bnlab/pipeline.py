@@ -6,10 +6,13 @@ import json
 import logging
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from bnlab import analysis, report, tracking
+import pandas as pd
+
+from bnlab import analysis, report, search, tracking
+from bnlab.config import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +36,16 @@ def _check_store(uri: str) -> None:
         raise ReportError(f"no tracking store at {uri} (run a sweep first, or pass --tracking-uri)")
 
 
+@dataclass
+class Section:
+    """Part of the report page: sentences, figures (PNG bytes), tables and notes."""
+
+    sentences: list[str] = field(default_factory=list)
+    images: dict[str, bytes] = field(default_factory=dict)
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
 def build_report(
     uri: str,
     experiment: str,
@@ -40,6 +53,8 @@ def build_report(
     parent_run_id: str | None = None,
     target: float = 0.9,
     log_artifacts: bool = True,
+    study: str | None = None,
+    optuna_storage: str = "sqlite:///optuna.db",
 ) -> ReportFiles:
     """Reads the runs from the store and writes the figures, tables, claims and page.
 
@@ -50,6 +65,8 @@ def build_report(
         parent_run_id: Only the jobs of this sweep, and log the report to it.
         target: Validation accuracy whose first crossing is compared.
         log_artifacts: Also log the folder to MLflow.
+        study: Also report this Optuna study (its trials are left out of the grid).
+        optuna_storage: Where that study is stored.
     """
     if not 0 < target < 1:
         raise ReportError(f"--target must be in (0, 1), got {target}")
@@ -58,15 +75,44 @@ def build_report(
         runs, curves = tracking.load_runs(uri, experiment, parent_run_id)
     except tracking.StoreQueryError as error:
         raise ReportError(str(error)) from error
-    if runs.empty:
+    grid_runs = runs[runs["study"].isna()] if not runs.empty else runs
+    if grid_runs.empty and study is None:
         scope = f"sweep {parent_run_id}" if parent_run_id else f"experiment '{experiment}'"
         raise ReportError(f"no training runs in {scope}")
+    out.mkdir(parents=True, exist_ok=True)
+    sections = []
+    if not grid_runs.empty:
+        sections.append(_grid_section(grid_runs, curves, experiment, target, out))
+    if study is not None:
+        sections.append(_study_section(runs, study, optuna_storage, out))
+    page = Section()
+    for section in sections:
+        page.sentences += section.sentences
+        page.images |= section.images
+        page.tables |= section.tables
+        page.notes += section.notes
+    (out / "index.html").write_text(
+        report.render_html(
+            f"Batch Normalization report — {experiment}",
+            page.sentences,
+            page.images,
+            page.tables,
+            page.notes,
+        )
+    )
+    run_id = tracking.log_report(uri, experiment, out, parent_run_id) if log_artifacts else None
+    return ReportFiles(out, run_id)
+
+
+def _grid_section(
+    runs: pd.DataFrame, curves: pd.DataFrame, experiment: str, target: float, out: Path
+) -> Section:
+    """The BN-vs-no-BN comparison per (activation, learning rate) cell."""
     selection = analysis.select(runs, curves)
     variants = analysis.per_variant(selection, target)
     table = analysis.summary_table(variants)
     best = analysis.best_learning_rates(variants)
     facts = analysis.claims(variants, target)
-    sentences = analysis.plain_language(facts, best, target)
     notes = list(selection.notes)
     activations = sorted(selection.runs["activation"].unique())
     lrs = sorted(selection.runs["lr"].unique())
@@ -85,8 +131,6 @@ def build_report(
         f"{len(selection.runs)} runs compared, up to {seeds} seed(s) per setting; "
         f"{report.BAND_CAPTION}."
     )
-
-    out.mkdir(parents=True, exist_ok=True)
     images = {
         "Validation accuracy against training step, BN vs no BN": report.figure_png(
             report.plot_comparison_grid(
@@ -106,21 +150,61 @@ def build_report(
         + report.markdown_table(best)
     )
     (out / "claims.json").write_text(json.dumps(facts, indent=2))
-    (out / "index.html").write_text(
-        report.render_html(
-            f"Batch Normalization report — {experiment}",
-            sentences,
-            images,
-            {
-                f"Per setting (steps to {target:.0%} validation accuracy; "
-                "diff = BN minus no BN)": table,
-                "Each variant at its own best learning rate": best,
-            },
-            notes,
-        )
+    return Section(
+        analysis.plain_language(facts, best, target),
+        images,
+        {
+            f"Per setting (steps to {target:.0%} validation accuracy; "
+            "diff = BN minus no BN)": table,
+            "Each variant at its own best learning rate": best,
+        },
+        notes,
     )
-    run_id = tracking.log_report(uri, experiment, out, parent_run_id) if log_artifacts else None
-    return ReportFiles(out, run_id)
+
+
+def _study_section(runs: pd.DataFrame, study: str, storage: str, out: Path) -> Section:
+    """An Optuna study: history, importances, and best accuracy against lr by BN."""
+    try:
+        trials = search.load_trials(storage, study)
+    except ConfigError as error:
+        raise ReportError(str(error)) from error
+    importances = search.param_importances(storage, study)
+    trial_runs = runs[runs["study"] == study] if not runs.empty else runs
+    images = {
+        f"Study {study}: optimization history": report.figure_png(
+            report.plot_optimization_history(trials, study)
+        ),
+        f"Study {study}: parameter importances": report.figure_png(
+            report.plot_param_importances(importances, study)
+        ),
+        f"Study {study}: best validation accuracy against learning rate": report.figure_png(
+            report.plot_search_lr(trial_runs, study)
+        ),
+    }
+    folder = out / f"study_{study}"
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, png in zip(
+        ("history.png", "importances.png", "lr_vs_accuracy.png"), images.values(), strict=True
+    ):
+        (folder / name).write_bytes(png)
+    trials.to_csv(folder / "trials.csv", index=False)
+    states = trials["state"].value_counts().to_dict() if not trials.empty else {}
+    sentences = [
+        f"Study {study}: {len(trials)} trials ("
+        + ", ".join(f"{count} {state.lower()}" for state, count in states.items())
+        + ")."
+    ]
+    complete = trials[trials["state"] == "COMPLETE"] if not trials.empty else trials
+    if not complete.empty:
+        best = complete.loc[complete["value"].idxmax()]
+        params = ", ".join(
+            f"{c.removeprefix('params_')}={best[c]}"
+            for c in trials.columns
+            if c.startswith("params_")
+        )
+        sentences.append(f"Best trial {int(best['number'])}: {best['value']:.4f} with {params}.")
+    notes = [] if importances else [f"study {study}: too few complete trials for importances"]
+    return Section(sentences, images, {f"Study {study}: trials": trials}, notes)
 
 
 def run_study(overrides: list[str], out: Path | None = None, target: float = 0.9) -> int:

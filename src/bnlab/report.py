@@ -242,3 +242,88 @@ def markdown_table(table: pd.DataFrame) -> str:
         for row in table.itertuples(index=False)
     ]
     return "\n".join(lines) + "\n"
+
+
+def plot_optimization_history(trials: pd.DataFrame, study: str) -> Figure:
+    """Objective of every trial by number, coloured by state, with the best so far."""
+    figure, axis = plt.subplots(figsize=(7, 3.8))
+    colours = {"COMPLETE": "tab:blue", "PRUNED": "tab:grey", "FAIL": "tab:red"}
+    for state, group in trials.groupby("state") if not trials.empty else []:
+        axis.scatter(
+            group["number"],
+            group["value"],
+            label=state.lower(),
+            color=colours.get(state, "black"),
+            s=25,
+        )
+    complete = trials[trials["state"] == "COMPLETE"] if not trials.empty else trials
+    if not complete.empty:
+        axis.step(
+            complete["number"],
+            complete["value"].cummax(),
+            where="post",
+            color="tab:green",
+            label="best so far",
+        )
+    axis.set(
+        xlabel="trial",
+        ylabel="objective (best validation accuracy)",
+        title=f"Optimization history — {study}",
+    )
+    axis.grid(alpha=0.3)
+    axis.legend()
+    figure.tight_layout()
+    return figure
+
+
+def plot_param_importances(importances: dict[str, float], study: str) -> Figure:
+    """fANOVA importance of each searched parameter, as horizontal bars."""
+    figure, axis = plt.subplots(figsize=(6, 0.6 * max(len(importances), 2) + 1.2))
+    if importances:
+        names = list(importances)[::-1]
+        axis.barh(names, [importances[name] for name in names], color="tab:blue")
+    else:
+        axis.text(0.5, 0.5, "too few complete trials", ha="center", transform=axis.transAxes)
+    axis.set(xlabel="importance (fANOVA)", title=f"Parameter importances — {study}")
+    figure.tight_layout()
+    return figure
+
+
+def plot_search_lr(runs: pd.DataFrame, study: str) -> Figure:
+    """Each trial's best validation accuracy against its learning rate, coloured by BN."""
+    figure, axis = plt.subplots(figsize=(7, 3.8))
+    if not runs.empty:
+        runs = runs.assign(
+            bn_flag=runs["bn"].astype(str).str.lower() == "true", lr_value=runs["lr"].astype(float)
+        )
+        for bn in (True, False):
+            group = runs[runs["bn_flag"] == bn]
+            style = VARIANT_STYLE[bn]
+            pruned = group["outcome"] == metrics.PRUNED
+            axis.scatter(
+                group.loc[~pruned, "lr_value"],
+                group.loc[~pruned, metrics.BEST_VAL_ACCURACY],
+                color=style["color"],
+                label=style["label"],
+                s=30,
+            )
+            axis.scatter(
+                group.loc[pruned, "lr_value"],
+                group.loc[pruned, metrics.BEST_VAL_ACCURACY],
+                facecolors="none",
+                edgecolors=style["color"],
+                s=30,
+                label=f"{style['label']} (pruned)",
+            )
+    axis.axhline(metrics.CHANCE_ACCURACY, color="grey", linewidth=0.8, linestyle=":")
+    axis.set_xscale("log")
+    axis.set(
+        xlabel="learning rate",
+        ylabel="best validation accuracy",
+        ylim=(0, 1.02),
+        title=f"Best validation accuracy against learning rate — {study}",
+    )
+    axis.grid(alpha=0.3, which="both")
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    return figure

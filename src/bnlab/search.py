@@ -65,7 +65,9 @@ def parse_space(params: dict[str, str]) -> list[Dimension]:
             override = parser.parse_override(f"{name}={expression}")
         except Exception as error:
             first = str(error).splitlines()[0]
-            raise ConfigError(f"{key}: invalid search-space expression '{expression}' ({first})")
+            raise ConfigError(
+                f"{key}: invalid search-space expression '{expression}' ({first})"
+            ) from error
         value = override.value()
         if isinstance(value, IntervalSweep):
             low, high = float(value.start), float(value.end)

@@ -455,6 +455,8 @@ def load_runs(
                 "outcome": run.data.tags.get(OUTCOME_TAG, "unknown"),
                 "start_time": run.info.start_time,
                 "parent_run_id": run.data.tags.get(PARENT_TAG),
+                "study": run.data.tags.get("study"),
+                "trial": run.data.tags.get("trial"),
                 **run.data.params,
                 **run.data.metrics,
             }

@@ -45,6 +45,31 @@ def test_space_parses_hydra_sweep_syntax() -> None:
     assert not by_name["momentum"].log
 
 
+@pytest.mark.parametrize("name", search.SAMPLERS)
+def test_every_sampler_is_seeded_and_samples_the_space(name: str) -> None:
+    dimensions = search.parse_space({"lr": "choice(0.001, 0.01, 0.1)", "seed": "range(0, 2)"})
+
+    def draws() -> list[dict]:
+        sampler = search.make_sampler(name, 3, dimensions, n_startup_trials=1)
+        study_ = optuna.create_study(sampler=sampler, direction="maximize")
+        values = []
+        for _ in range(4):
+            trial = study_.ask()
+            params = {d.name: search.suggest(trial, d) for d in dimensions}
+            study_.tell(trial, params["lr"] * (1 + params["seed"]))
+            values.append(params)
+        return values
+
+    first = draws()
+    assert first == draws()
+    assert all(p["lr"] in (0.001, 0.01, 0.1) and p["seed"] in (0, 1) for p in first)
+
+
+@pytest.mark.parametrize("name", search.PRUNERS)
+def test_every_pruner_builds(name: str) -> None:
+    assert isinstance(search.make_pruner(name, 1, 0, 3), optuna.pruners.BasePruner)
+
+
 @pytest.mark.parametrize(
     "expression", ["interval(1e-4)", "foo(1, 2)", "0.1", "tag(log, interval(0, 1))"]
 )

@@ -81,15 +81,21 @@ def steps_per_execution(config: Config) -> int:
     return max(d for d in range(1, min(common, train.steps_per_execution) + 1) if common % d == 0)
 
 
-def compile_model(config: Config) -> keras.Model:
-    """Builds and compiles the model of `config`, seeded for reproducibility."""
+def compile_model(config: Config, batches_per_call: int | None = None) -> keras.Model:
+    """Builds and compiles the model of `config`, seeded for reproducibility.
+
+    Args:
+        config: The experiment config.
+        batches_per_call: Keras's steps_per_execution; by default the largest
+            value that ends every compiled call on an evaluation step.
+    """
     keras.utils.set_random_seed(config.train.seed)
     model = build_model(config.model)
     model.compile(
         optimizer=build_optimizer(config.optimizer),
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
-        steps_per_execution=steps_per_execution(config),
+        steps_per_execution=batches_per_call or steps_per_execution(config),
     )
     return model
 

@@ -139,10 +139,8 @@ def run(cfg: DictConfig, on_eval: EvalHook | None = None) -> dict[str, float]:
         run_logger = _open_run(store, config, cfg, context, digest)
         log.info("MLflow run %s (%s)", run_logger.run_id, store.uri)
 
-    if config.search.trial_id is not None:
-        from bnlab.search import trial_reporter
-
-        on_eval = _either(on_eval, trial_reporter(config.search))
+    # Hooks that may stop training; every one sees every evaluation.
+    stoppers = [on_eval] if on_eval else []
 
     def hook(step: int, point: dict[str, float]) -> bool:
         log.info(
@@ -152,9 +150,13 @@ def run(cfg: DictConfig, on_eval: EvalHook | None = None) -> dict[str, float]:
         )
         if run_logger is not None:
             run_logger.log_metrics({k: v for k, v in point.items() if k != "step"}, step)
-        return bool(on_eval and on_eval(step, point))
+        return any([stopper(step, point) for stopper in stoppers])
 
     try:
+        if config.search.trial_id is not None:
+            from bnlab.search import trial_reporter
+
+            stoppers.append(trial_reporter(config.search))
         if config.train.fail:
             raise InjectedFailure("train.fail=true: this job fails on purpose")
         data = load_data(config.data)
@@ -189,16 +191,6 @@ def run(cfg: DictConfig, on_eval: EvalHook | None = None) -> dict[str, float]:
             log.exception("Job failed")
             return {metrics.OBJECTIVE: math.nan}
         raise
-
-
-def _either(first: EvalHook | None, second: EvalHook) -> EvalHook:
-    """Calls both hooks (both must see every evaluation); stops when either says so."""
-
-    def hook(step: int, point: dict[str, float]) -> bool:
-        stop_first = bool(first and first(step, point))
-        return second(step, point) or stop_first
-
-    return hook
 
 
 def _log_log_file(run_logger: tracking.RunLogger, context: JobContext) -> None:

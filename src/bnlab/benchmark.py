@@ -70,7 +70,7 @@ def main() -> None:
     """Parses the command line, runs both loops alternately and prints the figures."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=1000)
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--bn", choices=["true", "false"], default="true")
     args = parser.parse_args()
 
@@ -104,23 +104,28 @@ def main() -> None:
         timings["project"].append(project_loop(config, data))
         timings["tracked"].append(tracked_job(cfg))
         timings["untracked"].append(tracked_job(untracked_cfg))
+    # Shared machines are noisy: the fastest repeat is the best estimate of each path's
+    # own cost; medians are printed too.
+    best = {name: min(values) for name, values in timings.items()}
     median = {name: statistics.median(values) for name, values in timings.items()}
 
     print(
         f"backend {keras.backend.backend()}, bn={args.bn}, {args.steps} steps at batch "
-        f"{config.train.batch_size}, {args.repeats} repeats, medians (evaluations included)"
+        f"{config.train.batch_size}, {args.repeats} repeats (evaluations included)"
     )
     for name in ("notebook", "project"):
         print(
-            f"  {name:9s} {samples / median[name]:8.0f} samples/s "
-            f"{args.steps / median[name]:7.1f} steps/s  ({median[name]:.2f} s)"
+            f"  {name:9s} {samples / best[name]:8.0f} samples/s "
+            f"{args.steps / best[name]:7.1f} steps/s  (best {best[name]:.2f} s, "
+            f"median {median[name]:.2f} s)"
         )
     print(
         f"  speed-up of the project path over the notebook loop: "
-        f"{median['notebook'] / median['project']:.2f}x"
+        f"{best['notebook'] / best['project']:.2f}x best, "
+        f"{median['notebook'] / median['project']:.2f}x median"
     )
-    overhead = (median["tracked"] - median["untracked"]) / median["untracked"]
+    overhead = (best["tracked"] - best["untracked"]) / best["untracked"]
     print(
-        f"  full job, tracking on {median['tracked']:.2f} s vs off {median['untracked']:.2f} s: "
-        f"overhead {overhead * 100:+.1f} % of wall time"
+        f"  full job, tracking on {best['tracked']:.2f} s vs off {best['untracked']:.2f} s "
+        f"(best of {args.repeats}): overhead {overhead * 100:+.1f} % of wall time"
     )

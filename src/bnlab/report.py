@@ -24,7 +24,7 @@ def history_frame(history: list[dict[str, float]]) -> pd.DataFrame:
 
 def plot_learning_curve(history: pd.DataFrame, title: str = "") -> Figure:
     """Loss and accuracy of one run against the global training step."""
-    figure, (loss_axis, accuracy_axis) = plt.subplots(1, 2, figsize=(10, 3.6))
+    figure, (loss_axis, accuracy_axis) = plt.subplots(1, 2, figsize=(9, 3.4), dpi=80)
     for name, style in ((metrics.TRAIN_LOSS, "--"), (metrics.VAL_LOSS, "-")):
         if name in history:
             loss_axis.plot(history["step"], history[name], style, label=name)

@@ -382,6 +382,7 @@ def _log_progress(study: optuna.Study, parent: tracking.RunLogger, finished: int
     except ValueError:
         return  # no completed trial yet
     parent.log_metrics({"search/best_value": best.value, "search/trials": finished}, finished)
+    parent.flush()
     parent.set_tags(
         {
             "best.trial": best.number,

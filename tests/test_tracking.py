@@ -97,3 +97,15 @@ def test_tracking_can_be_switched_off(tiny_cfg, store_uri: str) -> None:
     final = job.run(tiny_cfg("tracking.enabled=false"))
     assert math.isfinite(final[metrics.OBJECTIVE])
     assert not Path(store_uri.removeprefix("sqlite:///")).exists()
+
+
+def test_a_reused_sweep_folder_counts_only_the_current_sweep(tmp_path: Path) -> None:
+    from bnlab.sweep import _ActiveSweep, write_job_file
+
+    for number, sweep_id in enumerate(["old", "old", "new"]):
+        folder = tmp_path / str(number)
+        folder.mkdir()
+        write_job_file(folder, {"outcome": "finished", "sweep_id": sweep_id, "overrides": []})
+    sweep = _ActiveSweep(tmp_path, "new", store=None, parent_run_id=None, owned=True)
+    assert len(sweep.jobs()) == 1
+    assert sweep.close() == []

@@ -79,7 +79,13 @@ def _record(context: JobContext, outcome: str, run_id: str | None, **extra: Any)
     if context.output_dir is not None:
         write_job_file(
             context.output_dir,
-            {"outcome": outcome, "run_id": run_id, "overrides": context.overrides, **extra},
+            {
+                "outcome": outcome,
+                "run_id": run_id,
+                "overrides": context.overrides,
+                "sweep_id": (context.sweep or {}).get("sweep_id"),
+                **extra,
+            },
         )
 
 

@@ -69,18 +69,23 @@ class _ActiveSweep:
     """The sweep this process opened, so an interrupt can still close it."""
 
     def __init__(
-        self, sweep_dir: Path, store: tracking.Store | None, parent_run_id: str | None, owned: bool
+        self,
+        sweep_dir: Path,
+        sweep_id: str,
+        store: tracking.Store | None,
+        parent_run_id: str | None,
+        owned: bool,
     ) -> None:
         self.sweep_dir = sweep_dir
+        self.sweep_id = sweep_id
         self.store = store
         self.parent_run_id = parent_run_id
         self.owned = owned
 
     def jobs(self) -> list[dict[str, Any]]:
-        records = []
-        for path in sorted(self.sweep_dir.glob(f"**/{JOB_FILE}")):
-            records.append(json.loads(path.read_text()))
-        return records
+        """The job records of this sweep (a reused sweep folder may hold older ones)."""
+        records = [json.loads(path.read_text()) for path in self.sweep_dir.glob(f"**/{JOB_FILE}")]
+        return [record for record in records if record.get("sweep_id") == self.sweep_id]
 
     def close(self, interrupted: bool = False) -> list[dict[str, Any]]:
         """Counts the jobs' outcomes, records them on the parent and closes it."""
@@ -192,7 +197,7 @@ class ExperimentCallback(Callback):
             record["parent_run_id"] = run.run_id
             log.info("Sweep parent run %s in experiment '%s'", run.run_id, store.experiment)
         (sweep_dir / SWEEP_FILE).write_text(json.dumps(record, indent=2))
-        _active = _ActiveSweep(sweep_dir, store, record["parent_run_id"], owned)
+        _active = _ActiveSweep(sweep_dir, record["sweep_id"], store, record["parent_run_id"], owned)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         global _active

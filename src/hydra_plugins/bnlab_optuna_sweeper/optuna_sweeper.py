@@ -206,8 +206,15 @@ class OptunaSweeper(Sweeper):
         config = self.config
         sweep_dir = Path(config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
+        # Keep the id the experiment callback gave this multirun: jobs report under it.
+        previous = sweep_dir / SWEEP_FILE
+        sweep_id = (
+            json.loads(previous.read_text())["sweep_id"]
+            if previous.is_file()
+            else uuid.uuid4().hex[:12]
+        )
         record = {
-            "sweep_id": uuid.uuid4().hex[:12],
+            "sweep_id": sweep_id,
             "parent_run_id": None,
             "tracking_uri": config.tracking.uri,
             "experiment": config.tracking.experiment,

@@ -48,6 +48,9 @@ def test_grid_sweep_nests_every_job_under_one_parent(tmp_path: Path) -> None:
         assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id
         assert run.data.tags["sweep_id"] == parent.data.tags["sweep_id"]
         assert run.info.status == "FINISHED"
+        client = default_store(tmp_path)
+        artifacts = {artifact.path for artifact in client.list_artifacts(run.info.run_id)}
+        assert {"config.yaml", "learning_curve.png", "train.log"} <= artifacts
         names.add(run.info.run_name.split(" activation")[0])
     assert names == {f"bn={bn} lr={lr}" for bn in ("true", "false") for lr in ("0.001", "0.01")}
 

@@ -337,12 +337,6 @@ class RunLogger:
             "error.txt",
         )
 
-    def close(self, status: str) -> None:
-        """Sets the run's final status (for parent runs, which have no outcome)."""
-        self.flush()
-        if self.owned:
-            _retry(lambda: self.client.set_terminated(self.run_id, status=status))
-
     def end(self, outcome: str) -> None:
         """Writes queued metrics, tags the outcome and sets the matching run status."""
         self.flush()

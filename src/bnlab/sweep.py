@@ -61,6 +61,12 @@ def read_sweep_file(job_output_dir: Path) -> dict[str, Any] | None:
     return None
 
 
+def write_sweep_file(sweep_dir: Path, record: dict[str, Any]) -> None:
+    """Writes the sweep record its jobs read (see `read_sweep_file`), creating the folder."""
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    (sweep_dir / SWEEP_FILE).write_text(json.dumps(record, indent=2))
+
+
 def write_job_file(job_output_dir: Path, record: dict[str, Any]) -> None:
     (job_output_dir / JOB_FILE).write_text(json.dumps(record, indent=2))
 
@@ -166,7 +172,6 @@ class ExperimentCallback(Callback):
             except USER_ERRORS as error:
                 exit_on_user_error(error)
         sweep_dir = Path(config.hydra.sweep.dir)
-        sweep_dir.mkdir(parents=True, exist_ok=True)
         record: dict[str, Any] = {
             "sweep_id": uuid.uuid4().hex[:12],
             "parent_run_id": None,
@@ -196,7 +201,7 @@ class ExperimentCallback(Callback):
             )
             record["parent_run_id"] = run.run_id
             log.info("Sweep parent run %s in experiment '%s'", run.run_id, store.experiment)
-        (sweep_dir / SWEEP_FILE).write_text(json.dumps(record, indent=2))
+        write_sweep_file(sweep_dir, record)
         _active = _ActiveSweep(sweep_dir, record["sweep_id"], store, record["parent_run_id"], owned)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:

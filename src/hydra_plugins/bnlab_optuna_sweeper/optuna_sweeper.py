@@ -26,7 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from bnlab import metrics, provenance, search, tracking
 from bnlab.config import ConfigError
-from bnlab.sweep import JOB_FILE, SWEEP_FILE, check_jobs
+from bnlab.sweep import JOB_FILE, SWEEP_FILE, check_jobs, write_sweep_file
 
 log = logging.getLogger(__name__)
 
@@ -205,7 +205,6 @@ class OptunaSweeper(Sweeper):
     def _open_parent(self, space: dict[str, str]) -> tracking.RunLogger | None:
         config = self.config
         sweep_dir = Path(config.hydra.sweep.dir)
-        sweep_dir.mkdir(parents=True, exist_ok=True)
         # Keep the id the experiment callback gave this multirun: jobs report under it.
         previous = sweep_dir / SWEEP_FILE
         sweep_id = (
@@ -264,7 +263,7 @@ class OptunaSweeper(Sweeper):
                 self.storage_url,
                 parent.run_id,
             )
-        (sweep_dir / SWEEP_FILE).write_text(json.dumps(record, indent=2))
+        write_sweep_file(sweep_dir, record)
         return parent
 
     def _optimize(

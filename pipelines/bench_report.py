@@ -9,7 +9,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from bnlab import synthetic, tracking
+from devtools import synthetic_store
+
+from bnlab import tracking
 from bnlab.pipeline import build_report
 
 ACTIVATIONS = ("relu", "sigmoid")
@@ -30,7 +32,7 @@ def main() -> None:
     tic = time.perf_counter()
     for index in range(args.runs):
         activation, lr, bn = cells[index % len(cells)]
-        synthetic.log_run(
+        synthetic_store.log_run(
             store,
             bn=bn,
             lr=lr,

@@ -4,7 +4,7 @@ python pipelines/benchmark.py                  # default 1,000-step schedule
 python pipelines/benchmark.py --steps 300 --repeats 1
 """
 
-from bnlab.benchmark import main
+from devtools.training_benchmark import main
 
 if __name__ == "__main__":
     main()

@@ -18,6 +18,10 @@ from bnlab.config import register_configs
 ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = ROOT / "conf"
 TRAIN_SCRIPT = ROOT / "src" / "train.py"
+TESTS_DIR = Path(__file__).resolve().parent
+# The development tools (synthetic store, benchmarks) live beside the pipelines, outside
+# the installed package.
+sys.path.insert(0, str(ROOT / "pipelines"))
 
 # A schedule small enough for seconds per run: 320 images, 20 steps, evaluations at 10 and 20.
 TINY = ["data.limit=320", "train.steps=20", "train.eval_every=10"]

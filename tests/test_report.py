@@ -11,7 +11,9 @@ import pandas as pd
 import pytest
 from matplotlib.figure import Figure
 
-from bnlab import analysis, metrics, report, synthetic, tracking
+from devtools import synthetic_store as synthetic
+
+from bnlab import analysis, metrics, report, tracking
 from bnlab.pipeline import ReportError, build_report
 from conftest import ROOT, experiment_runs
 
@@ -99,7 +101,7 @@ def test_report_writes_every_file_with_the_right_numbers(store, store_uri, tmp_p
 def test_report_of_one_sweep_uses_only_its_jobs_and_logs_to_the_parent(
     store, store_uri, tmp_path, client
 ):
-    parent = store.start_run("sweep", {tracking.ROLE_TAG: "sweep"})
+    parent = store.start_run("sweep", {metrics.ROLE_TAG: "sweep"})
     fill(store, seeds=(0,), parent=parent.run_id)
     fill(store, seeds=(5,))  # another sweep's runs in the same experiment
     files = build_report(store_uri, "bn-trick", tmp_path / "r", parent_run_id=parent.run_id)

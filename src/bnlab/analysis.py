@@ -29,7 +29,7 @@ VARYING = {
     "train.seed",
 }
 # Parameters that do not change what was trained.
-IGNORED_PREFIXES = ("tracking.", "train.rerun", "train.fail", "search.")
+IGNORED_PREFIXES = ("tracking.", "train.rerun", "search.")
 # Best validation accuracy at or below this counts as "stayed at chance" (chance is 0.1).
 CHANCE_CEILING = 0.2
 # Best validation accuracy at or above this counts as "learned".

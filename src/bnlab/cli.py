@@ -3,17 +3,12 @@
 from __future__ import annotations
 
 import os
-import signal
 import sys
 from collections.abc import Callable
 from typing import Any
 
-from bnlab import sweep
+from bnlab import interrupts, sweep
 from bnlab.errors import USER_ERRORS, exit_on_user_error
-
-
-def _raise_interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt
 
 
 def run(main: Callable[[], Any]) -> None:
@@ -26,11 +21,12 @@ def run(main: Callable[[], Any]) -> None:
     """
     user_set_full_error = "HYDRA_FULL_ERROR" in os.environ
     os.environ.setdefault("HYDRA_FULL_ERROR", "1")
-    # A shell starts background jobs with SIGINT ignored; a sweep must still stop cleanly.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, _raise_interrupt)
+    # A shell starts background jobs with SIGINT ignored; a sweep must still stop cleanly,
+    # even when the signal lands in a library callback that swallows it.
+    interrupts.install()
     try:
         main()
+        interrupts.check()
     except USER_ERRORS as error:
         sweep.abort()
         if user_set_full_error:

@@ -6,13 +6,14 @@ range checks that types cannot express, in one place, before any work starts.
 
 from __future__ import annotations
 
-import hashlib
-import json
-from dataclasses import dataclass, field
+import tempfile
+import uuid
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 ACTIVATIONS = ("relu", "sigmoid", "tanh", "elu", "selu", "gelu", "swish", "softplus")
@@ -20,9 +21,23 @@ OPTIMIZERS = ("adam", "sgd", "rmsprop")
 DATASETS = ("mnist_small", "mnist")
 TRACKING_SCHEMES = ("sqlite:///", "http://", "https://", "postgresql", "mysql")
 
-# Groups that do not change what is trained, so they stay out of the config hash.
-NON_SEMANTIC_KEYS = ("tracking", "search")
-NON_SEMANTIC_TRAIN_KEYS = ("rerun",)
+# The top-level shorthands users sweep, and the group key each one sets. What is
+# trained is the group value; a shorthand is only a way to write it.
+SHORTHANDS = {
+    "bn": "model.bn",
+    "lr": "optimizer.lr",
+    "activation": "model.activation",
+    "seed": "train.seed",
+}
+# Keys that do not change what is trained: where a run is recorded, whether to
+# train again, and a search's bookkeeping. They stay out of a job's identity.
+# (Output folders are Hydra's, under `hydra`, which a job's config never holds.)
+NOT_TRAINED = ("tracking", "search", "train.rerun", *SHORTHANDS)
+# Seeds feed numpy's and Keras's generators, which take 32-bit unsigned values.
+MAX_SEED = 2**32 - 1
+# Experiment names become folder names and URL parts; keep them short and plain.
+MAX_EXPERIMENT_NAME = 200
+SWEEP_ID_RESOLVER = "bnlab_sweep_id"
 
 
 class ConfigError(ValueError):
@@ -83,12 +98,10 @@ class TrainConfig:
     eval_every: int = 50
     # Seed of weights, shuffling and dropout-free training order.
     seed: int = 0
-    # Train again even if a finished run with the same config hash is recorded.
+    # Train again even if a complete run with the same identity is recorded.
     rerun: bool = False
     # Batches per compiled call; larger is faster on CPU, 1 matches the notebook.
     steps_per_execution: int = 25
-    # Raise on purpose in this job; lets users and tests exercise failure handling.
-    fail: bool = False
 
 
 @dataclass
@@ -101,6 +114,14 @@ class TrackingConfig:
     experiment: str = "bn-trick"
     # Save the trained Keras model as an artifact (off: models are cheap to retrain).
     log_model: bool = False
+    # The launch a job belongs to. Drawn once per multirun and handed to every job in
+    # its config (like ${now:}), so jobs find their sweep's parent run in the store.
+    sweep_id: str = "${" + SWEEP_ID_RESOLVER + ":}"
+    # A running job or sweep proves it is alive by stamping its run this often.
+    heartbeat_seconds: float = 10.0
+    # A RUNNING run whose last stamp is older than this is dead: the next launch
+    # closes it as KILLED and trains its cell again.
+    stale_after_seconds: float = 60.0
 
 
 @dataclass
@@ -109,10 +130,10 @@ class SearchConfig:
     study: str | None = None
     # Optuna storage URL of that study.
     storage: str | None = None
-    # Trial number, shown on the MLflow run.
+    # Trial number: the job reopens its trial through the storage by this number.
     trial: int | None = None
-    # Trial id in the storage, used to report intermediate values for pruning.
-    trial_id: int | None = None
+    # The search's MLflow parent run, which the trial's run nests under.
+    parent_run_id: str | None = None
     # The study's pruner, rebuilt in the trial's process (Optuna keeps it out of storage).
     pruner: str = "none"
     pruner_startup_trials: int = 3
@@ -137,6 +158,11 @@ class Config:
 
     def __post_init__(self) -> None:
         _check_ranges(self)
+        # The shorthands mirror what is trained, so params and run names never
+        # disagree with the groups (e.g. `optimizer.lr=0.05` alone sets lr=0.05).
+        for shorthand, key in SHORTHANDS.items():
+            group, name = key.split(".")
+            setattr(self, shorthand, getattr(getattr(self, group), name))
 
 
 def _fail(key: str, message: str) -> None:
@@ -162,6 +188,8 @@ def _check_ranges(config: Config) -> None:
             "optimizer.name",
             f"unknown optimizer '{config.optimizer.name}' (accepted: {', '.join(OPTIMIZERS)})",
         )
+    if not 0 <= config.train.seed <= MAX_SEED:
+        _fail("seed", f"must be in [0, {MAX_SEED}], got {config.train.seed}")
     if not config.optimizer.lr > 0 or config.optimizer.lr != config.optimizer.lr:
         _fail("lr", f"must be a number > 0, got {config.optimizer.lr}")
     if not 0 <= config.optimizer.momentum < 1:
@@ -186,17 +214,59 @@ def _check_ranges(config: Config) -> None:
         _fail("train.eval_every", f"must be >= 1, got {train.eval_every}")
     if train.steps_per_execution < 1:
         _fail("train.steps_per_execution", f"must be >= 1, got {train.steps_per_execution}")
-    uri = config.tracking.uri
-    if config.tracking.enabled and not uri.startswith(TRACKING_SCHEMES):
+    tracking = config.tracking
+    if tracking.heartbeat_seconds <= 0 or tracking.stale_after_seconds <= tracking.heartbeat_seconds:
+        _fail(
+            "tracking.stale_after_seconds",
+            "must be greater than tracking.heartbeat_seconds, which must be > 0",
+        )
+    if tracking.enabled:
+        _check_experiment_name(tracking.experiment)
+        _check_tracking_uri(tracking.uri)
+
+
+def _check_experiment_name(name: str) -> None:
+    key = "tracking.experiment"
+    if not name.strip():
+        _fail(key, "must not be empty")
+    if len(name) > MAX_EXPERIMENT_NAME:
+        _fail(key, f"must be at most {MAX_EXPERIMENT_NAME} characters, got {len(name)}")
+    if any(not character.isprintable() for character in name):
+        _fail(key, f"must not hold control characters, got {name!r}")
+    if "/" in name or "\\" in name or name.strip() in {".", ".."} or ".." in name:
+        _fail(key, f"must not look like a path ('/', '\\' or '..'), got '{name}'")
+
+
+def _check_tracking_uri(uri: str) -> None:
+    if not uri.startswith(TRACKING_SCHEMES):
         _fail(
             "tracking.uri",
             f"unsupported URI '{uri}' (accepted: sqlite:///FILE, http(s)://HOST:PORT, "
             "postgresql://..., mysql://...)",
         )
+    if uri.startswith("sqlite:///"):
+        # SQLite creates the file, and MLflow its folders, wherever the URI points:
+        # a mistyped path must fail here, not leave folders behind.
+        folder = Path(uri.removeprefix("sqlite:///")).expanduser().absolute().parent
+        if not folder.is_dir():
+            _fail("tracking.uri", f"directory {folder} does not exist (create it first)")
+        try:
+            with tempfile.TemporaryFile(dir=folder):
+                pass
+        except OSError:
+            _fail("tracking.uri", f"directory {folder} is not writable")
+
+
+def _new_sweep_id() -> str:
+    return uuid.uuid4().hex[:12]
 
 
 def register_configs() -> None:
     """Registers every schema so YAML files can start from `base_<group>`."""
+    # Cached like Hydra's ${now:}: Hydra copies the multirun's resolved values into
+    # each job's config, wherever that job runs, so all jobs see one sweep id.
+    if not OmegaConf.has_resolver(SWEEP_ID_RESOLVER):
+        OmegaConf.register_new_resolver(SWEEP_ID_RESOLVER, _new_sweep_id, use_cache=True)
     store = ConfigStore.instance()
     store.store(name="base_config", node=Config)
     store.store(group="model", name="base_model", node=ModelConfig)
@@ -206,24 +276,66 @@ def register_configs() -> None:
     store.store(group="tracking", name="base_tracking", node=TrackingConfig)
 
 
-def validate(cfg: DictConfig) -> Config:
+def check_shorthands(overrides: list[str]) -> None:
+    """Refuses a shorthand and its group key set to different values.
+
+    `bn=true model.bn=false` would train one thing and name another. Setting only
+    one of the two is fine: the other follows (see `Config.__post_init__`).
+
+    Raises:
+        ConfigError: The two disagree; the message names both keys.
+    """
+    parsed = OverridesParser.create().parse_overrides(list(overrides))
+    given = {
+        override.get_key_element().lstrip("+~"): override
+        for override in parsed
+        if not override.is_sweep_override() and not override.is_delete()
+    }
+    for shorthand, key in SHORTHANDS.items():
+        if shorthand in given and key in given:
+            short, full = given[shorthand], given[key]
+            if not _same(short.value(), full.value()):
+                raise ConfigError(
+                    f"{shorthand}: {shorthand}={short.get_value_element_as_str()} and "
+                    f"{key}={full.get_value_element_as_str()} disagree (set only one of them)"
+                )
+
+
+def _same(left: Any, right: Any) -> bool:
+    if isinstance(left, bool) or isinstance(right, bool):
+        return left is right
+    try:
+        return float(left) == float(right)
+    except (TypeError, ValueError):
+        return str(left) == str(right)
+
+
+def validate(cfg: DictConfig, overrides: list[str] | None = None) -> Config:
     """Turns a composed config into a checked `Config`.
 
     Args:
         cfg: The job config Hydra composed.
+        overrides: The command-line overrides it was composed from, if known.
 
     Returns:
-        The typed config with every interpolation resolved.
+        The typed config with every interpolation resolved and the shorthands
+        equal to the group values they stand for.
 
     Raises:
-        ConfigError: A value is out of range; the message names the key.
+        ConfigError: A value is out of range, or a shorthand and its group key
+            disagree; the message names the key.
     """
+    if overrides:
+        check_shorthands(overrides)
     return OmegaConf.to_object(cfg)  # type: ignore[return-value]
 
 
-def flatten(cfg: DictConfig) -> dict[str, Any]:
+def flatten(config: Config | DictConfig) -> dict[str, Any]:
     """Flattens a config into dotted keys, e.g. `optimizer.lr`, with values resolved."""
-    container = OmegaConf.to_container(cfg, resolve=True)
+    if isinstance(config, DictConfig):
+        container = OmegaConf.to_container(config, resolve=True)
+    else:
+        container = asdict(config)
     flat: dict[str, Any] = {}
 
     def visit(prefix: str, node: Any) -> None:
@@ -238,18 +350,11 @@ def flatten(cfg: DictConfig) -> dict[str, Any]:
     return flat
 
 
-def config_hash(cfg: DictConfig) -> str:
-    """A stable hash of what is trained: same experiment, same hash.
-
-    Tracking settings, output directories and the rerun switch are left out, so
-    the hash does not change with where a run is recorded or written.
-    """
-    flat = flatten(cfg)
-    semantic = {
+def trained_values(config: Config) -> dict[str, Any]:
+    """The values that decide what is trained: every key but those in NOT_TRAINED."""
+    return {
         key: value
-        for key, value in flat.items()
-        if key.split(".")[0] not in NON_SEMANTIC_KEYS
-        and key not in {f"train.{name}" for name in NON_SEMANTIC_TRAIN_KEYS}
+        for key, value in flatten(config).items()
+        if not any(key == skip or key.startswith(f"{skip}.") for skip in NOT_TRAINED)
     }
-    payload = json.dumps(semantic, sort_keys=True, default=str)
-    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+

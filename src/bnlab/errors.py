@@ -6,7 +6,12 @@ import sys
 from typing import NoReturn
 
 from hydra.errors import ConfigCompositionException, HydraException, MissingConfigException
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf.errors import (
+    ConfigAttributeError,
+    ConfigKeyError,
+    OmegaConfBaseException,
+    ValidationError,
+)
 
 from bnlab.config import ConfigError
 from bnlab.data import DataError
@@ -26,9 +31,9 @@ def one_line(error: BaseException) -> str:
     if isinstance(error, OmegaConfBaseException):
         key = getattr(error, "full_key", None)
         message = str(error).splitlines()[0]
-        if "is not in struct" in str(error) or "Could not override" in str(error):
+        if isinstance(error, (ConfigAttributeError, ConfigKeyError)):
             return f"{key}: unknown key (list the valid ones with: python src/train.py --cfg job)"
-        if "is not a valid bool" in message:
+        if isinstance(error, ValidationError) and "bool" in str(getattr(error, "msg", "")):
             message += " (accepted: true, false)"
         return f"{key}: {message}" if key else message
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]

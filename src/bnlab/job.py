@@ -1,4 +1,4 @@
-"""One training job: validate, skip if already done, train, record."""
+"""One training job: validate, reuse or wait for an identical run, train, record."""
 
 from __future__ import annotations
 
@@ -13,33 +13,27 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from bnlab import metrics, provenance, tracking
-from bnlab.config import Config, config_hash, flatten, validate
+from bnlab import interrupts, metrics, provenance, tracking
+from bnlab.config import SHORTHANDS, Config, flatten, validate
 from bnlab.data import check_source, load_data
-from bnlab.sweep import read_sweep_file, write_job_file
+from bnlab.identity import describe, identity_hash
 from bnlab.training import EvalHook, train_model
 
 log = logging.getLogger(__name__)
 
-SHORTHANDS = ("bn", "lr", "activation", "seed")
 # Overrides that do not change the experiment and so stay out of run names.
 QUIET_PREFIXES = ("tracking.", "train.rerun", "search.")
 
 
-class InjectedFailure(RuntimeError):
-    """Raised by a job configured with train.fail=true."""
-
-
 @dataclass
 class JobContext:
-    """What Hydra knows about this job: its overrides, folder and sweep."""
+    """What Hydra knows about this job: its overrides, folder and mode."""
 
     overrides: list[str] = field(default_factory=list)
     output_dir: Path | None = None
     log_file: Path | None = None
     cwd: str = "."
     multirun: bool = False
-    sweep: dict[str, Any] | None = None
 
     @classmethod
     def from_hydra(cls) -> JobContext:
@@ -47,14 +41,12 @@ class JobContext:
             return cls()
         hydra_cfg = HydraConfig.get()
         output_dir = Path(hydra_cfg.runtime.output_dir)
-        multirun = hydra_cfg.mode == RunMode.MULTIRUN
         return cls(
             overrides=list(hydra_cfg.overrides.task),
             output_dir=output_dir,
             log_file=output_dir / f"{hydra_cfg.job.name}.log",
             cwd=hydra_cfg.runtime.cwd,
-            multirun=multirun,
-            sweep=read_sweep_file(output_dir) if multirun else None,
+            multirun=hydra_cfg.mode == RunMode.MULTIRUN,
         )
 
 
@@ -68,52 +60,73 @@ def run_name(config: Config, overrides: list[str]) -> str:
     ]
     if config.search.trial is not None:
         parts.append(f"trial={config.search.trial}")
+    named = {*SHORTHANDS, *SHORTHANDS.values()}
     for override in overrides:
         key = override.split("=", 1)[0].lstrip("+~")
-        if key not in SHORTHANDS and not key.startswith(QUIET_PREFIXES):
+        if key not in named and not key.startswith(QUIET_PREFIXES):
             parts.append(override)
     return " ".join(parts)
 
 
-def _record(context: JobContext, outcome: str, run_id: str | None, **extra: Any) -> None:
-    if context.output_dir is not None:
-        write_job_file(
-            context.output_dir,
-            {
-                "outcome": outcome,
-                "run_id": run_id,
-                "overrides": context.overrides,
-                "sweep_id": (context.sweep or {}).get("sweep_id"),
-                **extra,
-            },
-        )
-
-
-def _open_run(
-    store: tracking.Store, config: Config, cfg: DictConfig, context: JobContext, digest: str
-) -> tracking.RunLogger:
+def _job_tags(config: Config, context: JobContext, identity: str) -> dict[str, str]:
     tags = {
-        tracking.ROLE_TAG: "job",
-        tracking.CONFIG_HASH_TAG: digest,
-        tracking.OUTCOME_TAG: "running",
-        tracking.OVERRIDES_TAG: json.dumps(context.overrides),
+        metrics.ROLE_TAG: "job",
+        metrics.IDENTITY_TAG: identity,
+        metrics.OUTCOME_TAG: "running",
+        metrics.OVERRIDES_TAG: json.dumps(context.overrides),
         **provenance.git_tags(context.cwd),
         **provenance.library_tags(),
         **tracking.versions(),
     }
+    if context.multirun:
+        tags[metrics.SWEEP_ID_TAG] = config.tracking.sweep_id
     if config.search.trial is not None:
-        tags.update({"study": config.search.study, "trial": str(config.search.trial)})
-    parent = None
-    if context.sweep is not None:
-        parent = context.sweep.get("parent_run_id")
-        tags[tracking.SWEEP_ID_TAG] = context.sweep["sweep_id"]
-    adopted = None if context.multirun else tracking.active_run_id_from_env()
-    if adopted:
-        run = store.adopt_run(adopted, tags, name=run_name(config, context.overrides))
-    else:
-        run = store.start_run(run_name(config, context.overrides), tags, parent)
-    run.log_params(flatten(cfg))
-    return run
+        tags[metrics.STUDY_TAG] = str(config.search.study)
+        tags[metrics.TRIAL_TAG] = str(config.search.trial)
+    return tags
+
+
+def _claim(
+    store: tracking.Store,
+    config: Config,
+    context: JobContext,
+    identity: str,
+    parent: str | None,
+) -> tracking.CompletedRun | tracking.RunLogger:
+    """Reuses a complete run with this identity, or opens the one run that trains it.
+
+    A job first opens its run, then looks for live runs with its identity: the
+    oldest one trains, the others delete their fresh run and wait for it. Two
+    identical sweeps launched at once therefore train each cell once. A search
+    trial always trains: its study needs its curve and its pruning.
+    """
+    searching = config.search.trial is not None
+    name = run_name(config, context.overrides)
+    tags = _job_tags(config, context, identity)
+    while True:
+        interrupts.check()
+        if not (config.train.rerun or searching):
+            done = store.find_complete_run(identity)
+            if done is not None:
+                return done
+        adopted = None if context.multirun else tracking.active_run_id_from_env()
+        if adopted:
+            run = store.adopt_run(adopted, tags, name=name)
+        else:
+            run = store.start_run(name, tags, parent)
+        run.start_heartbeat(config.tracking.heartbeat_seconds)
+        if config.train.rerun or searching or adopted:
+            return run
+        rivals = [
+            live
+            for live in store.live_runs(identity)
+            if (live.start_time, live.run_id) < (run.start_time, run.run_id)
+        ]
+        if not rivals:
+            return run
+        run.discard()
+        log.info("Waiting for run %s, which is training this same experiment", rivals[0].run_id)
+        store.wait_while_live(rivals[0].run_id)
 
 
 def run(cfg: DictConfig, on_eval: EvalHook | None = None) -> dict[str, float]:
@@ -121,32 +134,42 @@ def run(cfg: DictConfig, on_eval: EvalHook | None = None) -> dict[str, float]:
 
     The returned dict holds `objective` (best validation accuracy, or chance
     accuracy when the loss diverged), the test metrics and throughput. A job
-    whose config hash already has a complete run is not retrained: the recorded
+    whose identity already has a complete run is not retrained: the recorded
     metrics are returned instead, unless `train.rerun=true`.
 
     Args:
         cfg: The job config composed by Hydra.
         on_eval: Extra hook after every evaluation (e.g. a pruner); True stops.
     """
-    config = validate(cfg)
-    check_source(config.data)
     context = JobContext.from_hydra()
-    digest = config_hash(cfg)
-    store = run_logger = None
+    config = validate(cfg, context.overrides)
+    check_source(config.data)
+    interrupts.check()
+    identity = identity_hash(config)
+    run_logger = None
     if config.tracking.enabled:
         store = tracking.open_store(config.tracking)
-        # A search trial always trains: the study needs its curve and its pruning.
-        searching = config.search.trial_id is not None
-        done = None if config.train.rerun or searching else store.find_complete_run(digest)
-        if done is not None:
-            log.info("Skipping: run %s already has this config (%s)", done.run_id, done.outcome)
-            _record(context, metrics.SKIPPED, done.run_id, previous_outcome=done.outcome)
-            return done.metrics
-        run_logger = _open_run(store, config, cfg, context, digest)
-        log.info("MLflow run %s (%s)", run_logger.run_id, store.uri)
+        if not context.multirun:
+            store.reap_stale()
+        parent = config.search.parent_run_id
+        if parent is None and context.multirun:
+            parent = store.find_sweep_parent(config.tracking.sweep_id)
+        claimed = _claim(store, config, context, identity, parent)
+        if isinstance(claimed, tracking.CompletedRun):
+            log.info(
+                "Skipping: run %s already trained this experiment (%s)",
+                claimed.run_id,
+                claimed.outcome,
+            )
+            if parent is not None:
+                store.mark_skipped(parent, identity, claimed.run_id)
+            return claimed.metrics
+        run_logger = claimed
+        log.info("MLflow run %s (%s), identity %s", run_logger.run_id, store.uri, identity)
 
     # Hooks that may stop training; every one sees every evaluation.
     stoppers = [on_eval] if on_eval else []
+    reporter = None
 
     def hook(step: int, point: dict[str, float]) -> bool:
         log.info(
@@ -159,12 +182,13 @@ def run(cfg: DictConfig, on_eval: EvalHook | None = None) -> dict[str, float]:
         return any([stopper(step, point) for stopper in stoppers])
 
     try:
-        if config.search.trial_id is not None:
-            from bnlab.search import trial_reporter
+        if run_logger is not None:
+            run_logger.log_params(flatten(config))
+        if config.search.trial is not None:
+            from bnlab.search import TrialReporter
 
-            stoppers.append(trial_reporter(config.search))
-        if config.train.fail:
-            raise InjectedFailure("train.fail=true: this job fails on purpose")
+            reporter = TrialReporter(config.search)
+            stoppers.append(reporter.report)
         data = load_data(config.data)
         result = train_model(config, data, on_eval=hook)
         final = {**result.final, metrics.OBJECTIVE: result.objective}
@@ -178,7 +202,8 @@ def run(cfg: DictConfig, on_eval: EvalHook | None = None) -> dict[str, float]:
             run_logger.log_metrics(final, int(final["steps"]))
             _log_artifacts(run_logger, cfg, config, context, result)
             run_logger.end(result.outcome)
-        _record(context, result.outcome, run_logger and run_logger.run_id)
+        if reporter is not None:
+            reporter.record(result.outcome, run_logger and run_logger.run_id)
         return final
     except BaseException as error:
         outcome = metrics.FAILED if isinstance(error, Exception) else metrics.KILLED
@@ -186,12 +211,8 @@ def run(cfg: DictConfig, on_eval: EvalHook | None = None) -> dict[str, float]:
             run_logger.log_error(error)
             _log_log_file(run_logger, context)
             run_logger.end(outcome)
-        _record(
-            context,
-            outcome,
-            run_logger and run_logger.run_id,
-            error=f"{type(error).__name__}: {error}".splitlines()[0],
-        )
+        if reporter is not None:
+            reporter.record(outcome, run_logger and run_logger.run_id)
         if context.multirun and isinstance(error, Exception):
             # The sweep goes on; the failure is listed when the sweep ends.
             log.exception("Job failed")
@@ -207,11 +228,12 @@ def _log_log_file(run_logger: tracking.RunLogger, context: JobContext) -> None:
 
 
 def _log_artifacts(
-    run_logger, cfg: DictConfig, config: Config, context: JobContext, result
+    run_logger: tracking.RunLogger, cfg: DictConfig, config: Config, context: JobContext, result
 ) -> None:
     from bnlab.report import history_frame, plot_learning_curve
 
     run_logger.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
+    run_logger.log_text(json.dumps(describe(config), indent=2, default=str), "identity.json")
     if result.history:
         figure = plot_learning_curve(history_frame(result.history), title=run_name(config, []))
         run_logger.log_figure(figure, "learning_curve.png")

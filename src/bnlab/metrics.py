@@ -27,5 +27,24 @@ PRUNED = "pruned"
 FAILED = "failed"
 KILLED = "killed"
 SKIPPED = "skipped"
-# Outcomes whose result is complete: a relaunched sweep skips them.
-COMPLETE_OUTCOMES = (FINISHED, DIVERGED, PRUNED)
+# Outcomes of a job that trained its whole schedule: only these satisfy a later job
+# with the same identity. A pruned trial stopped early, so it never does.
+COMPLETE_OUTCOMES = (FINISHED, DIVERGED)
+
+# Tags MLflow itself reads.
+PARENT_TAG = "mlflow.parentRunId"
+RUN_NAME_TAG = "mlflow.runName"
+# Tags this project writes on runs.
+ROLE_TAG = "role"  # job, sweep, search or report
+OUTCOME_TAG = "outcome"  # one of the outcomes above
+IDENTITY_TAG = "identity"  # bnlab.identity.identity_hash of a job
+SWEEP_ID_TAG = "sweep_id"  # the launch a job or parent belongs to
+OVERRIDES_TAG = "overrides"
+ERROR_TAG = "error"
+HEARTBEAT_TAG = "heartbeat"  # Unix time of the last sign of life of a RUNNING run
+STUDY_TAG = "study"  # the Optuna study of a search and its trials
+TRIAL_TAG = "trial"  # a trial's number in its study
+# On a sweep's parent: one tag per job that reused a complete run, valued with that run's id.
+SKIPPED_TAG_PREFIX = "skipped."
+# On a sweep's parent: the count of each outcome, e.g. jobs.finished.
+COUNT_TAG_PREFIX = "jobs."

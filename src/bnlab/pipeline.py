@@ -6,18 +6,21 @@ import json
 import logging
 import subprocess
 import sys
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
-from bnlab import analysis, report, search, tracking
+from bnlab import analysis, report, search, tracking, tracking_read
 from bnlab.config import ConfigError
 
 log = logging.getLogger(__name__)
 
 TRAIN_SCRIPT = Path(__file__).resolve().parents[1] / "train.py"
-STUDY_OVERRIDES = ["+experiment=blog"]
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+# The main job: the article's grid, three seeds per cell (conf/experiment/study.yaml).
+STUDY_OVERRIDES = ["+experiment=study"]
 
 
 class ReportError(RuntimeError):
@@ -72,8 +75,8 @@ def build_report(
         raise ReportError(f"--target must be in (0, 1), got {target}")
     _check_store(uri)
     try:
-        runs, curves = tracking.load_runs(uri, experiment, parent_run_id)
-    except tracking.StoreQueryError as error:
+        runs, curves = tracking_read.load_runs(uri, experiment, parent_run_id)
+    except tracking_read.StoreQueryError as error:
         raise ReportError(str(error)) from error
     grid_runs = runs[runs["study"].isna()] if not runs.empty else runs
     if grid_runs.empty and study is None:
@@ -207,44 +210,56 @@ def _study_section(runs: pd.DataFrame, study: str, storage: str, out: Path) -> S
     return Section(sentences, images, {f"Study {study}: trials": trials}, notes)
 
 
-def run_study(overrides: list[str], out: Path | None = None, target: float = 0.9) -> int:
-    """Runs the saved blog study as one sweep, then the report on that sweep's parent.
+def _study_tracking(overrides: list[str]) -> tuple[str, str, bool]:
+    """The tracking URI, experiment and switch a study with these overrides records to."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    Re-running resumes the sweep (finished jobs are skipped) and refreshes the report.
+    from bnlab.config import register_configs
+
+    register_configs()
+    tracking_overrides = [
+        override.input_line
+        for override in OverridesParser.create().parse_overrides(overrides)
+        if override.get_key_element().lstrip("+~").startswith("tracking")
+    ]
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=tracking_overrides)
+    return cfg.tracking.uri, cfg.tracking.experiment, cfg.tracking.enabled
+
+
+def run_study(overrides: list[str], out: Path | None = None, target: float = 0.9) -> int:
+    """Runs the saved study (the blog's grid x 3 seeds) as one sweep, then its report.
+
+    Re-running resumes the sweep (complete jobs are skipped) and refreshes the
+    report. The sweep's parent run is found in the store by the sweep id this
+    function hands the launch.
 
     Returns:
         The exit status: the sweep's, or the report's if the sweep succeeded.
     """
-    sweep_dir = Path("multirun") / "study" / _timestamp()
+    uri, experiment, enabled = _study_tracking(overrides)
+    sweep_id = uuid.uuid4().hex[:12]
     command = [
         sys.executable,
         str(TRAIN_SCRIPT),
         "-m",
         *STUDY_OVERRIDES,
         *overrides,
-        f"hydra.sweep.dir={sweep_dir}",
+        f"tracking.sweep_id={sweep_id}",
     ]
     print("$ " + " ".join(command[1:]), flush=True)
     status = subprocess.run(command).returncode
-    record_path = sweep_dir / "sweep.json"
-    if not record_path.is_file():
-        return status or 1
-    record = json.loads(record_path.read_text())
-    if not record.get("parent_run_id"):
+    if not enabled:
         print(
             "error: the study ran without tracking, so there is nothing to report", file=sys.stderr
         )
         return status or 2
-    folder = out or Path("reports") / record["experiment"]
-    files = build_report(
-        record["tracking_uri"], record["experiment"], folder, record["parent_run_id"], target
-    )
+    parent_run_id = tracking_read.find_sweep_parent(uri, experiment, sweep_id)
+    if parent_run_id is None:
+        return status or 1
+    folder = out or Path("reports") / experiment
+    files = build_report(uri, experiment, folder, parent_run_id, target)
     print(f"Report: {(files.folder / 'index.html').resolve()}")
-    print(f"Browse the runs: mlflow ui --backend-store-uri {record['tracking_uri']}")
+    print(f"Browse the runs: mlflow ui --backend-store-uri {uri}")
     return status
-
-
-def _timestamp() -> str:
-    import datetime
-
-    return datetime.datetime.now().strftime("%Y-%m-%d_%H-%M-%S")

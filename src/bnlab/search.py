@@ -16,6 +16,7 @@ import pandas as pd
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, RangeSweep
 
+from bnlab import metrics
 from bnlab.config import ConfigError, SearchConfig
 
 log = logging.getLogger(__name__)
@@ -23,6 +24,9 @@ log = logging.getLogger(__name__)
 SAMPLERS = ("tpe", "random", "grid", "cmaes")
 PRUNERS = ("median", "hyperband", "none")
 DIRECTIONS = ("maximize", "minimize")
+# Trial user attributes a job writes: its outcome and its MLflow run.
+OUTCOME_ATTR = "outcome"
+RUN_ID_ATTR = "mlflow_run_id"
 
 
 @dataclass
@@ -151,40 +155,59 @@ def make_pruner(
     )
 
 
-def open_storage(url: str) -> optuna.storages.BaseStorage:
-    """Connects to an Optuna storage, failing with one line when it cannot be reached."""
+def open_storage(
+    url: str, heartbeat_seconds: int | None = None, stale_after_seconds: int | None = None
+) -> optuna.storages.RDBStorage:
+    """Connects to an Optuna storage, failing with one line when it cannot be reached.
+
+    With `heartbeat_seconds`, trials prove they are alive through the storage,
+    and `optuna.storages.fail_stale_trials` fails only those whose heartbeat
+    stopped more than `stale_after_seconds` ago.
+    """
     engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
     try:
-        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+        return optuna.storages.RDBStorage(
+            url,
+            engine_kwargs=engine_kwargs,
+            heartbeat_interval=heartbeat_seconds,
+            grace_period=stale_after_seconds,
+        )
     except Exception as error:
         reason = str(error).splitlines()[0][:200]
         raise ConfigError(f"hydra.sweeper.storage: cannot open '{url}' ({reason})") from error
 
 
-def trial_reporter(config: SearchConfig):
-    """An evaluation hook for a trial's job: report val accuracy, True when pruned.
+class TrialReporter:
+    """A trial's side in its job: report the validation curve, prune, record the outcome.
 
-    Optuna does not store the pruner with the study, so the trial's process
+    The job reopens its trial through the storage by study name and trial
+    number. Optuna does not store the pruner with the study, so the job
     rebuilds the study's pruner from the settings the sweeper passed along.
     """
-    pruner = make_pruner(
-        config.pruner,
-        config.pruner_startup_trials,
-        config.pruner_warmup_steps,
-        config.pruner_reduction_factor,
-    )
-    study = optuna.load_study(
-        study_name=config.study, storage=open_storage(config.storage), pruner=pruner
-    )
-    trial = optuna.trial.Trial(study, config.trial_id)
 
-    def report(step: int, point: dict[str, float]) -> bool:
-        from bnlab import metrics
+    def __init__(self, config: SearchConfig) -> None:
+        pruner = make_pruner(
+            config.pruner,
+            config.pruner_startup_trials,
+            config.pruner_warmup_steps,
+            config.pruner_reduction_factor,
+        )
+        storage = open_storage(str(config.storage))
+        study = optuna.load_study(study_name=config.study, storage=storage, pruner=pruner)
+        study_id = storage.get_study_id_from_name(str(config.study))
+        trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, int(config.trial))
+        self.trial = optuna.trial.Trial(study, trial_id)
 
-        trial.report(point[metrics.VAL_ACCURACY], step)
-        return trial.should_prune()
+    def report(self, step: int, point: dict[str, float]) -> bool:
+        """Reports validation accuracy at `step`; True when the pruner stops the trial."""
+        self.trial.report(point[metrics.VAL_ACCURACY], step)
+        return self.trial.should_prune()
 
-    return report
+    def record(self, outcome: str, run_id: str | None) -> None:
+        """Stores the job's outcome (and MLflow run) on the trial, for the sweeper to read."""
+        self.trial.set_user_attr(OUTCOME_ATTR, outcome)
+        if run_id:
+            self.trial.set_user_attr(RUN_ID_ATTR, run_id)
 
 
 def load_trials(storage_url: str, study_name: str) -> pd.DataFrame:

@@ -1,129 +1,154 @@
-"""Sweep bookkeeping: check every job before any runs, and record the sweep as a parent run.
+"""Sweeps: check every job before any runs, and record each launch as a parent run.
 
-Jobs may run in other processes (e.g. Hydra's joblib launcher), so they talk to
-the sweep through files in the sweep directory: `sweep.json`, written here
-before any job starts, names the parent run; each job leaves a `job.json` with
-its outcome, which `on_multirun_end` counts.
+The tracking store is the only state a sweep shares with its jobs, wherever they
+run. Each launch draws a sweep id that Hydra hands every job in its config
+(`tracking.sweep_id`); a job finds its parent run in the store by that id, and
+the sweep counts its jobs' outcomes from the store when it ends. A grid sweep
+and an Optuna search record their parent runs through the same `SweepRecorder`.
 """
 
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 import logging
 import sys
-import uuid
-from collections import Counter
-from pathlib import Path
 from typing import Any
 
 from hydra import compose
-from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-from bnlab import metrics, provenance, tracking
-from bnlab.config import validate
+from bnlab import interrupts, metrics, provenance, tracking
+from bnlab.config import ConfigError, validate
 from bnlab.data import check_source
 from bnlab.errors import USER_ERRORS, exit_on_user_error
 
 log = logging.getLogger(__name__)
 
-SWEEP_FILE = "sweep.json"
-JOB_FILE = "job.json"
 BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
 
 
 def grid_jobs(config: DictConfig) -> list[list[str]]:
-    """Expands a multirun's overrides into one override list per job, as Hydra will."""
+    """Expands a multirun's overrides into one override list per job, as Hydra's grid does.
+
+    The sweeper's `params` come first and the command line's overrides after them,
+    so a command-line value of the same key wins, as in Hydra's basic sweeper.
+    """
     params = config.hydra.sweeper.get("params") or {}
     arguments = [f"{key}={value}" for key, value in params.items()]
     arguments += list(config.hydra.overrides.task)
-    overrides = OverridesParser.create().parse_overrides(arguments)
-    return [job for batch in BasicSweeper.split_arguments(overrides, None) for job in batch]
+    by_key: dict[str, list[str]] = {}
+    for override in OverridesParser.create().parse_overrides(arguments):
+        key = override.get_key_element()
+        if override.is_discrete_sweep():
+            values = [f"{key}={value}" for value in override.sweep_string_iterator()]
+        elif override.is_sweep_override():
+            raise ConfigError(
+                f"{key}: a grid sweep takes lists of values (a,b,c), not "
+                f"{override.get_value_element_as_str()} (use hparams_search for ranges)"
+            )
+        else:
+            values = [f"{key}={override.get_value_element_as_str()}"]
+        by_key[key] = values
+    return [list(job) for job in itertools.product(*by_key.values())]
 
 
 def check_jobs(config_name: str, jobs: list[list[str]]) -> None:
     """Composes and validates every job's config; raises on the first bad one."""
     for overrides in jobs:
         job_cfg = compose(config_name=config_name, overrides=overrides)
-        checked = validate(job_cfg)
+        checked = validate(job_cfg, overrides)
         check_source(checked.data)
 
 
-def read_sweep_file(job_output_dir: Path) -> dict[str, Any] | None:
-    """The sweep record a job's directory belongs to, if it is part of a sweep."""
-    for folder in list(job_output_dir.parents)[:3]:
-        path = folder / SWEEP_FILE
-        if path.is_file():
-            return json.loads(path.read_text())
-    return None
+class SweepRecorder:
+    """A launch's parent run: opened with a heartbeat, counted and closed from the store."""
 
-
-def write_sweep_file(sweep_dir: Path, record: dict[str, Any]) -> None:
-    """Writes the sweep record its jobs read (see `read_sweep_file`), creating the folder."""
-    sweep_dir.mkdir(parents=True, exist_ok=True)
-    (sweep_dir / SWEEP_FILE).write_text(json.dumps(record, indent=2))
-
-
-def write_job_file(job_output_dir: Path, record: dict[str, Any]) -> None:
-    (job_output_dir / JOB_FILE).write_text(json.dumps(record, indent=2))
-
-
-class _ActiveSweep:
-    """The sweep this process opened, so an interrupt can still close it."""
-
-    def __init__(
-        self,
-        sweep_dir: Path,
-        sweep_id: str,
-        store: tracking.Store | None,
-        parent_run_id: str | None,
-        owned: bool,
-    ) -> None:
-        self.sweep_dir = sweep_dir
-        self.sweep_id = sweep_id
+    def __init__(self, store: tracking.Store, run: tracking.RunLogger, sweep_id: str) -> None:
         self.store = store
-        self.parent_run_id = parent_run_id
-        self.owned = owned
+        self.run = run
+        self.sweep_id = sweep_id
 
-    def jobs(self) -> list[dict[str, Any]]:
-        """The job records of this sweep (a reused sweep folder may hold older ones)."""
-        records = [json.loads(path.read_text()) for path in self.sweep_dir.glob(f"**/{JOB_FILE}")]
-        return [record for record in records if record.get("sweep_id") == self.sweep_id]
+    @property
+    def run_id(self) -> str:
+        return self.run.run_id
 
-    def close(self, interrupted: bool = False) -> list[dict[str, Any]]:
-        """Counts the jobs' outcomes, records them on the parent and closes it."""
-        jobs = self.jobs()
-        counts = Counter(job["outcome"] for job in jobs)
-        failed = [job for job in jobs if job["outcome"] == metrics.FAILED]
-        summary = {"launched": len(jobs)}
-        for outcome in (
-            metrics.FINISHED,
-            metrics.DIVERGED,
-            metrics.PRUNED,
-            metrics.FAILED,
-            metrics.KILLED,
-            metrics.SKIPPED,
-        ):
-            summary[outcome] = counts.get(outcome, 0)
-        status = "KILLED" if interrupted else ("FAILED" if failed else "FINISHED")
-        if self.store is not None and self.parent_run_id is not None:
-            self.store.end_sweep(self.parent_run_id, summary, jobs, status, terminate=self.owned)
-        log.info("Sweep %s: %s", status.lower(), ", ".join(f"{k} {v}" for k, v in summary.items()))
-        return failed
+    @classmethod
+    def open(
+        cls,
+        config: DictConfig,
+        role: str,
+        name: str,
+        params: dict[str, Any],
+        tags: dict[str, str] | None = None,
+        reuse: dict[str, str] | None = None,
+    ) -> SweepRecorder:
+        """Opens the parent run of this launch (or reopens the newest run matching `reuse`).
+
+        Runs left RUNNING by dead processes are closed first, so their cells are
+        trained again and their parents carry counts.
+        """
+        store = tracking.open_store(OmegaConf.to_object(config.tracking))
+        store.reap_stale()
+        sweep_id = config.tracking.sweep_id
+        if store.find_run({metrics.SWEEP_ID_TAG: sweep_id}):
+            raise ConfigError(
+                f"tracking.sweep_id: '{sweep_id}' already names another launch "
+                "(leave it unset: each launch draws its own)"
+            )
+        all_tags = {
+            metrics.ROLE_TAG: role,
+            metrics.SWEEP_ID_TAG: sweep_id,
+            metrics.OVERRIDES_TAG: json.dumps(list(config.hydra.overrides.task)),
+            **provenance.git_tags(config.hydra.runtime.cwd),
+            **(tags or {}),
+        }
+        adopted = tracking.active_run_id_from_env()
+        existing = store.find_run(reuse) if reuse and not adopted else None
+        if adopted:
+            run = store.adopt_run(adopted, all_tags, name=name)
+        elif existing:
+            run = store.reopen_run(existing)
+            run.set_tags(all_tags)
+        else:
+            run = store.start_run(name, all_tags)
+        run.log_params(params)
+        run.start_heartbeat(config.tracking.heartbeat_seconds)
+        log.info("Sweep %s: parent run %s in experiment '%s'", sweep_id, run.run_id, store.experiment)
+        return cls(store, run, sweep_id)
+
+    def close(self, status: str) -> tuple[dict[str, int], list[dict[str, Any]]]:
+        """Counts the jobs' outcomes from the store, records them and closes the parent."""
+        self.run.stop_heartbeat()
+        self.store.close_stale_children(self.run_id)
+        counts, jobs = self.store.write_counts(self.run_id)
+        if self.run.owned:
+            self.run.end_status(status)
+        log.info("Sweep %s: %s", status.lower(), ", ".join(f"{k} {v}" for k, v in counts.items()))
+        return counts, jobs
 
 
-_active: _ActiveSweep | None = None
+_active: SweepRecorder | None = None
+
+
+def set_active(recorder: SweepRecorder | None) -> None:
+    """Names the parent run this process must close if it is interrupted."""
+    global _active
+    _active = recorder
 
 
 def abort() -> None:
     """Closes the sweep this process opened as KILLED (after Ctrl-C or a crash)."""
     global _active
     if _active is not None:
-        sweep, _active = _active, None
-        sweep.close(interrupted=True)
+        recorder, _active = _active, None
+        try:
+            recorder.close("KILLED")
+        except BaseException as error:  # a second Ctrl-C, or a store that is gone
+            print(f"warning: could not close sweep {recorder.sweep_id}: {error}", file=sys.stderr)
 
 
 def _sweep_name(config: DictConfig) -> str:
@@ -146,7 +171,8 @@ class ExperimentCallback(Callback):
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         try:
-            check_source(validate(_job_config(config)).data)
+            overrides = list(config.hydra.overrides.task)
+            check_source(validate(_job_config(config), overrides).data)
         except USER_ERRORS as error:
             exit_on_user_error(error)
 
@@ -158,60 +184,45 @@ class ExperimentCallback(Callback):
             self._start_sweep(config)
         except SystemExit:
             raise
+        except USER_ERRORS as error:
+            exit_on_user_error(error)
         except Exception as error:
             log.exception("Could not start the sweep")
             raise SystemExit(f"error: could not start the sweep: {error}") from error
 
     def _start_sweep(self, config: DictConfig) -> None:
-        global _active
         hydra_cfg = config.hydra
+        # Drawn here, in the launching process, and cached: every job gets this value.
+        sweep_id = config.tracking.sweep_id
         grid = hydra_cfg.sweeper.get("_target_") == BASIC_SWEEPER
-        if grid:
-            try:
-                check_jobs(hydra_cfg.job.config_name, grid_jobs(config))
-            except USER_ERRORS as error:
-                exit_on_user_error(error)
-        sweep_dir = Path(config.hydra.sweep.dir)
-        record: dict[str, Any] = {
-            "sweep_id": uuid.uuid4().hex[:12],
-            "parent_run_id": None,
-            "tracking_uri": config.tracking.uri if config.tracking.enabled else None,
-            "experiment": config.tracking.experiment,
-        }
-        store = None
-        owned = True
-        if config.tracking.enabled and grid:
-            store = tracking.open_store(OmegaConf.to_object(config.tracking))
-            tags = {
-                tracking.ROLE_TAG: "sweep",
-                tracking.SWEEP_ID_TAG: record["sweep_id"],
-                tracking.OVERRIDES_TAG: json.dumps(list(config.hydra.overrides.task)),
-                **provenance.git_tags(hydra_cfg.runtime.cwd),
-            }
-            adopted = tracking.active_run_id_from_env()
-            if adopted:
-                owned = False
-                run = store.adopt_run(adopted, tags, name=_sweep_name(config))
-            else:
-                run = store.start_run(_sweep_name(config), tags)
-            params = config.hydra.sweeper.get("params") or {}
-            run.log_params(
-                {f"sweep.{key}": value for key, value in params.items()}
-                | {"sweep.overrides": " ".join(config.hydra.overrides.task)}
-            )
-            record["parent_run_id"] = run.run_id
-            log.info("Sweep parent run %s in experiment '%s'", run.run_id, store.experiment)
-        write_sweep_file(sweep_dir, record)
-        _active = _ActiveSweep(sweep_dir, record["sweep_id"], store, record["parent_run_id"], owned)
+        if not grid:
+            return  # the Optuna sweeper checks its space and opens its own parent
+        check_jobs(hydra_cfg.job.config_name, grid_jobs(config))
+        if not config.tracking.enabled:
+            return
+        params = config.hydra.sweeper.get("params") or {}
+        recorder = SweepRecorder.open(
+            config,
+            role="sweep",
+            name=_sweep_name(config),
+            params={f"sweep.{key}": value for key, value in params.items()}
+            | {"sweep.overrides": " ".join(config.hydra.overrides.task)},
+        )
+        assert recorder.sweep_id == sweep_id
+        set_active(recorder)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         global _active
+        # A Ctrl-C swallowed during the last job still ends the sweep as interrupted.
+        interrupts.check()
         if _active is None:
             return
-        sweep, _active = _active, None
-        failed = sweep.close()
+        recorder, _active = _active, None
+        jobs = recorder.store.sweep_jobs(recorder.run_id)
+        failed = [job for job in jobs if job["outcome"] in (metrics.FAILED, metrics.KILLED)]
+        recorder.close("FAILED" if failed else "FINISHED")
         if failed:
             lines = [f"{len(failed)} job(s) failed:"]
-            lines += [f"  {' '.join(job['overrides'])}: {job.get('error', '')}" for job in failed]
+            lines += [f"  {job['name']}: {job.get('error') or job['outcome']}" for job in failed]
             print("\n".join(lines), file=sys.stderr)
             raise SystemExit(1)

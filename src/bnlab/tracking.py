@@ -1,54 +1,42 @@
-"""Everything that talks to MLflow: job runs, sweep parent runs and reading runs back.
+"""Writing to the MLflow store: job runs, sweep parent runs, heartbeats and reports.
 
-No other module of the package imports mlflow.
+This module and `tracking_read` are the only ones that import mlflow; this one
+writes, `tracking_read` reads runs back for the report.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
-import random
 import tempfile
+import threading
 import time
 import traceback
-from collections.abc import Callable, Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import mlflow
-import pandas as pd
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 
-from bnlab import metrics
-from bnlab.config import TrackingConfig
-
-try:
-    import fcntl
-except ImportError:  # Windows: no cross-process lock; retries still cover most races.
-    fcntl = None
+from bnlab import interrupts, metrics
+from bnlab.config import ConfigError, TrackingConfig
+from bnlab.retries import retry, sqlite_schema_lock
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
-PARENT_TAG = "mlflow.parentRunId"
-RUN_NAME_TAG = "mlflow.runName"
-# Tags written by this project.
-OUTCOME_TAG = "outcome"
-CONFIG_HASH_TAG = "config_hash"
-SWEEP_ID_TAG = "sweep_id"
-ROLE_TAG = "role"
-OVERRIDES_TAG = "overrides"
-ERROR_TAG = "error"
-# Longest time a logged metric waits in memory before it is written to the store.
+# Longest time a logged metric waits in memory before it is written to the store
+# (a SIGKILL loses at most this much of a job's curve).
 FLUSH_SECONDS = 5.0
 # MLflow caps a param value at 6,000 characters; longer values are cut with a marker.
 MAX_PARAM_LENGTH = 6000
+# How often a job waiting for a live run with its identity looks again.
+WAIT_POLL_SECONDS = 2.0
 
 _STATUS_OF_OUTCOME = {
     metrics.FINISHED: "FINISHED",
@@ -57,27 +45,15 @@ _STATUS_OF_OUTCOME = {
     metrics.FAILED: "FAILED",
     metrics.KILLED: "KILLED",
 }
-
-
-def _is_transient(error: Exception) -> bool:
-    """SQLite write contention and first-use schema races clear up when retried."""
-    text = str(error).lower()
-    return any(
-        marker in text
-        for marker in ("database is locked", "already exists", "unique constraint", "disk i/o")
-    )
-
-
-def _retry(action: Callable[[], T], attempts: int = 8) -> T:
-    """Runs `action`, retrying transient store errors with jittered backoff."""
-    for attempt in range(attempts):
-        try:
-            return action()
-        except Exception as error:  # MlflowException wraps the SQLAlchemy error
-            if attempt == attempts - 1 or not _is_transient(error):
-                raise
-            time.sleep(0.2 * 2**attempt * (0.5 + random.random()))
-    raise AssertionError("unreachable")
+# The outcomes a sweep's parent counts, in the order they are shown.
+COUNTED_OUTCOMES = (
+    metrics.FINISHED,
+    metrics.DIVERGED,
+    metrics.PRUNED,
+    metrics.FAILED,
+    metrics.KILLED,
+    metrics.SKIPPED,
+)
 
 
 def _artifact_location(uri: str, experiment: str) -> str | None:
@@ -88,57 +64,61 @@ def _artifact_location(uri: str, experiment: str) -> str | None:
     return (database.parent / "mlartifacts" / experiment).as_uri()
 
 
-@contextlib.contextmanager
-def _schema_lock(uri: str) -> Iterator[None]:
-    """Serialises opening a SQLite store across processes.
-
-    The first client to open a new database file creates and migrates its
-    schema; two processes doing that at once corrupt the migration. A lock file
-    beside the database makes the others wait until the schema is complete.
-    """
-    if not uri.startswith("sqlite:///") or fcntl is None:
-        yield
-        return
-    database = Path(uri.removeprefix("sqlite:///")).resolve()
-    database.parent.mkdir(parents=True, exist_ok=True)
-    with open(database.with_name(database.name + ".lock"), "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-
-
 @dataclass
 class CompletedRun:
-    """A run whose result is complete, found by config hash."""
+    """A run whose whole schedule was trained, found by identity."""
 
     run_id: str
     outcome: str
     metrics: dict[str, float]
 
 
+@dataclass
+class LiveRun:
+    """A RUNNING run whose heartbeat is recent."""
+
+    run_id: str
+    start_time: int
+
+
+def _last_sign_of_life(run: Any) -> float:
+    """Unix time of a run's last heartbeat (its start when it has none yet)."""
+    stamp = run.data.tags.get(metrics.HEARTBEAT_TAG)
+    try:
+        return float(stamp)
+    except (TypeError, ValueError):
+        return run.info.start_time / 1000
+
+
 class Store:
     """One MLflow tracking store and experiment."""
 
-    def __init__(self, uri: str, experiment: str) -> None:
+    def __init__(self, uri: str, experiment: str, stale_after_seconds: float = 60.0) -> None:
         self.uri = uri
         self.experiment = experiment
-        with _schema_lock(uri):
-            self.client = _retry(lambda: MlflowClient(tracking_uri=uri))
+        self.stale_after_seconds = stale_after_seconds
+        with sqlite_schema_lock(uri):
+            self.client = retry(lambda: MlflowClient(tracking_uri=uri))
             adopted = active_run_id_from_env()
             if adopted:
                 # Under `mlflow run`, everything goes to the experiment of its run, so
                 # the sweep's jobs nest under it in the UI.
-                run = _retry(lambda: self.client.get_run(adopted))
+                run = retry(lambda: self.client.get_run(adopted))
                 self.experiment_id = run.info.experiment_id
                 self.experiment = self.client.get_experiment(self.experiment_id).name
             else:
-                self.experiment_id = _retry(self._get_or_create_experiment)
+                self.experiment_id = retry(self._get_or_create_experiment)
 
     def _get_or_create_experiment(self) -> str:
         found = self.client.get_experiment_by_name(self.experiment)
         if found is not None:
+            if found.lifecycle_stage == "deleted":
+                raise ConfigError(
+                    f"tracking.experiment: '{self.experiment}' was deleted; restore it with "
+                    f"`mlflow experiments restore --experiment-id {found.experiment_id}` "
+                    "(with MLFLOW_TRACKING_URI set to this store) or pick another name "
+                    "with tracking.experiment=NAME"
+                )
             return found.experiment_id
         try:
             return self.client.create_experiment(
@@ -151,34 +131,116 @@ class Store:
                 raise
             return found.experiment_id
 
-    def find_complete_run(self, config_hash: str) -> CompletedRun | None:
-        """Returns the newest finished run with this config hash, if any."""
-        runs = _retry(
-            lambda: self.client.search_runs(
-                [self.experiment_id],
-                filter_string=(
-                    f"tags.{CONFIG_HASH_TAG} = '{config_hash}' and attributes.status = 'FINISHED'"
-                ),
-                order_by=["attributes.start_time DESC"],
+    def _search(self, filter_string: str, order_by: list[str] | None = None) -> list[Any]:
+        runs: list[Any] = []
+        token = None
+        while True:
+            page = retry(
+                lambda token=token: self.client.search_runs(
+                    [self.experiment_id],
+                    filter_string=filter_string,
+                    max_results=1000,
+                    order_by=order_by,
+                    page_token=token,
+                )
             )
+            runs.extend(page)
+            token = page.token
+            if not token:
+                return runs
+
+    def is_live(self, run: Any) -> bool:
+        """RUNNING with a heartbeat younger than the staleness limit."""
+        return (
+            run.info.status == "RUNNING"
+            and time.time() - _last_sign_of_life(run) <= self.stale_after_seconds
         )
-        runs = [run for run in runs if run.data.tags.get(OUTCOME_TAG) in metrics.COMPLETE_OUTCOMES]
+
+    def find_complete_run(self, identity: str) -> CompletedRun | None:
+        """The newest run with this identity that trained its whole schedule, if any."""
+        runs = self._search(
+            f"tags.{metrics.IDENTITY_TAG} = '{identity}' and attributes.status = 'FINISHED'",
+            order_by=["attributes.start_time DESC"],
+        )
+        runs = [
+            run
+            for run in runs
+            if run.data.tags.get(metrics.OUTCOME_TAG) in metrics.COMPLETE_OUTCOMES
+        ]
         if not runs:
             return None
         run = runs[0]
-        return CompletedRun(run.info.run_id, run.data.tags[OUTCOME_TAG], dict(run.data.metrics))
+        return CompletedRun(
+            run.info.run_id, run.data.tags[metrics.OUTCOME_TAG], dict(run.data.metrics)
+        )
+
+    def live_runs(self, identity: str) -> list[LiveRun]:
+        """Runs with this identity that are training now, oldest first."""
+        runs = self._search(
+            f"tags.{metrics.IDENTITY_TAG} = '{identity}' and attributes.status = 'RUNNING'"
+        )
+        live = [LiveRun(run.info.run_id, run.info.start_time) for run in runs if self.is_live(run)]
+        return sorted(live, key=lambda run: (run.start_time, run.run_id))
+
+    def wait_while_live(self, run_id: str) -> None:
+        """Returns once `run_id` has ended or its heartbeat has stopped."""
+        while True:
+            interrupts.check()
+            if not self.is_live(retry(lambda: self.client.get_run(run_id))):
+                return
+            time.sleep(WAIT_POLL_SECONDS)
+
+    def reap_stale(self) -> list[str]:
+        """Closes as KILLED every RUNNING run of ours whose heartbeat has stopped.
+
+        Its process died without closing it (SIGKILL, a lost node). A stale sweep
+        parent also gets its job counts. Runs this project did not create (no
+        role tag, e.g. `mlflow run`'s before it hands over) are left alone.
+
+        Returns:
+            The ids of the runs closed.
+        """
+        stale = [
+            run
+            for run in self._search("attributes.status = 'RUNNING'")
+            if metrics.ROLE_TAG in run.data.tags and not self.is_live(run)
+        ]
+        for run in stale:
+            run_id = run.info.run_id
+            since = time.strftime(
+                "%Y-%m-%d %H:%M:%S", time.localtime(_last_sign_of_life(run))
+            )
+            retry(
+                lambda run_id=run_id, since=since: self.client.log_batch(
+                    run_id,
+                    tags=[
+                        RunTag(metrics.OUTCOME_TAG, metrics.KILLED),
+                        RunTag(metrics.ERROR_TAG, f"no heartbeat since {since}: its process died"),
+                    ],
+                )
+            )
+            if run.data.tags.get(metrics.ROLE_TAG) in ("sweep", "search"):
+                self.write_counts(run_id)
+            retry(lambda run_id=run_id: self.client.set_terminated(run_id, status="KILLED"))
+        if stale:
+            log.info(
+                "Closed %d run(s) left RUNNING by dead processes as KILLED: %s",
+                len(stale),
+                ", ".join(run.info.run_id for run in stale),
+            )
+        return [run.info.run_id for run in stale]
 
     def start_run(
         self, name: str, tags: Mapping[str, str], parent_run_id: str | None = None
     ) -> RunLogger:
         """Creates a run (nested under `parent_run_id` when given) and returns its logger."""
-        all_tags = dict(tags)
+        all_tags = {**tags, metrics.HEARTBEAT_TAG: f"{time.time():.3f}"}
         if parent_run_id:
-            all_tags[PARENT_TAG] = parent_run_id
-        run = _retry(
+            all_tags[metrics.PARENT_TAG] = parent_run_id
+        run = retry(
             lambda: self.client.create_run(self.experiment_id, tags=all_tags, run_name=name)
         )
-        return RunLogger(self.client, run.info.run_id)
+        return RunLogger(self.client, run.info.run_id, start_time=run.info.start_time)
 
     def adopt_run(self, run_id: str, tags: Mapping[str, str], name: str | None = None) -> RunLogger:
         """Logs into a run someone else created, e.g. the run of `mlflow run`.
@@ -186,17 +248,18 @@ class Store:
         Params that run already holds (MLflow logs an entry point's parameters)
         are kept as they are: MLflow refuses to change a logged param.
         """
-        logger = RunLogger(self.client, run_id, owned=False)
-        logger.preset_params = set(_retry(lambda: self.client.get_run(run_id)).data.params)
-        logger.set_tags(tags)
+        existing = retry(lambda: self.client.get_run(run_id))
+        logger = RunLogger(self.client, run_id, owned=False, start_time=existing.info.start_time)
+        logger.preset_params = set(existing.data.params)
+        logger.set_tags({**tags, metrics.HEARTBEAT_TAG: f"{time.time():.3f}"})
         if name:
-            _retry(lambda: self.client.update_run(run_id, name=name))
+            retry(lambda: self.client.update_run(run_id, name=name))
         return logger
 
     def find_run(self, tags: Mapping[str, str]) -> str | None:
         """The newest run carrying all of `tags`, if any."""
         condition = " and ".join(f"tags.`{key}` = '{value}'" for key, value in tags.items())
-        runs = _retry(
+        runs = retry(
             lambda: self.client.search_runs(
                 [self.experiment_id],
                 filter_string=condition,
@@ -206,63 +269,126 @@ class Store:
         )
         return runs[0].info.run_id if runs else None
 
+    def find_sweep_parent(self, sweep_id: str) -> str | None:
+        """The parent run of the launch `sweep_id`, if it is recorded."""
+        return self.find_run({metrics.SWEEP_ID_TAG: sweep_id, metrics.ROLE_TAG: "sweep"})
+
     def reopen_run(self, run_id: str) -> RunLogger:
         """Marks a run RUNNING again (a resumed search) and returns its logger."""
-        _retry(lambda: self.client.update_run(run_id, status="RUNNING"))
-        logger = RunLogger(self.client, run_id)
-        logger.preset_params = set(_retry(lambda: self.client.get_run(run_id)).data.params)
+        retry(lambda: self.client.update_run(run_id, status="RUNNING"))
+        run = retry(lambda: self.client.get_run(run_id))
+        logger = RunLogger(self.client, run_id, start_time=run.info.start_time)
+        logger.set_tags({metrics.HEARTBEAT_TAG: f"{time.time():.3f}"})
+        logger.preset_params = set(run.data.params)
         return logger
 
-    def children(self, parent_run_id: str) -> list[Any]:
-        """All runs nested directly under `parent_run_id`."""
-        return _search_all(
-            self.client, [self.experiment_id], f"tags.`{PARENT_TAG}` = '{parent_run_id}'"
-        )
-
-    def end_sweep(
-        self,
-        parent_run_id: str,
-        counts: Mapping[str, int],
-        jobs: list[dict[str, Any]],
-        status: str,
-        terminate: bool,
-    ) -> None:
-        """Records a sweep's job counts and closes runs that were left open.
-
-        Children still RUNNING (their process was killed before it could close
-        them) are ended as KILLED, so nothing stays RUNNING after the sweep.
-        """
-        for child in self.children(parent_run_id):
-            if child.info.status == "RUNNING":
-                _retry(lambda run_id=child.info.run_id: self._close_killed(run_id))
-        stamp = int(time.time() * 1000)
-        _retry(
-            lambda: self.client.log_batch(
-                parent_run_id,
-                metrics=[Metric(f"jobs/{key}", value, stamp, 0) for key, value in counts.items()],
-                tags=[RunTag(f"jobs.{key}", str(value)) for key, value in counts.items()],
+    def mark_skipped(self, parent_run_id: str, identity: str, reused_run_id: str) -> None:
+        """Records on a sweep's parent that one of its jobs reused a complete run."""
+        retry(
+            lambda: self.client.set_tag(
+                parent_run_id, f"{metrics.SKIPPED_TAG_PREFIX}{identity}", reused_run_id
             )
         )
-        _retry(lambda: self.client.log_text(parent_run_id, json.dumps(jobs, indent=2), "jobs.json"))
-        if terminate:
-            _retry(lambda: self.client.set_terminated(parent_run_id, status=status))
 
-    def _close_killed(self, run_id: str) -> None:
-        self.client.set_tag(run_id, OUTCOME_TAG, metrics.KILLED)
-        self.client.set_terminated(run_id, status="KILLED")
+    def sweep_jobs(self, parent_run_id: str) -> list[dict[str, Any]]:
+        """Every job of a sweep, read back from the store: its children and its skips."""
+        jobs = [
+            {
+                "run_id": run.info.run_id,
+                "name": run.info.run_name,
+                "outcome": run.data.tags.get(metrics.OUTCOME_TAG, "unknown"),
+                "status": run.info.status,
+                "identity": run.data.tags.get(metrics.IDENTITY_TAG),
+                "error": run.data.tags.get(metrics.ERROR_TAG),
+            }
+            for run in self._search(f"tags.`{metrics.PARENT_TAG}` = '{parent_run_id}'")
+        ]
+        parent = retry(lambda: self.client.get_run(parent_run_id))
+        jobs += [
+            {
+                "run_id": value,
+                "outcome": metrics.SKIPPED,
+                "identity": key.removeprefix(metrics.SKIPPED_TAG_PREFIX),
+            }
+            for key, value in parent.data.tags.items()
+            if key.startswith(metrics.SKIPPED_TAG_PREFIX)
+        ]
+        return jobs
+
+    def write_counts(self, parent_run_id: str) -> tuple[dict[str, int], list[dict[str, Any]]]:
+        """Counts a sweep's jobs by outcome from the store; writes them and jobs.json."""
+        jobs = self.sweep_jobs(parent_run_id)
+        found = Counter(job["outcome"] for job in jobs)
+        counts = {"launched": len(jobs)} | {key: found.get(key, 0) for key in COUNTED_OUTCOMES}
+        tags = [
+            RunTag(f"{metrics.COUNT_TAG_PREFIX}{key}", str(value)) for key, value in counts.items()
+        ]
+        retry(lambda: self.client.log_batch(parent_run_id, tags=tags))
+        retry(lambda: self.client.log_text(parent_run_id, json.dumps(jobs, indent=2), "jobs.json"))
+        return counts, jobs
+
+    def close_stale_children(self, parent_run_id: str) -> None:
+        """Children still RUNNING when their sweep ends lost their process: KILLED."""
+        for child in self._search(f"tags.`{metrics.PARENT_TAG}` = '{parent_run_id}'"):
+            if child.info.status == "RUNNING":
+                run_id = child.info.run_id
+                retry(lambda run_id=run_id: self.client.set_tag(
+                    run_id, metrics.OUTCOME_TAG, metrics.KILLED
+                ))
+                retry(lambda run_id=run_id: self.client.set_terminated(run_id, status="KILLED"))
 
 
 class RunLogger:
-    """Writes one run's params, metrics, tags and artifacts."""
+    """Writes one run's params, metrics, tags and artifacts, and keeps its heartbeat."""
 
-    def __init__(self, client: MlflowClient, run_id: str, owned: bool = True) -> None:
+    def __init__(
+        self, client: MlflowClient, run_id: str, owned: bool = True, start_time: int = 0
+    ) -> None:
         self.client = client
         self.run_id = run_id
+        self.start_time = start_time
         # A run we did not create (mlflow run's) is closed by its creator.
         self.owned = owned
         self.preset_params: set[str] = set()
         self._buffer: list[Metric] = []
         self._last_flush = time.monotonic()
+        self._lock = threading.Lock()
+        self._stop_beating = threading.Event()
+        self._beat: threading.Thread | None = None
+
+    def start_heartbeat(self, seconds: float) -> None:
+        """Stamps the run every `seconds` from a background thread, flushing metrics too.
+
+        A run whose stamps stop (its process was killed) is closed as KILLED by
+        the next launch (`Store.reap_stale`).
+        """
+        if self._beat is not None:
+            return
+
+        def beat() -> None:
+            warned = False
+            while not self._stop_beating.wait(seconds):
+                try:
+                    self.flush()
+                    retry(
+                        lambda: self.client.set_tag(
+                            self.run_id, metrics.HEARTBEAT_TAG, f"{time.time():.3f}"
+                        ),
+                        attempts=3,
+                    )
+                    warned = False
+                except Exception as error:
+                    if not warned:
+                        log.warning("Heartbeat of run %s failed: %s", self.run_id, error)
+                        warned = True
+
+        self._beat = threading.Thread(target=beat, name=f"heartbeat-{self.run_id}", daemon=True)
+        self._beat.start()
+
+    def stop_heartbeat(self) -> None:
+        self._stop_beating.set()
+        if self._beat is not None and self._beat is not threading.current_thread():
+            self._beat.join(timeout=10)
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         items = [
@@ -271,7 +397,7 @@ class RunLogger:
             if key not in self.preset_params
         ]
         for start in range(0, len(items), 100):
-            _retry(
+            retry(
                 lambda chunk=items[start : start + 100]: self.client.log_batch(
                     self.run_id, params=chunk
                 )
@@ -279,7 +405,7 @@ class RunLogger:
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         if tags:
-            _retry(
+            retry(
                 lambda: self.client.log_batch(
                     self.run_id, tags=[RunTag(key, str(value)) for key, value in tags.items()]
                 )
@@ -291,36 +417,42 @@ class RunLogger:
         Buffered and written synchronously in batches: one store write per
         evaluation, or MLflow's asynchronous queue (which costs most of a second
         to shut down when the run ends), cost several percent of a 15-second job
-        (measured with pipelines/benchmark.py). `end` writes what is left.
+        (measured with pipelines/benchmark.py). `end` writes what is left, on
+        every exit path Python sees.
         """
         stamp = int(time.time() * 1000)
-        self._buffer += [Metric(key, float(value), stamp, step) for key, value in values.items()]
-        if time.monotonic() - self._last_flush >= FLUSH_SECONDS:
+        with self._lock:
+            self._buffer += [
+                Metric(key, float(value), stamp, step) for key, value in values.items()
+            ]
+            due = time.monotonic() - self._last_flush >= FLUSH_SECONDS
+        if due:
             self.flush()
-
-    def log_history(self, points: list[dict[str, float]]) -> None:
-        """Logs many evaluations at once (each dict has `step`)."""
-        for point in points:
-            self.log_metrics({k: v for k, v in point.items() if k != "step"}, int(point["step"]))
-        self.flush()
 
     def flush(self) -> None:
         """Writes the queued metrics, at most 1,000 values per call."""
-        batch, self._buffer = self._buffer, []
-        for start in range(0, len(batch), 1000):
-            chunk = batch[start : start + 1000]
-            _retry(lambda chunk=chunk: self.client.log_batch(self.run_id, metrics=chunk))
-        self._last_flush = time.monotonic()
+        with self._lock:
+            batch, self._buffer = self._buffer, []
+            try:
+                while batch:
+                    chunk = batch[:1000]
+                    retry(lambda chunk=chunk: self.client.log_batch(self.run_id, metrics=chunk))
+                    batch = batch[1000:]
+            except BaseException:
+                # Keep what was not written, so a later flush can try again.
+                self._buffer = batch + self._buffer
+                raise
+            self._last_flush = time.monotonic()
 
     def log_figure(self, figure: Any, artifact_file: str) -> None:
-        _retry(lambda: self.client.log_figure(self.run_id, figure, artifact_file))
+        retry(lambda: self.client.log_figure(self.run_id, figure, artifact_file))
 
     def log_text(self, text: str, artifact_file: str) -> None:
-        _retry(lambda: self.client.log_text(self.run_id, text, artifact_file))
+        retry(lambda: self.client.log_text(self.run_id, text, artifact_file))
 
     def log_file(self, path: Path, artifact_path: str | None = None) -> None:
         if Path(path).is_file():
-            _retry(lambda: self.client.log_artifact(self.run_id, str(path), artifact_path))
+            retry(lambda: self.client.log_artifact(self.run_id, str(path), artifact_path))
 
     def log_model(self, model: Any) -> None:
         """Saves a Keras model in the native .keras format as an artifact."""
@@ -331,18 +463,30 @@ class RunLogger:
 
     def log_error(self, error: BaseException) -> None:
         message = f"{type(error).__name__}: {error}".splitlines()[0][:500]
-        self.set_tags({ERROR_TAG: message})
+        self.set_tags({metrics.ERROR_TAG: message})
         self.log_text(
             "".join(traceback.format_exception(type(error), error, error.__traceback__)),
             "error.txt",
         )
 
+    def discard(self) -> None:
+        """Deletes a run that never started its work (a claim that lost to a rival)."""
+        self.stop_heartbeat()
+        retry(lambda: self.client.delete_run(self.run_id))
+
+    def end_status(self, status: str) -> None:
+        """Writes queued metrics and closes the run with an MLflow status (a parent run)."""
+        self.stop_heartbeat()
+        self.flush()
+        retry(lambda: self.client.set_terminated(self.run_id, status=status))
+
     def end(self, outcome: str) -> None:
         """Writes queued metrics, tags the outcome and sets the matching run status."""
+        self.stop_heartbeat()
         self.flush()
-        self.set_tags({OUTCOME_TAG: outcome})
+        self.set_tags({metrics.OUTCOME_TAG: outcome})
         if self.owned:
-            _retry(
+            retry(
                 lambda: self.client.set_terminated(
                     self.run_id, status=_STATUS_OF_OUTCOME.get(outcome, "FAILED")
                 )
@@ -358,24 +502,9 @@ def _param_value(value: Any) -> str:
     return text
 
 
-def _search_all(client: MlflowClient, experiment_ids: list[str], filter_string: str) -> list[Any]:
-    runs: list[Any] = []
-    token = None
-    while True:
-        page = _retry(
-            lambda token=token: client.search_runs(
-                experiment_ids, filter_string=filter_string, max_results=1000, page_token=token
-            )
-        )
-        runs.extend(page)
-        token = page.token
-        if not token:
-            return runs
-
-
 def open_store(config: TrackingConfig) -> Store:
     """Connects to the store named by `config`, creating the experiment when needed."""
-    return Store(config.uri, config.experiment)
+    return Store(config.uri, config.experiment, config.stale_after_seconds)
 
 
 def active_run_id_from_env() -> str | None:
@@ -388,93 +517,6 @@ def versions() -> dict[str, str]:
     return {"mlflow_version": mlflow.__version__}
 
 
-class StoreQueryError(RuntimeError):
-    """The requested experiment or run is not in the store; one line says which."""
-
-
-def _experiment_id(client: MlflowClient, experiment: str) -> str:
-    found = client.get_experiment_by_name(experiment)
-    if found is None:
-        known = sorted(e.name for e in client.search_experiments())
-        raise StoreQueryError(
-            f"unknown experiment '{experiment}' (in this store: {', '.join(known) or 'none'})"
-        )
-    return found.experiment_id
-
-
-def _sweep_member_ids(client: MlflowClient, experiment_id: str, parent_run_id: str) -> list[str]:
-    """Runs of a sweep: its children plus the runs it skipped as already complete."""
-    try:
-        parent = client.get_run(parent_run_id)
-    except MlflowException as error:
-        raise StoreQueryError(f"unknown run '{parent_run_id}'") from error
-    if parent.info.experiment_id != experiment_id:
-        raise StoreQueryError(f"run '{parent_run_id}' is not in this experiment")
-    children = _search_all(client, [experiment_id], f"tags.`{PARENT_TAG}` = '{parent_run_id}'")
-    members = [run.info.run_id for run in children]
-    try:
-        with tempfile.TemporaryDirectory() as folder:
-            path = client.download_artifacts(parent_run_id, "jobs.json", folder)
-            jobs = json.loads(Path(path).read_text())
-        members += [job["run_id"] for job in jobs if job["outcome"] == metrics.SKIPPED]
-    except (MlflowException, OSError):
-        pass  # a sweep still running has no jobs.json yet
-    return members
-
-
-def load_runs(
-    uri: str,
-    experiment: str,
-    parent_run_id: str | None = None,
-    curve: str = metrics.VAL_ACCURACY,
-    workers: int = 8,
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Reads the job runs of an experiment (or of one sweep) and one metric's histories.
-
-    Returns:
-        runs: one row per job run with run_id, name, status, outcome, start_time,
-            every param by its dotted key and every final metric by its name.
-        curves: one row per logged point of `curve`: run_id, step, value.
-
-    Histories are fetched concurrently: one request per run, which dominates the
-    time on a store of hundreds of runs.
-    """
-    client = MlflowClient(tracking_uri=uri)
-    experiment_id = _experiment_id(client, experiment)
-    runs = _search_all(client, [experiment_id], f"tags.{ROLE_TAG} = 'job'")
-    if parent_run_id is not None:
-        members = set(_sweep_member_ids(client, experiment_id, parent_run_id))
-        runs = [run for run in runs if run.info.run_id in members]
-    rows = []
-    for run in runs:
-        rows.append(
-            {
-                "run_id": run.info.run_id,
-                "name": run.info.run_name,
-                "status": run.info.status,
-                "outcome": run.data.tags.get(OUTCOME_TAG, "unknown"),
-                "start_time": run.info.start_time,
-                "parent_run_id": run.data.tags.get(PARENT_TAG),
-                "study": run.data.tags.get("study"),
-                "trial": run.data.tags.get("trial"),
-                **run.data.params,
-                **run.data.metrics,
-            }
-        )
-
-    def history(run_id: str) -> list[tuple[str, int, float]]:
-        points = _retry(lambda: client.get_metric_history(run_id, curve))
-        return [(run_id, point.step, point.value) for point in points]
-
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        points = [
-            point for batch in pool.map(history, [r["run_id"] for r in rows]) for point in batch
-        ]
-    curves = pd.DataFrame(points, columns=["run_id", "step", "value"])
-    curves = curves.sort_values(["run_id", "step"]).drop_duplicates(["run_id", "step"], keep="last")
-    return pd.DataFrame(rows), curves
-
-
 def log_report(uri: str, experiment: str, folder: Path, parent_run_id: str | None) -> str:
     """Logs a report folder to the sweep's parent, `mlflow run`'s run, or a new report run.
 
@@ -484,20 +526,23 @@ def log_report(uri: str, experiment: str, folder: Path, parent_run_id: str | Non
     client = MlflowClient(tracking_uri=uri)
     parent_run_id = parent_run_id or active_run_id_from_env()
     if parent_run_id is None:
-        experiment_id = _experiment_id(client, experiment)
-        run = _retry(
+        found = retry(lambda: client.get_experiment_by_name(experiment))
+        run = retry(
             lambda: client.create_run(
-                experiment_id, tags={ROLE_TAG: "report"}, run_name=f"report {folder.name}"
+                found.experiment_id,
+                tags={metrics.ROLE_TAG: "report"},
+                run_name=f"report {folder.name}",
             )
         )
         run_id = run.info.run_id
     else:
         run_id = parent_run_id
-        if run_id == active_run_id_from_env() and ROLE_TAG not in client.get_run(run_id).data.tags:
+        tags = retry(lambda: client.get_run(run_id)).data.tags
+        if run_id == active_run_id_from_env() and metrics.ROLE_TAG not in tags:
             # `mlflow run . -e report`: the project's own run becomes the report run.
-            _retry(lambda: client.set_tag(run_id, ROLE_TAG, "report"))
-            _retry(lambda: client.update_run(run_id, name=f"report {folder.name}"))
-    _retry(lambda: client.log_artifacts(run_id, str(folder), "report"))
+            retry(lambda: client.set_tag(run_id, metrics.ROLE_TAG, "report"))
+            retry(lambda: client.update_run(run_id, name=f"report {folder.name}"))
+    retry(lambda: client.log_artifacts(run_id, str(folder), "report"))
     if parent_run_id is None:
-        _retry(lambda: client.set_terminated(run_id, status="FINISHED"))
+        retry(lambda: client.set_terminated(run_id, status="FINISHED"))
     return run_id

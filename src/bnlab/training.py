@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import keras
 import numpy as np
 
-from bnlab import metrics
+from bnlab import interrupts, metrics
 from bnlab.config import Config
 from bnlab.data import Splits
 from bnlab.model import build_model, build_optimizer
@@ -115,6 +115,8 @@ class _Evaluator(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
         self.steps_in_interval = batch + 1
+        # A Ctrl-C that a library callback swallowed still stops training here.
+        interrupts.check()
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         logs = logs or {}

@@ -7,12 +7,10 @@ choice(...) and range(...).
 
 # No `from __future__ import annotations`: Hydra imports plugin modules without
 # registering them in sys.modules, and dataclasses then cannot resolve string annotations.
-import json
 import logging
 import math
-import uuid
+import threading
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import optuna
@@ -24,9 +22,8 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
-from bnlab import metrics, provenance, search, tracking
+from bnlab import metrics, search, sweep
 from bnlab.config import ConfigError
-from bnlab.sweep import JOB_FILE, SWEEP_FILE, check_jobs, write_sweep_file
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +73,11 @@ class OptunaSweeperConf:
     pruner: PrunerConf = field(default_factory=PrunerConf)
     # The search space: parameter -> sweep expression.
     params: dict[str, str] = field(default_factory=dict)
+    # The launching process stamps its running trials in the storage this often...
+    heartbeat_seconds: int = 10
+    # ...and a later launch fails only trials whose stamps stopped this long ago,
+    # so it never touches the trials of a search that is still alive.
+    stale_after_seconds: int = 60
 
 
 ConfigStore.instance().store(
@@ -96,6 +98,8 @@ class OptunaSweeper(Sweeper):
         sampler: Any,
         pruner: Any,
         params: Any,
+        heartbeat_seconds: int = 10,
+        stale_after_seconds: int = 60,
     ) -> None:
         self.study_name = study_name
         self.storage_url = storage
@@ -105,7 +109,10 @@ class OptunaSweeper(Sweeper):
         self.sampler_conf = sampler
         self.pruner_conf = pruner
         self.params = dict(params or {})
+        self.heartbeat_seconds = heartbeat_seconds
+        self.stale_after_seconds = stale_after_seconds
         self.config: DictConfig | None = None
+        self.recorder: sweep.SweepRecorder | None = None
 
     def setup(
         self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
@@ -144,6 +151,11 @@ class OptunaSweeper(Sweeper):
             )
         if self.n_trials < 1 or self.n_jobs < 1:
             raise ConfigError("hydra.sweeper.n_trials and hydra.sweeper.n_jobs must be >= 1")
+        if not 0 < self.heartbeat_seconds < self.stale_after_seconds:
+            raise ConfigError(
+                "hydra.sweeper.stale_after_seconds must be greater than "
+                "hydra.sweeper.heartbeat_seconds, which must be > 0"
+            )
         if not dimensions:
             raise ConfigError("hydra.sweeper.params: the search space is empty")
         jobs = []
@@ -154,7 +166,7 @@ class OptunaSweeper(Sweeper):
                 search.override_for(d.name, _first(d)) for d in dimensions if d is not dimension
             ]
             jobs += [[*fixed, *base, search.override_for(dimension.name, v)] for v in values]
-        check_jobs(self.config.hydra.job.config_name, jobs)
+        sweep.check_jobs(self.config.hydra.job.config_name, jobs)
 
     def sweep(self, arguments: list[str]) -> None:
         assert self.config is not None
@@ -173,7 +185,9 @@ class OptunaSweeper(Sweeper):
             self.pruner_conf.n_warmup_steps,
             self.pruner_conf.reduction_factor,
         )
-        storage = search.open_storage(self.storage_url)
+        storage = search.open_storage(
+            self.storage_url, self.heartbeat_seconds, self.stale_after_seconds
+        )
         try:
             study = optuna.create_study(
                 study_name=self.study_name,
@@ -193,93 +207,72 @@ class OptunaSweeper(Sweeper):
                 dimensions,
                 self.sampler_conf.n_startup_trials,
             )
-        _fail_stale_trials(study)
-        parent = self._open_parent(space)
+        # Trials of a dead launch are failed; those of a live search keep running.
+        optuna.storages.fail_stale_trials(study)
+        self._open_parent(space)
+        heartbeat = _TrialHeartbeat(storage, self.heartbeat_seconds)
         try:
-            self._optimize(study, dimensions, fixed, parent)
+            self._optimize(study, storage, dimensions, fixed, heartbeat)
         except BaseException:
-            self._close_parent(study, parent, interrupted=True)
+            # This launch's own unfinished trials end with it.
+            for trial_id in heartbeat.trial_ids():
+                storage.set_trial_state_values(trial_id, state=optuna.trial.TrialState.FAIL)
+            self._close_parent("KILLED")
             raise
-        self._close_parent(study, parent, interrupted=False)
+        finally:
+            heartbeat.stop()
+        self._close_parent("FINISHED")
 
-    def _open_parent(self, space: dict[str, str]) -> tracking.RunLogger | None:
+    def _open_parent(self, space: dict[str, str]) -> None:
         config = self.config
-        sweep_dir = Path(config.hydra.sweep.dir)
-        # Keep the id the experiment callback gave this multirun: jobs report under it.
-        previous = sweep_dir / SWEEP_FILE
-        sweep_id = (
-            json.loads(previous.read_text())["sweep_id"]
-            if previous.is_file()
-            else uuid.uuid4().hex[:12]
-        )
-        record = {
-            "sweep_id": sweep_id,
-            "parent_run_id": None,
-            "tracking_uri": config.tracking.uri,
-            "experiment": config.tracking.experiment,
-            "study": self.study_name,
-            "storage": self.storage_url,
+        if not config.tracking.enabled:
+            return
+        reuse = {
+            metrics.ROLE_TAG: "search",
+            metrics.STUDY_TAG: self.study_name,
+            "optuna_storage": self.storage_url,
         }
-        parent = None
-        if config.tracking.enabled:
-            self.store = tracking.open_store(OmegaConf.to_object(config.tracking))
-            tags = {
-                tracking.ROLE_TAG: "search",
-                "study": self.study_name,
-                "optuna_storage": self.storage_url,
-                tracking.SWEEP_ID_TAG: record["sweep_id"],
-                **provenance.git_tags(config.hydra.runtime.cwd),
-            }
-            existing = self.store.find_run(
-                {
-                    tracking.ROLE_TAG: "search",
-                    "study": self.study_name,
-                    "optuna_storage": self.storage_url,
-                }
-            )
-            adopted = tracking.active_run_id_from_env()
-            if adopted:
-                parent = self.store.adopt_run(adopted, tags, name=f"search {self.study_name}")
-            elif existing:
-                parent = self.store.reopen_run(existing)
-                parent.set_tags({tracking.SWEEP_ID_TAG: record["sweep_id"]})
-            else:
-                parent = self.store.start_run(f"search {self.study_name}", tags)
-            parent.log_params(
-                {
-                    **{f"search.{name}": expression for name, expression in space.items()},
-                    "sampler": self.sampler_conf.name,
-                    "sampler.seed": self.sampler_conf.seed,
-                    "pruner": self.pruner_conf.name,
-                    "direction": self.direction,
-                    "study_name": self.study_name,
-                    "storage": self.storage_url,
-                }
-            )
-            record["parent_run_id"] = parent.run_id
-            log.info(
-                "Study '%s' in %s, MLflow parent run %s",
-                self.study_name,
-                self.storage_url,
-                parent.run_id,
-            )
-        write_sweep_file(sweep_dir, record)
-        return parent
+        self.recorder = sweep.SweepRecorder.open(
+            config,
+            role="search",
+            name=f"search {self.study_name}",
+            params={
+                **{f"search.{name}": expression for name, expression in space.items()},
+                "sampler": self.sampler_conf.name,
+                "sampler.seed": self.sampler_conf.seed,
+                "pruner": self.pruner_conf.name,
+                "direction": self.direction,
+                "study_name": self.study_name,
+                "storage": self.storage_url,
+            },
+            tags={metrics.STUDY_TAG: self.study_name, "optuna_storage": self.storage_url},
+            reuse=reuse,
+        )
+        sweep.set_active(self.recorder)
+        log.info("Study '%s' in %s", self.study_name, self.storage_url)
 
     def _optimize(
         self,
         study: optuna.Study,
+        storage: optuna.storages.RDBStorage,
         dimensions: list[search.Dimension],
         fixed: list[str],
-        parent: tracking.RunLogger | None,
+        heartbeat: "_TrialHeartbeat",
     ) -> None:
         finished = _count_finished(study)
         if finished >= self.n_trials:
             log.info("Study '%s' already has %d finished trials", self.study_name, finished)
         job_index = len(study.trials)
+        study_id = storage.get_study_id_from_name(self.study_name)
+        parent = [f"search.parent_run_id={self.recorder.run_id}"] if self.recorder else []
         while finished < self.n_trials:
             batch = min(self.n_jobs, self.n_trials - finished)
             trials = [study.ask() for _ in range(batch)]
+            ids = [
+                storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
+                for trial in trials
+            ]
+            heartbeat.watch(ids)
             overrides = []
             for trial in trials:
                 values = [search.override_for(d.name, search.suggest(trial, d)) for d in dimensions]
@@ -290,18 +283,19 @@ class OptunaSweeper(Sweeper):
                         f"search.study={self.study_name}",
                         f"search.storage={self.storage_url}",
                         f"search.trial={trial.number}",
-                        f"search.trial_id={trial._trial_id}",
+                        *parent,
                         *self._pruner_overrides(),
                     ]
                 )
             results = self.launcher.launch(overrides, initial_job_idx=job_index)
             exhausted = False
-            for trial, result in zip(trials, results, strict=True):
-                exhausted |= _tell(study, trial, result)
+            for trial, trial_id, result in zip(trials, ids, results, strict=True):
+                exhausted |= _tell(study, storage, trial, trial_id, result)
+            heartbeat.unwatch(ids)
             finished += batch
             job_index += batch
-            if parent is not None:
-                _log_progress(study, parent, finished)
+            if self.recorder is not None:
+                _log_progress(study, self.recorder, finished)
             if exhausted:
                 log.info("The grid of study '%s' is exhausted", self.study_name)
                 break
@@ -315,22 +309,50 @@ class OptunaSweeper(Sweeper):
             f"search.pruner_reduction_factor={conf.reduction_factor}",
         ]
 
-    def _close_parent(
-        self, study: optuna.Study, parent: tracking.RunLogger | None, interrupted: bool
-    ) -> None:
-        if interrupted:
-            _fail_stale_trials(study)
-        if parent is None:
-            return
-        states = [trial.state.name.lower() for trial in study.trials]
-        counts = {"launched": len(states)}
-        counts |= {state: states.count(state) for state in ("complete", "pruned", "fail")}
-        status = "KILLED" if interrupted else "FINISHED"
-        jobs = [
-            {"trial": t.number, "state": t.state.name, "value": t.value, "params": t.params}
-            for t in study.trials
-        ]
-        self.store.end_sweep(parent.run_id, counts, jobs, status, terminate=parent.owned)
+    def _close_parent(self, status: str) -> None:
+        if self.recorder is not None:
+            recorder, self.recorder = self.recorder, None
+            sweep.set_active(None)
+            recorder.close(status)
+
+
+class _TrialHeartbeat:
+    """Stamps this launch's running trials in the Optuna storage from a background thread."""
+
+    def __init__(self, storage: optuna.storages.RDBStorage, seconds: int) -> None:
+        self.storage = storage
+        self._ids: set[int] = set()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="trial-heartbeat", daemon=True)
+        self._thread.start()
+        self.seconds = seconds
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.seconds):
+            for trial_id in self.trial_ids():
+                try:
+                    self.storage.record_heartbeat(trial_id)
+                except Exception as error:
+                    log.warning("Heartbeat of trial %d failed: %s", trial_id, error)
+
+    def trial_ids(self) -> list[int]:
+        with self._lock:
+            return sorted(self._ids)
+
+    def watch(self, ids: list[int]) -> None:
+        for trial_id in ids:
+            self.storage.record_heartbeat(trial_id)
+        with self._lock:
+            self._ids.update(ids)
+
+    def unwatch(self, ids: list[int]) -> None:
+        with self._lock:
+            self._ids.difference_update(ids)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
 
 
 def _first(dimension: search.Dimension) -> Any:
@@ -342,47 +364,46 @@ def _count_finished(study: optuna.Study) -> int:
     return sum(trial.state in FINISHED_STATES for trial in study.trials)
 
 
-def _fail_stale_trials(study: optuna.Study) -> None:
-    """Trials left RUNNING by a killed launch are failed, so a resumed study asks anew."""
-    for trial in study.trials:
-        if trial.state == optuna.trial.TrialState.RUNNING:
-            study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
-
-
-def _job_outcome(result: JobReturn) -> str | None:
-    try:
-        folder = Path(result.hydra_cfg.hydra.runtime.output_dir)
-        return json.loads((folder / JOB_FILE).read_text())["outcome"]
-    except (AttributeError, OSError, KeyError, ValueError):
-        return None
-
-
-def _tell(study: optuna.Study, trial: optuna.Trial, result: JobReturn) -> bool:
+def _tell(
+    study: optuna.Study,
+    storage: optuna.storages.RDBStorage,
+    trial: optuna.Trial,
+    trial_id: int,
+    result: JobReturn,
+) -> bool:
     """Records a finished job in the study: value, PRUNED or FAIL.
+
+    The job wrote its outcome on the trial in the storage (search.TrialReporter),
+    wherever it ran; the value is what the job returned.
 
     Returns:
         True when the sampler has nothing left to ask (an exhausted grid).
     """
-    outcome = _job_outcome(result)
-    value = result._return_value if result.status == JobStatus.COMPLETED else math.nan
+    outcome = storage.get_trial(trial_id).user_attrs.get(search.OUTCOME_ATTR)
+    value = result.return_value if result.status == JobStatus.COMPLETED else math.nan
     try:
         if outcome == metrics.PRUNED:
             study.tell(trial, state=optuna.trial.TrialState.PRUNED)
-        elif outcome == metrics.FAILED or not isinstance(value, float) or not math.isfinite(value):
+        elif outcome != metrics.FINISHED and outcome != metrics.DIVERGED:
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        elif not isinstance(value, float) or not math.isfinite(value):
             study.tell(trial, state=optuna.trial.TrialState.FAIL)
         else:
             study.tell(trial, value)
-    except RuntimeError as error:
+    except RuntimeError:
         # GridSampler calls study.stop() once every point is used; outside
-        # study.optimize that raises, after the trial's state has been stored.
-        if "Study.stop" not in str(error):
-            raise
-        return True
+        # study.optimize that raises a bare RuntimeError, after the trial's state
+        # has been stored. Anything else is re-raised.
+        sampler = study.sampler
+        if isinstance(sampler, optuna.samplers.GridSampler) and sampler.is_exhausted(study):
+            return True
+        raise
     return False
 
 
-def _log_progress(study: optuna.Study, parent: tracking.RunLogger, finished: int) -> None:
+def _log_progress(study: optuna.Study, recorder: sweep.SweepRecorder, finished: int) -> None:
     """Best value and params so far, on the study's parent run."""
+    parent = recorder.run
     try:
         best = study.best_trial
     except ValueError:

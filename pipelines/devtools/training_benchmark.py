@@ -1,6 +1,7 @@
 """Training throughput of this project's path against the original notebook's loop.
 
-Run it with `python pipelines/benchmark.py`.
+A development tool, not part of the installed package. Run it with
+`python pipelines/benchmark.py`.
 
 Both train the same model on the same data in this process, alternating, so the
 ratio holds even on a busy machine. Also measures what MLflow tracking costs:

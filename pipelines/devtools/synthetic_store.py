@@ -1,7 +1,8 @@
 """Synthetic runs with the shape of the real experiment, logged without training.
 
-Used by the report's tests and its speed benchmark: they exercise the store,
-the query and the report exactly as real runs do, in seconds.
+A development tool, not part of the installed package (which never imports it):
+the report's tests and its speed benchmark use it to exercise the store, the
+query and the report exactly as real runs do, in seconds.
 """
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ def log_run(
     outcome = outcome or natural
     name = f"bn={str(bn).lower()} lr={lr:g} activation={activation} seed={seed}"
     run = store.start_run(
-        name, {tracking.ROLE_TAG: "job", tracking.OUTCOME_TAG: "running"}, parent_run_id
+        name, {metrics.ROLE_TAG: "job", metrics.OUTCOME_TAG: "running"}, parent_run_id
     )
     params = {
         "bn": bn,
@@ -84,7 +85,9 @@ def log_run(
         **(extra_params or {}),
     }
     run.log_params(params)
-    run.log_history(history)
+    for point in history:
+        run.log_metrics({k: v for k, v in point.items() if k != "step"}, int(point["step"]))
+    run.flush()
     if history and outcome != metrics.FAILED:
         best = max(point[metrics.VAL_ACCURACY] for point in history)
         run.log_metrics(

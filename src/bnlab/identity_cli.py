@@ -1,0 +1,30 @@
+"""`pipelines/identity.py`: compose a job's config from overrides and print its identity."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+
+from bnlab.config import register_configs, validate
+from bnlab.errors import USER_ERRORS, one_line
+from bnlab.identity import describe, identity_hash
+
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+
+
+def main(overrides: list[str]) -> int:
+    """Prints `identity <hash>` and the JSON it covers; bad input exits 2 with one line."""
+    register_configs()
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            cfg = compose(config_name="config", overrides=overrides)
+        config = validate(cfg, overrides)
+    except USER_ERRORS as error:
+        print(f"error: {one_line(error)}", file=sys.stderr)
+        return 2
+    print(f"identity {identity_hash(config)}")
+    print(json.dumps(describe(config), indent=2, sort_keys=True, default=str))
+    return 0

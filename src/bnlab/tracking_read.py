@@ -1,0 +1,138 @@
+"""Reading runs back from the MLflow store, as DataFrames for the report.
+
+This module and `tracking` are the only ones that import mlflow; this one only reads.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pandas as pd
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+
+from bnlab import metrics
+from bnlab.config import SHORTHANDS
+from bnlab.retries import retry
+
+
+class StoreQueryError(RuntimeError):
+    """The requested experiment or run is not in the store; one line says which."""
+
+
+def _search_all(client: MlflowClient, experiment_ids: list[str], filter_string: str) -> list[Any]:
+    runs: list[Any] = []
+    token = None
+    while True:
+        page = retry(
+            lambda token=token: client.search_runs(
+                experiment_ids, filter_string=filter_string, max_results=1000, page_token=token
+            )
+        )
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def _experiment_id(client: MlflowClient, experiment: str) -> str:
+    found = retry(lambda: client.get_experiment_by_name(experiment))
+    if found is None:
+        known = sorted(e.name for e in client.search_experiments())
+        raise StoreQueryError(
+            f"unknown experiment '{experiment}' (in this store: {', '.join(known) or 'none'})"
+        )
+    return found.experiment_id
+
+
+def find_sweep_parent(uri: str, experiment: str, sweep_id: str) -> str | None:
+    """The parent run of the launch `sweep_id`, or None when it was not recorded."""
+    client = MlflowClient(tracking_uri=uri)
+    try:
+        experiment_id = _experiment_id(client, experiment)
+    except StoreQueryError:
+        return None
+    runs = _search_all(client, [experiment_id], f"tags.{metrics.SWEEP_ID_TAG} = '{sweep_id}'")
+    parents = [run for run in runs if run.data.tags.get(metrics.ROLE_TAG) == "sweep"]
+    return parents[0].info.run_id if parents else None
+
+
+def _sweep_member_ids(client: MlflowClient, experiment_id: str, parent_run_id: str) -> list[str]:
+    """Runs of a sweep: its children plus the complete runs its jobs reused."""
+    try:
+        parent = retry(lambda: client.get_run(parent_run_id))
+    except MlflowException as error:
+        raise StoreQueryError(f"unknown run '{parent_run_id}'") from error
+    if parent.info.experiment_id != experiment_id:
+        raise StoreQueryError(f"run '{parent_run_id}' is not in this experiment")
+    children = _search_all(
+        client, [experiment_id], f"tags.`{metrics.PARENT_TAG}` = '{parent_run_id}'"
+    )
+    members = [run.info.run_id for run in children]
+    members += [
+        value
+        for key, value in parent.data.tags.items()
+        if key.startswith(metrics.SKIPPED_TAG_PREFIX)
+    ]
+    return members
+
+
+def load_runs(
+    uri: str,
+    experiment: str,
+    parent_run_id: str | None = None,
+    curve: str = metrics.VAL_ACCURACY,
+    workers: int = 8,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Reads the job runs of an experiment (or of one sweep) and one metric's histories.
+
+    Returns:
+        runs: one row per job run with run_id, name, status, outcome, start_time,
+            every param by its dotted key and every final metric by its name. The
+            columns bn, lr, activation and seed hold the trained values (the group
+            keys model.bn, optimizer.lr, ...), never the shorthands as typed.
+        curves: one row per logged point of `curve`: run_id, step, value.
+
+    Histories are fetched concurrently: one request per run, which dominates the
+    time on a store of hundreds of runs.
+    """
+    client = MlflowClient(tracking_uri=uri)
+    experiment_id = _experiment_id(client, experiment)
+    runs = _search_all(client, [experiment_id], f"tags.{metrics.ROLE_TAG} = 'job'")
+    if parent_run_id is not None:
+        members = set(_sweep_member_ids(client, experiment_id, parent_run_id))
+        runs = [run for run in runs if run.info.run_id in members]
+    rows = []
+    for run in runs:
+        params = dict(run.data.params)
+        for shorthand, key in SHORTHANDS.items():
+            if key in params:
+                params[shorthand] = params[key]
+        rows.append(
+            {
+                "run_id": run.info.run_id,
+                "name": run.info.run_name,
+                "status": run.info.status,
+                "outcome": run.data.tags.get(metrics.OUTCOME_TAG, "unknown"),
+                "start_time": run.info.start_time,
+                "parent_run_id": run.data.tags.get(metrics.PARENT_TAG),
+                "study": run.data.tags.get(metrics.STUDY_TAG),
+                "trial": run.data.tags.get(metrics.TRIAL_TAG),
+                "identity": run.data.tags.get(metrics.IDENTITY_TAG),
+                **params,
+                **run.data.metrics,
+            }
+        )
+
+    def history(run_id: str) -> list[tuple[str, int, float]]:
+        points = retry(lambda: client.get_metric_history(run_id, curve))
+        return [(run_id, point.step, point.value) for point in points]
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        points = [
+            point for batch in pool.map(history, [r["run_id"] for r in rows]) for point in batch
+        ]
+    curves = pd.DataFrame(points, columns=["run_id", "step", "value"])
+    curves = curves.sort_values(["run_id", "step"]).drop_duplicates(["run_id", "step"], keep="last")
+    return pd.DataFrame(rows), curves

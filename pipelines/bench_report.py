@@ -9,10 +9,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from devtools import synthetic_store
-
 from bnlab import tracking
 from bnlab.pipeline import build_report
+from devtools import synthetic_store
 
 ACTIVATIONS = ("relu", "sigmoid")
 LRS = (0.0003, 0.001, 0.01, 0.05, 0.1)

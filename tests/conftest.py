@@ -75,6 +75,10 @@ def run_train(
     """Runs `python src/train.py ARGS` in `cwd`, the way a user does."""
     full_env = {**os.environ, "HYDRA_FULL_ERROR": "", **(env or {})}
     full_env.pop("HYDRA_FULL_ERROR")
+    # The tests' own Hydra callbacks (fault_injection) are importable in every job process.
+    full_env["PYTHONPATH"] = os.pathsep.join(
+        [str(TESTS_DIR), *filter(None, [full_env.get("PYTHONPATH")])]
+    )
     return subprocess.run(
         [sys.executable, str(TRAIN_SCRIPT), *args],
         cwd=cwd,

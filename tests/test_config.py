@@ -8,7 +8,7 @@ import pytest
 from omegaconf import OmegaConf
 from omegaconf.errors import ConfigAttributeError, ValidationError
 
-from bnlab.config import ConfigError, config_hash, flatten, validate
+from bnlab.config import ConfigError, flatten, validate
 from conftest import CONF_DIR, TINY, compose_config, run_train
 
 GROUPS = {
@@ -76,14 +76,6 @@ def test_range_errors_name_the_key(override: str, key: str) -> None:
         validate(compose_config([override]))
 
 
-def test_config_hash_ignores_tracking_but_not_the_experiment() -> None:
-    base = config_hash(compose_config(TINY))
-    assert base == config_hash(compose_config([*TINY, "tracking.uri=http://127.0.0.1:5000"]))
-    assert base == config_hash(compose_config([*TINY, "train.rerun=true"]))
-    assert base != config_hash(compose_config([*TINY, "lr=0.01"]))
-    assert base != config_hash(compose_config([*TINY, "seed=1"]))
-
-
 def test_flatten_uses_dotted_keys() -> None:
     flat = flatten(compose_config([]))
     assert flat["optimizer.lr"] == 0.001
@@ -103,6 +95,24 @@ BAD_INPUT = [
     (["data=mnist", "data.path=NOT_NPZ"], "data.path"),
     (["-m", "lr=0.01,-1"], "lr"),
     (["-m", "activation=relu,foo"], "activation"),
+    # A shorthand and its group key that disagree would train one thing and file another.
+    (["bn=true", "model.bn=false"], "bn"),
+    (["lr=0.01", "optimizer.lr=0.05"], "lr"),
+    (["-m", "bn=true,false", "model.bn=false"], "bn"),
+    # The test hook left the product: train.fail is no longer a key.
+    (["train.fail=true"], "train.fail"),
+    (["seed=-1"], "seed"),
+    (["seed=4294967296"], "seed"),
+    (["tracking.experiment="], "tracking.experiment"),
+    (["tracking.experiment=" + "x" * 600], "tracking.experiment"),
+    (["tracking.experiment=../../../escape_exp"], "tracking.experiment"),
+    (["tracking.experiment=a/b"], "tracking.experiment"),
+    (["tracking.experiment=.."], "tracking.experiment"),
+    (["tracking.experiment=bell\x07name"], "tracking.experiment"),
+    (["tracking.uri=sqlite:////nonexistent_dir/x.db"], "tracking.uri"),
+    (["tracking.uri=sqlite:////proc/x.db"], "tracking.uri"),
+    (["tracking.stale_after_seconds=1", "tracking.heartbeat_seconds=5"], "tracking.stale"),
+    (["-m", "lr=interval(0.001,0.1)"], "lr"),
 ]
 
 
@@ -121,4 +131,19 @@ def test_bad_input_exits_with_one_line_before_any_work(
     assert "Traceback" not in done.stderr
     # Nothing was recorded: no tracking store, no job ran.
     assert not (tmp_path / "mlflow.db").exists()
-    assert not list(tmp_path.glob("multirun/**/job.json"))
+    assert not Path("/nonexistent_dir").exists()
+
+
+def test_a_deleted_experiment_says_how_to_restore_it(tmp_path: Path) -> None:
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
+    client.delete_experiment(client.create_experiment("bn-trick"))
+    done = run_train(TINY, cwd=tmp_path, timeout=120)
+    assert done.returncode == 2, done.stderr[-2000:]
+    [line] = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert "tracking.experiment" in line and "mlflow experiments restore" in line
+    assert "tracking.experiment=NAME" in line
+    assert (
+        client.search_runs([e.experiment_id for e in client.search_experiments(view_type=3)]) == []
+    )

@@ -11,11 +11,10 @@ import pandas as pd
 import pytest
 from matplotlib.figure import Figure
 
-from devtools import synthetic_store as synthetic
-
 from bnlab import analysis, metrics, report, tracking
 from bnlab.pipeline import ReportError, build_report
 from conftest import ROOT, experiment_runs
+from devtools import synthetic_store as synthetic
 
 ACTIVATIONS = ("relu", "sigmoid")
 LRS = (0.001, 0.01, 0.05)

@@ -13,6 +13,7 @@ from bnlab import search
 from bnlab.config import ConfigError
 from bnlab.pipeline import ReportError, build_report
 from conftest import TINY, experiment_runs, run_train
+from fault_injection import fail_when
 
 SEARCH = ["-m", "hparams_search=lr_bn", *TINY]
 
@@ -194,7 +195,8 @@ def test_failing_trial_is_recorded_and_the_study_continues(tmp_path: Path) -> No
         [
             *SEARCH,
             "hydra.sweeper.sampler.name=grid",
-            "train.fail=choice(true,false)",
+            "seed=choice(0,1)",
+            *fail_when("train.seed", 1),
             "lr=0.01",
             "bn=true",
             "activation=relu",

@@ -15,6 +15,7 @@ import pytest
 from mlflow import MlflowClient
 
 from conftest import TINY, TRAIN_SCRIPT, experiment_runs, run_train
+from fault_injection import fail_when
 
 pytestmark = pytest.mark.slow
 
@@ -40,8 +41,8 @@ def test_grid_sweep_nests_every_job_under_one_parent(tmp_path: Path) -> None:
     parent = parents[0]
     assert parent.info.status == "FINISHED"
     assert parent.info.run_name == "sweep bn=true,false lr=0.001,0.01 " + " ".join(TINY)
-    assert parent.data.metrics["jobs/launched"] == 4
-    assert parent.data.metrics["jobs/finished"] == 4
+    assert parent.data.tags["jobs.launched"] == "4"
+    assert parent.data.tags["jobs.finished"] == "4"
     assert parent.data.params["sweep.overrides"].startswith("bn=true,false")
     names = set()
     for run in jobs:
@@ -56,14 +57,16 @@ def test_grid_sweep_nests_every_job_under_one_parent(tmp_path: Path) -> None:
 
 
 def test_a_failing_job_does_not_stop_the_sweep(tmp_path: Path) -> None:
-    done = run_train(["-m", "train.fail=false,true", "lr=0.001,0.01", *TINY], cwd=tmp_path)
+    done = run_train(
+        ["-m", "seed=0,1", "lr=0.001,0.01", *TINY, *fail_when("train.seed", 1)], cwd=tmp_path
+    )
     assert done.returncode == 1
     assert "2 job(s) failed:" in done.stderr
-    assert "train.fail=true" in done.stderr.lower()
+    assert done.stderr.count("seed=1") == 2
     parents, jobs = split(experiment_runs(default_store(tmp_path)))
     assert parents[0].info.status == "FAILED"
-    assert parents[0].data.metrics["jobs/failed"] == 2
-    assert parents[0].data.metrics["jobs/finished"] == 2
+    assert parents[0].data.tags["jobs.failed"] == "2"
+    assert parents[0].data.tags["jobs.finished"] == "2"
     statuses = sorted((run.info.status, run.data.tags["outcome"]) for run in jobs)
     assert statuses == [("FAILED", "failed")] * 2 + [("FINISHED", "finished")] * 2
     for run in jobs:
@@ -154,18 +157,18 @@ def test_interrupted_sweep_resumes_without_duplicates(tmp_path: Path) -> None:
     assert all(run.info.status != "RUNNING" for run in runs)
     parents, jobs = split(runs)
     assert parents[0].info.status == "KILLED"
-    done_before = {run.data.tags["config_hash"] for run in finished_jobs(client)}
+    done_before = {run.data.tags["identity"] for run in finished_jobs(client)}
     assert 1 <= len(done_before) < 4
 
     again = run_train(args, cwd=tmp_path)
     assert again.returncode == 0, again.stderr[-3000:]
     finished = finished_jobs(client)
-    hashes = [run.data.tags["config_hash"] for run in finished]
+    hashes = [run.data.tags["identity"] for run in finished]
     assert len(hashes) == 4 and len(set(hashes)) == 4
     parents, _ = split(experiment_runs(client))
     latest = max(parents, key=lambda run: run.info.start_time)
-    assert latest.data.metrics["jobs/skipped"] == len(done_before)
-    assert latest.data.metrics["jobs/launched"] == 4
+    assert latest.data.tags["jobs.skipped"] == str(len(done_before))
+    assert latest.data.tags["jobs.launched"] == "4"
     jobs_file = Path(client.download_artifacts(latest.info.run_id, "jobs.json", str(tmp_path)))
     outcomes = [record["outcome"] for record in json.loads(jobs_file.read_text())]
     assert outcomes.count("skipped") == len(done_before)

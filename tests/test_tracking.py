@@ -9,8 +9,10 @@ from pathlib import Path
 import pytest
 
 from bnlab import job, metrics
-from bnlab.config import config_hash
+from bnlab.config import validate
+from bnlab.identity import identity_hash
 from conftest import experiment_runs
+from fault_injection import InjectedFailure, failing_train_model
 
 
 def artifact_paths(client, run_id: str) -> set[str]:
@@ -42,7 +44,8 @@ def test_job_records_everything_a_user_browses(tiny_cfg, client, tmp_path: Path)
         assert name in run.data.metrics
     tags = run.data.tags
     assert tags["outcome"] == "finished"
-    assert tags["config_hash"] == config_hash(cfg)
+    assert tags["identity"] == identity_hash(validate(cfg))
+    assert tags["heartbeat"]
     assert tags["keras_backend"] in {"tensorflow", "jax"}
     assert tags["keras_version"]
     assert "git_commit" in tags and "git_dirty" in tags
@@ -69,9 +72,11 @@ def test_diverged_run_is_tagged_and_returns_chance(tiny_cfg, client) -> None:
     assert run.info.status == "FINISHED"
 
 
-def test_failing_job_is_recorded_as_failed_with_its_error(tiny_cfg, client) -> None:
-    with pytest.raises(job.InjectedFailure):
-        job.run(tiny_cfg("train.fail=true"))
+def test_failing_job_is_recorded_as_failed_with_its_error(tiny_cfg, client, monkeypatch) -> None:
+    with monkeypatch.context() as patch:
+        patch.setattr(job, "train_model", failing_train_model)
+        with pytest.raises(InjectedFailure):
+            job.run(tiny_cfg())
     [run] = experiment_runs(client)
     assert run.info.status == "FAILED"
     assert run.data.tags["outcome"] == "failed"
@@ -97,15 +102,3 @@ def test_tracking_can_be_switched_off(tiny_cfg, store_uri: str) -> None:
     final = job.run(tiny_cfg("tracking.enabled=false"))
     assert math.isfinite(final[metrics.OBJECTIVE])
     assert not Path(store_uri.removeprefix("sqlite:///")).exists()
-
-
-def test_a_reused_sweep_folder_counts_only_the_current_sweep(tmp_path: Path) -> None:
-    from bnlab.sweep import _ActiveSweep, write_job_file
-
-    for number, sweep_id in enumerate(["old", "old", "new"]):
-        folder = tmp_path / str(number)
-        folder.mkdir()
-        write_job_file(folder, {"outcome": "finished", "sweep_id": sweep_id, "overrides": []})
-    sweep = _ActiveSweep(tmp_path, "new", store=None, parent_run_id=None, owned=True)
-    assert len(sweep.jobs()) == 1
-    assert sweep.close() == []

@@ -215,7 +215,10 @@ def _check_ranges(config: Config) -> None:
     if train.steps_per_execution < 1:
         _fail("train.steps_per_execution", f"must be >= 1, got {train.steps_per_execution}")
     tracking = config.tracking
-    if tracking.heartbeat_seconds <= 0 or tracking.stale_after_seconds <= tracking.heartbeat_seconds:
+    if (
+        tracking.heartbeat_seconds <= 0
+        or tracking.stale_after_seconds <= tracking.heartbeat_seconds
+    ):
         _fail(
             "tracking.stale_after_seconds",
             "must be greater than tracking.heartbeat_seconds, which must be > 0",
@@ -357,4 +360,3 @@ def trained_values(config: Config) -> dict[str, Any]:
         for key, value in flatten(config).items()
         if not any(key == skip or key.startswith(f"{skip}.") for skip in NOT_TRAINED)
     }
-

@@ -22,17 +22,22 @@ from bnlab.config import Config, trained_values
 
 # The modules whose code decides what a job trains: data, model, training loop.
 TRAINING_CODE = ("data.py", "model.py", "training.py")
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def fingerprint(folder: Path) -> str:
+    """A hash of the TRAINING_CODE files in `folder` (names and contents)."""
+    digest = hashlib.sha256()
+    for name in TRAINING_CODE:
+        digest.update(name.encode())
+        digest.update((folder / name).read_bytes())
+    return digest.hexdigest()[:16]
 
 
 @functools.cache
 def code_fingerprint() -> str:
-    """A hash of the source of the modules that build, feed and train the model."""
-    digest = hashlib.sha256()
-    package = Path(__file__).resolve().parent
-    for name in TRAINING_CODE:
-        digest.update(name.encode())
-        digest.update((package / name).read_bytes())
-    return digest.hexdigest()[:16]
+    """The fingerprint of this installation's code that builds, feeds and trains the model."""
+    return fingerprint(PACKAGE_DIR)
 
 
 @functools.cache

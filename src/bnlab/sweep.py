@@ -48,7 +48,7 @@ def grid_jobs(config: DictConfig) -> list[list[str]]:
         elif override.is_sweep_override():
             raise ConfigError(
                 f"{key}: a grid sweep takes lists of values (a,b,c), not "
-                f"{override.get_value_element_as_str()} (use hparams_search for ranges)"
+                f"'{override.input_line}' (search ranges with hparams_search)"
             )
         else:
             values = [f"{key}={override.get_value_element_as_str()}"]
@@ -117,7 +117,9 @@ class SweepRecorder:
             run = store.start_run(name, all_tags)
         run.log_params(params)
         run.start_heartbeat(config.tracking.heartbeat_seconds)
-        log.info("Sweep %s: parent run %s in experiment '%s'", sweep_id, run.run_id, store.experiment)
+        log.info(
+            "Sweep %s: parent run %s in experiment '%s'", sweep_id, run.run_id, store.experiment
+        )
         return cls(store, run, sweep_id)
 
     def close(self, status: str) -> tuple[dict[str, int], list[dict[str, Any]]]:

@@ -207,9 +207,7 @@ class Store:
         ]
         for run in stale:
             run_id = run.info.run_id
-            since = time.strftime(
-                "%Y-%m-%d %H:%M:%S", time.localtime(_last_sign_of_life(run))
-            )
+            since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(_last_sign_of_life(run)))
             retry(
                 lambda run_id=run_id, since=since: self.client.log_batch(
                     run_id,
@@ -332,9 +330,11 @@ class Store:
         for child in self._search(f"tags.`{metrics.PARENT_TAG}` = '{parent_run_id}'"):
             if child.info.status == "RUNNING":
                 run_id = child.info.run_id
-                retry(lambda run_id=run_id: self.client.set_tag(
-                    run_id, metrics.OUTCOME_TAG, metrics.KILLED
-                ))
+                retry(
+                    lambda run_id=run_id: self.client.set_tag(
+                        run_id, metrics.OUTCOME_TAG, metrics.KILLED
+                    )
+                )
                 retry(lambda run_id=run_id: self.client.set_terminated(run_id, status="KILLED"))
 
 

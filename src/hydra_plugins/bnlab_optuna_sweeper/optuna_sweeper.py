@@ -20,7 +20,7 @@ from hydra.core.plugins import Plugins
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from bnlab import metrics, search, sweep
 from bnlab.config import ConfigError
@@ -384,9 +384,7 @@ def _tell(
     try:
         if outcome == metrics.PRUNED:
             study.tell(trial, state=optuna.trial.TrialState.PRUNED)
-        elif outcome != metrics.FINISHED and outcome != metrics.DIVERGED:
-            study.tell(trial, state=optuna.trial.TrialState.FAIL)
-        elif not isinstance(value, float) or not math.isfinite(value):
+        elif outcome not in metrics.COMPLETE_OUTCOMES or not _finite(value):
             study.tell(trial, state=optuna.trial.TrialState.FAIL)
         else:
             study.tell(trial, value)
@@ -399,6 +397,10 @@ def _tell(
             return True
         raise
     return False
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, float) and math.isfinite(value)
 
 
 def _log_progress(study: optuna.Study, recorder: sweep.SweepRecorder, finished: int) -> None:

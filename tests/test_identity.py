@@ -1,0 +1,217 @@
+"""A job's identity: the trained values, the training code and the backend, nothing else."""
+
+from __future__ import annotations
+
+import ast
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bnlab import identity, job, retries, tracking_read
+from bnlab.config import NOT_TRAINED, SHORTHANDS, ConfigError, trained_values, validate
+from bnlab.sweep import grid_jobs
+from conftest import ROOT, TINY, compose_config, experiment_runs
+
+
+def identity_of(*overrides: str) -> str:
+    return identity.identity_hash(validate(compose_config([*TINY, *overrides]), list(overrides)))
+
+
+def test_a_group_key_alone_is_the_same_experiment_as_its_shorthand() -> None:
+    assert identity_of("lr=0.05") == identity_of("optimizer.lr=0.05")
+    assert identity_of("bn=false") == identity_of("model.bn=false")
+    assert identity_of("seed=3") == identity_of("train.seed=3")
+    assert identity_of("activation=sigmoid") == identity_of("model.activation=sigmoid")
+    assert identity_of("lr=0.05") != identity_of("lr=0.01")
+    assert identity_of("seed=1") != identity_of("seed=2")
+    # The shorthands follow the group keys, so params and names say what was trained.
+    config = validate(compose_config(["optimizer.lr=0.05", "model.bn=false"]))
+    assert (config.lr, config.bn) == (0.05, False)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [["bn=true", "model.bn=false"], ["lr=0.01", "optimizer.lr=0.05"], ["seed=0", "train.seed=1"]],
+)
+def test_a_shorthand_and_its_group_key_that_disagree_are_refused(overrides: list[str]) -> None:
+    cfg = compose_config(overrides)
+    key = overrides[0].split("=")[0]
+    with pytest.raises(ConfigError, match=rf"^{key}: .* disagree"):
+        validate(cfg, overrides)
+    # Agreeing values are fine.
+    validate(compose_config(["lr=0.05", "optimizer.lr=5e-2"]), ["lr=0.05", "optimizer.lr=5e-2"])
+
+
+@pytest.mark.parametrize(
+    "override",
+    [
+        "tracking.uri=http://127.0.0.1:5000",
+        "tracking.experiment=other",
+        "tracking.sweep_id=abc",
+        "tracking.heartbeat_seconds=1",
+        "train.rerun=true",
+        "search.study=s",
+        "search.trial=3",
+        "search.parent_run_id=r",
+        "search.pruner=median",
+    ],
+)
+def test_keys_that_do_not_change_training_leave_the_identity(override: str) -> None:
+    key = override.split("=")[0]
+    assert any(key == skip or key.startswith(f"{skip}.") for skip in NOT_TRAINED)
+    assert identity_of(override) == identity_of()
+
+
+def test_not_trained_keys_are_exactly_the_bookkeeping() -> None:
+    trained = trained_values(validate(compose_config([])))
+    assert "optimizer.lr" in trained and "model.bn" in trained and "train.seed" in trained
+    assert not any(key in trained for key in SHORTHANDS)
+    assert not any(key.startswith(("tracking.", "search.")) for key in trained)
+    assert "train.rerun" not in trained and "train.steps" in trained
+
+
+def test_training_code_changes_the_fingerprint_but_docs_and_report_do_not(tmp_path: Path) -> None:
+    package = ROOT / "src" / "bnlab"
+    for name in (*identity.TRAINING_CODE, "report.py"):
+        shutil.copy(package / name, tmp_path / name)
+    before = identity.fingerprint(tmp_path)
+    assert before == identity.code_fingerprint()
+    (tmp_path / "report.py").write_text("# the report changed\n")
+    (tmp_path / "README.md").write_text("docs changed\n")
+    assert identity.fingerprint(tmp_path) == before
+    with open(tmp_path / "training.py", "a") as source:
+        source.write("\n# a bug fix in the training loop\n")
+    assert identity.fingerprint(tmp_path) != before
+
+
+def test_another_backend_or_code_is_another_experiment(monkeypatch) -> None:
+    base = identity_of()
+    monkeypatch.setattr(
+        identity,
+        "backend",
+        lambda: {"keras_backend": "jax", "keras_version": "3", "backend_version": "0.4"},
+    )
+    assert identity_of() != base
+    monkeypatch.undo()
+    monkeypatch.setattr(identity, "code_fingerprint", lambda: "0" * 16)
+    assert identity_of() != base
+
+
+def test_identity_can_be_shown_without_training(tmp_path: Path) -> None:
+    command = [sys.executable, str(ROOT / "pipelines" / "identity.py")]
+    shown = subprocess.run([*command, "lr=0.05"], capture_output=True, text=True, cwd=tmp_path)
+    again = subprocess.run(
+        [*command, "optimizer.lr=0.05"], capture_output=True, text=True, cwd=tmp_path
+    )
+    assert shown.returncode == 0, shown.stderr
+    first_line = shown.stdout.splitlines()[0]
+    assert first_line == again.stdout.splitlines()[0]
+    assert first_line == f"identity {identity.identity_hash(validate(compose_config(['lr=0.05'])))}"
+    assert '"optimizer.lr": 0.05' in shown.stdout and '"code":' in shown.stdout
+    assert not (tmp_path / "mlflow.db").exists()
+    refused = subprocess.run(
+        [*command, "bn=true", "model.bn=false"], capture_output=True, text=True, cwd=tmp_path
+    )
+    assert refused.returncode == 2 and refused.stderr.startswith("error: bn: ")
+
+
+def test_the_report_groups_runs_by_the_trained_values(tiny_cfg, store_uri: str) -> None:
+    job.run(tiny_cfg("optimizer.lr=0.05", "model.bn=false"))
+    runs, _ = tracking_read.load_runs(store_uri, "bn-trick")
+    [row] = runs.to_dict("records")
+    assert float(row["lr"]) == 0.05 and row["bn"] == "false"
+    assert row["identity"] == identity.identity_hash(validate(tiny_cfg("lr=0.05", "bn=false")))
+
+
+def test_a_pruned_run_never_satisfies_a_grid_job(tiny_cfg, client) -> None:
+    pruned = job.run(tiny_cfg(), on_eval=lambda step, point: True)
+    assert pruned["steps"] < 20
+    full = job.run(tiny_cfg())
+    assert full["steps"] == 20
+    outcomes = sorted(run.data.tags["outcome"] for run in experiment_runs(client))
+    assert outcomes == ["finished", "pruned"]
+    # Now the finished run is reused.
+    job.run(tiny_cfg())
+    assert len(experiment_runs(client)) == 2
+
+
+def test_grid_expansion_follows_hydra_precedence() -> None:
+    with_seeds = grid_jobs(_with_task(["seed=0,3"]))
+    assert len(with_seeds) == 2 * 3 * 2 * 2
+    assert {job[-1] for job in with_seeds} == {"seed=0", "seed=3"}
+    # Values are written as Hydra's own grid writes them (str of the parsed value).
+    assert with_seeds[0] == ["bn=True", "lr=0.001", "activation=relu", "seed=0"]
+    assert len(grid_jobs(_with_task([]))) == 36
+
+
+def _with_task(task: list[str]):
+    """The parts of a multirun config that grid_jobs reads: the study's params and a task."""
+    from omegaconf import OmegaConf
+
+    from conftest import CONF_DIR
+
+    params = OmegaConf.load(CONF_DIR / "experiment" / "study.yaml").hydra.sweeper.params
+    return OmegaConf.create({"hydra": {"sweeper": {"params": params}, "overrides": {"task": task}}})
+
+
+def test_transient_errors_are_told_by_type_not_by_text() -> None:
+    import sqlalchemy.exc
+
+    locked = sqlalchemy.exc.OperationalError("UPDATE", {}, Exception("database is locked"))
+    try:
+        try:
+            raise locked
+        except sqlalchemy.exc.OperationalError as error:
+            raise RuntimeError("wrapped by the tracking client") from error
+    except RuntimeError as wrapped:
+        assert retries.is_transient(wrapped)
+    assert not retries.is_transient(ValueError("database is locked"))
+    attempts = []
+
+    def flaky() -> str:
+        attempts.append(1)
+        if len(attempts) < 3:
+            raise locked
+        return "done"
+
+    assert retries.retry(flaky) == "done" and len(attempts) == 3
+
+
+def test_retry_jitter_is_not_reseeded_by_keras() -> None:
+    import keras
+
+    keras.utils.set_random_seed(0)
+    first = retries._jitter.random()
+    keras.utils.set_random_seed(0)
+    assert retries._jitter.random() != first
+
+
+def _imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+    return names
+
+
+def test_only_the_tracking_modules_import_mlflow_and_no_private_apis_are_used() -> None:
+    sources = [*(ROOT / "src").rglob("*.py")]
+    importers = {
+        path.name
+        for path in sources
+        if any(name == "mlflow" or name.startswith("mlflow.") for name in _imports(path))
+    }
+    assert importers == {"tracking.py", "tracking_read.py"}
+    for path in sources:
+        text = path.read_text()
+        names = _imports(path)
+        assert not any(name.startswith("hydra._internal") for name in names), path
+        assert "devtools" not in names and "synthetic" not in text, path
+        assert "_trial_id" not in text and "_return_value" not in text, path
+        assert "train.fail" not in text, path

@@ -1,0 +1,277 @@
+"""Liveness from the store: heartbeats, dead runs closed by the next launch, no double training."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from mlflow import MlflowClient
+
+from bnlab import job, metrics, search, tracking
+from bnlab.config import validate
+from bnlab.identity import identity_hash
+from conftest import TINY, TRAIN_SCRIPT, experiment_runs, run_train
+
+# Heartbeats fast enough for a test to see a dead run within seconds.
+FAST_LIVENESS = ["tracking.heartbeat_seconds=0.5", "tracking.stale_after_seconds=3"]
+
+
+def test_heartbeat_stamps_the_run_and_writes_buffered_metrics(store_uri: str, client) -> None:
+    store = tracking.Store(store_uri, "bn-trick")
+    run = store.start_run("probe", {metrics.ROLE_TAG: "job"})
+    created = float(client.get_run(run.run_id).data.tags[metrics.HEARTBEAT_TAG])
+    run.log_metrics({metrics.VAL_ACCURACY: 0.5}, 10)  # buffered: FLUSH_SECONDS is 5 s
+    assert client.get_metric_history(run.run_id, metrics.VAL_ACCURACY) == []
+    run.start_heartbeat(0.2)
+    time.sleep(1.0)
+    stamped = float(client.get_run(run.run_id).data.tags[metrics.HEARTBEAT_TAG])
+    assert stamped > created
+    assert [p.step for p in client.get_metric_history(run.run_id, metrics.VAL_ACCURACY)] == [10]
+    run.end(metrics.FINISHED)
+    assert client.get_run(run.run_id).info.status == "FINISHED"
+
+
+def _age(client: MlflowClient, run_id: str, seconds: float) -> None:
+    client.set_tag(run_id, metrics.HEARTBEAT_TAG, f"{time.time() - seconds:.3f}")
+
+
+def test_a_launch_closes_dead_runs_with_their_parent_and_trains_the_cell_again(
+    tiny_cfg, store_uri: str, client
+) -> None:
+    store = tracking.Store(store_uri, "bn-trick", stale_after_seconds=60)
+    identity = identity_hash(validate(tiny_cfg()))
+    parent = store.start_run("sweep dead", {metrics.ROLE_TAG: "sweep"})
+    child = store.start_run(
+        "job dead", {metrics.ROLE_TAG: "job", metrics.IDENTITY_TAG: identity}, parent.run_id
+    )
+    alive = store.start_run("sweep alive", {metrics.ROLE_TAG: "sweep"})
+    foreign = store.start_run("not ours", {})
+    for run in (parent, child, foreign):
+        _age(client, run.run_id, 600)
+
+    job.run(tiny_cfg())
+
+    for run_id in (parent.run_id, child.run_id):
+        closed = client.get_run(run_id)
+        assert closed.info.status == "KILLED"
+        assert closed.data.tags[metrics.OUTCOME_TAG] == metrics.KILLED
+        assert "no heartbeat since" in closed.data.tags[metrics.ERROR_TAG]
+    counts = client.get_run(parent.run_id).data.tags
+    assert counts["jobs.launched"] == "1" and counts["jobs.killed"] == "1"
+    assert client.get_run(alive.run_id).info.status == "RUNNING"
+    assert client.get_run(foreign.run_id).info.status == "RUNNING"  # not this project's run
+    complete = [
+        run
+        for run in experiment_runs(client)
+        if run.data.tags.get(metrics.IDENTITY_TAG) == identity and run.info.status == "FINISHED"
+    ]
+    assert len(complete) == 1  # the killed cell was trained again
+
+
+def test_a_job_waits_for_a_live_run_with_its_identity_and_reuses_it(
+    tiny_cfg, store_uri: str, client
+) -> None:
+    store = tracking.Store(store_uri, "bn-trick")
+    identity = identity_hash(validate(tiny_cfg()))
+    rival = store.start_run("rival", {metrics.ROLE_TAG: "job", metrics.IDENTITY_TAG: identity})
+    rival.start_heartbeat(0.2)
+
+    def finish_later() -> None:
+        time.sleep(3)
+        rival.log_metrics({metrics.OBJECTIVE: 0.77}, 20)
+        rival.end(metrics.FINISHED)
+
+    finisher = threading.Thread(target=finish_later)
+    started = time.monotonic()
+    finisher.start()
+    final = job.run(tiny_cfg(*FAST_LIVENESS))
+    finisher.join()
+    assert time.monotonic() - started >= 2.5
+    assert final[metrics.OBJECTIVE] == pytest.approx(0.77)
+    [only] = experiment_runs(client)  # the waiting job's own claim was withdrawn
+    assert only.info.run_id == rival.run_id
+
+
+def test_a_job_trains_when_the_run_it_waits_for_dies(tiny_cfg, store_uri: str, client) -> None:
+    store = tracking.Store(store_uri, "bn-trick")
+    identity = identity_hash(validate(tiny_cfg()))
+    dying = store.start_run("dying", {metrics.ROLE_TAG: "job", metrics.IDENTITY_TAG: identity})
+    final = job.run(tiny_cfg(*FAST_LIVENESS))  # no heartbeat ever comes: stale after 3 s
+    assert final["steps"] == 20
+    assert client.get_run(dying.run_id).info.status == "RUNNING"  # a sweep start reaps it
+    finished = [run for run in experiment_runs(client) if run.info.status == "FINISHED"]
+    assert len(finished) == 1
+
+
+def _wait_for(condition, timeout: float = 240) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.3)
+    raise TimeoutError("condition not reached")
+
+
+def _runs(client: MlflowClient) -> list:
+    try:
+        return experiment_runs(client)
+    except Exception:  # the store is not created yet
+        return []
+
+
+@pytest.mark.slow
+def test_a_killed_sweep_is_closed_by_the_relaunch_which_trains_only_what_is_missing(
+    tmp_path: Path,
+) -> None:
+    args = ["-m", "bn=true,false", "data.limit=320", "train.steps=400", "train.eval_every=20"]
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
+    sweep = subprocess.Popen(
+        [sys.executable, str(TRAIN_SCRIPT), *args, *FAST_LIVENESS],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+    def training() -> bool:
+        jobs = [r for r in _runs(client) if r.data.tags.get(metrics.ROLE_TAG) == "job"]
+        return any(client.get_metric_history(r.info.run_id, metrics.VAL_ACCURACY) for r in jobs)
+
+    _wait_for(training)
+    os.killpg(sweep.pid, signal.SIGKILL)
+    sweep.wait(timeout=30)
+    left = {r.info.run_id for r in _runs(client) if r.info.status == "RUNNING"}
+    assert len(left) == 2  # the parent and its job: nobody closed them
+    time.sleep(3.5)
+
+    again = run_train([*args, *FAST_LIVENESS], cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    runs = _runs(client)
+    assert all(r.info.status != "RUNNING" for r in runs)
+    for run_id in left:
+        closed = client.get_run(run_id)
+        assert closed.info.status == "KILLED"
+        assert closed.data.tags[metrics.OUTCOME_TAG] == metrics.KILLED
+    dead_parent = next(
+        client.get_run(i) for i in left if client.get_run(i).data.tags["role"] == "sweep"
+    )
+    assert dead_parent.data.tags["jobs.killed"] == "1"
+    complete = [
+        r.data.tags[metrics.IDENTITY_TAG]
+        for r in runs
+        if r.data.tags.get(metrics.ROLE_TAG) == "job"
+        and r.data.tags.get(metrics.OUTCOME_TAG) in metrics.COMPLETE_OUTCOMES
+    ]
+    assert len(complete) == 2 and len(set(complete)) == 2
+
+
+@pytest.mark.slow
+def test_identical_sweeps_at_once_in_one_folder_train_each_cell_once(tmp_path: Path) -> None:
+    args = ["-m", "bn=true,false", "lr=0.001,0.01", *TINY, f"hydra.sweep.dir={tmp_path}/shared"]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}
+    sweeps = [
+        subprocess.Popen(
+            [sys.executable, str(TRAIN_SCRIPT), *args],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    outputs = [sweep.communicate(timeout=600) for sweep in sweeps]
+    for sweep, (_, stderr) in zip(sweeps, outputs, strict=True):
+        assert sweep.returncode == 0, stderr[-3000:]
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
+    runs = _runs(client)
+    parents = [r for r in runs if r.data.tags.get("role") == "sweep"]
+    jobs = [r for r in runs if r.data.tags.get("role") == "job"]
+    assert len(parents) == 2
+    assert parents[0].data.tags["sweep_id"] != parents[1].data.tags["sweep_id"]
+    identities = [r.data.tags[metrics.IDENTITY_TAG] for r in jobs]
+    assert len(jobs) == 4 and len(set(identities)) == 4  # each cell trained once
+    for parent in parents:
+        tags = parent.data.tags
+        assert tags["jobs.launched"] == "4"
+        assert int(tags["jobs.finished"]) + int(tags["jobs.skipped"]) == 4
+        for child in jobs:
+            if child.data.tags[metrics.PARENT_TAG] == parent.info.run_id:
+                assert child.data.tags["sweep_id"] == tags["sweep_id"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_stopped_job_writes_every_evaluation_it_printed(tmp_path: Path, signum: int) -> None:
+    args = ["data.limit=320", "train.steps=3000", "train.eval_every=10"]
+    args += ["tracking.heartbeat_seconds=30", "tracking.stale_after_seconds=90"]
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
+    process = subprocess.Popen(
+        [sys.executable, str(TRAIN_SCRIPT), *args],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    _wait_for(lambda: any(r.info.status == "RUNNING" for r in _runs(client)))
+    time.sleep(2)  # well inside the 5-second metric buffer
+    process.send_signal(signum)
+    output, _ = process.communicate(timeout=60)
+    assert process.returncode == 130, output[-2000:]
+    printed = [int(step) for step in re.findall(r"- step (\d+):", output)]
+    [run] = _runs(client)
+    assert run.info.status == "KILLED"
+    history = client.get_metric_history(run.info.run_id, metrics.VAL_ACCURACY)
+    assert printed and sorted(point.step for point in history) == printed
+
+
+@pytest.mark.slow
+def test_a_search_fails_only_the_trials_of_dead_searches(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/optuna.db"
+    storage = search.open_storage(url, heartbeat_seconds=1, stale_after_seconds=3)
+    study = optuna.create_study(study_name="lr_bn", storage=storage, direction="maximize")
+    dead, alive = study.ask(), study.ask()
+    ids = {
+        trial.number: storage.get_trial_id_from_study_id_trial_number(
+            storage.get_study_id_from_name("lr_bn"), trial.number
+        )
+        for trial in (dead, alive)
+    }
+    stop = threading.Event()
+
+    def keep_alive() -> None:
+        while not stop.wait(0.5):
+            storage.record_heartbeat(ids[alive.number])
+
+    storage.record_heartbeat(ids[dead.number])
+    beating = threading.Thread(target=keep_alive)
+    beating.start()
+    try:
+        time.sleep(4)
+        done = run_train(
+            [
+                "-m",
+                "hparams_search=lr_bn",
+                *TINY,
+                "hydra.sweeper.n_trials=2",
+                "hydra.sweeper.heartbeat_seconds=1",
+                "hydra.sweeper.stale_after_seconds=3",
+            ],
+            cwd=tmp_path,
+        )
+    finally:
+        stop.set()
+        beating.join()
+    assert done.returncode == 0, done.stderr[-3000:]
+    states = {t.number: t.state for t in optuna.load_study(study_name="lr_bn", storage=url).trials}
+    assert states[dead.number] == optuna.trial.TrialState.FAIL
+    assert states[alive.number] == optuna.trial.TrialState.RUNNING
+    assert optuna.trial.TrialState.COMPLETE in states.values()

@@ -1,4 +1,4 @@
-"""Run the saved blog study (12-job sweep), then write its report.
+"""Run the main job (the blog grid x 3 seeds, 36 jobs), then write its report.
 
 python pipelines/study.py                       # extra Hydra overrides may follow
 python pipelines/study.py train.steps=300 hydra/launcher=joblib

@@ -221,10 +221,15 @@ def test_a_stopped_job_writes_every_evaluation_it_printed(tmp_path: Path, signum
         stderr=subprocess.STDOUT,
         text=True,
     )
-    _wait_for(lambda: any(r.info.status == "RUNNING" for r in _runs(client)))
-    time.sleep(2)  # well inside the 5-second metric buffer
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(process.stdout))
+    reader.start()
+    # Stop it after three evaluations, well inside the 5-second metric buffer.
+    _wait_for(lambda: sum("- step " in line for line in list(lines)) >= 3)
     process.send_signal(signum)
-    output, _ = process.communicate(timeout=60)
+    process.wait(timeout=60)
+    reader.join(timeout=30)
+    output = "".join(lines)
     assert process.returncode == 130, output[-2000:]
     printed = [int(step) for step in re.findall(r"- step (\d+):", output)]
     [run] = _runs(client)

@@ -16,8 +16,6 @@ from typing import TypeVar
 import requests.exceptions
 import sqlalchemy.exc
 
-from bnlab import interrupts
-
 try:
     import fcntl
 except ImportError:  # Windows: no cross-process lock; retries still cover most races.
@@ -59,7 +57,6 @@ def is_transient(error: BaseException) -> bool:
 def retry(action: Callable[[], T], attempts: int = 8) -> T:
     """Runs `action`, retrying transient store errors with jittered exponential backoff."""
     for attempt in range(attempts):
-        interrupts.check()
         try:
             return action()
         except Exception as error:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -88,3 +89,13 @@ def run_train(
         timeout=timeout,
         **kwargs,
     )
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 300) -> None:
+    """Polls `condition` until it holds; raises TimeoutError after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.3)
+    raise TimeoutError("condition not reached")

@@ -18,7 +18,7 @@ from mlflow import MlflowClient
 from bnlab import job, metrics, search, tracking
 from bnlab.config import validate
 from bnlab.identity import identity_hash
-from conftest import TINY, TRAIN_SCRIPT, experiment_runs, run_train
+from conftest import TINY, TRAIN_SCRIPT, experiment_runs, run_train, wait_for
 
 # Heartbeats fast enough for a test to see a dead run within seconds.
 FAST_LIVENESS = ["tracking.heartbeat_seconds=0.5", "tracking.stale_after_seconds=3"]
@@ -111,15 +111,6 @@ def test_a_job_trains_when_the_run_it_waits_for_dies(tiny_cfg, store_uri: str, c
     assert len(finished) == 1
 
 
-def _wait_for(condition, timeout: float = 240) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.3)
-    raise TimeoutError("condition not reached")
-
-
 def _runs(client: MlflowClient) -> list:
     try:
         return experiment_runs(client)
@@ -145,7 +136,7 @@ def test_a_killed_sweep_is_closed_by_the_relaunch_which_trains_only_what_is_miss
         jobs = [r for r in _runs(client) if r.data.tags.get(metrics.ROLE_TAG) == "job"]
         return any(client.get_metric_history(r.info.run_id, metrics.VAL_ACCURACY) for r in jobs)
 
-    _wait_for(training)
+    wait_for(training)
     os.killpg(sweep.pid, signal.SIGKILL)
     sweep.wait(timeout=30)
     left = {r.info.run_id for r in _runs(client) if r.info.status == "RUNNING"}
@@ -225,7 +216,7 @@ def test_a_stopped_job_writes_every_evaluation_it_printed(tmp_path: Path, signum
     reader = threading.Thread(target=lambda: lines.extend(process.stdout))
     reader.start()
     # Stop it after three evaluations, well inside the 5-second metric buffer.
-    _wait_for(lambda: sum("- step " in line for line in list(lines)) >= 3)
+    wait_for(lambda: sum("- step " in line for line in list(lines)) >= 3)
     process.send_signal(signum)
     process.wait(timeout=60)
     reader.join(timeout=30)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from conftest import TINY, TRAIN_SCRIPT, experiment_runs, run_train
+from conftest import TINY, TRAIN_SCRIPT, experiment_runs, run_train, wait_for
 from fault_injection import fail_when
 
 pytestmark = pytest.mark.slow
@@ -119,15 +119,6 @@ def test_parallel_writers_to_one_fresh_store_lose_nothing(tmp_path: Path) -> Non
     assert all(run.info.status == "FINISHED" for run in parents + jobs)
     for run in jobs:
         assert len(client.get_metric_history(run.info.run_id, "val/accuracy")) == 2
-
-
-def wait_for(condition, timeout: float = 300) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.5)
-    raise TimeoutError("condition not reached")
 
 
 def finished_jobs(client: MlflowClient) -> list:

@@ -220,11 +220,19 @@ class ExperimentCallback(Callback):
         if _active is None:
             return
         recorder, _active = _active, None
-        jobs = recorder.store.sweep_jobs(recorder.run_id)
-        failed = [job for job in jobs if job["outcome"] in (metrics.FAILED, metrics.KILLED)]
-        recorder.close("FAILED" if failed else "FINISHED")
-        if failed:
-            lines = [f"{len(failed)} job(s) failed:"]
-            lines += [f"  {job['name']}: {job.get('error') or job['outcome']}" for job in failed]
-            print("\n".join(lines), file=sys.stderr)
-            raise SystemExit(1)
+        finish(recorder)
+
+
+def finish(recorder: SweepRecorder) -> None:
+    """Closes a launch that ran to its end; exits 1 listing the jobs that failed.
+
+    The failures are read from the store, so jobs that ran anywhere are listed.
+    """
+    jobs = recorder.store.sweep_jobs(recorder.run_id)
+    failed = [job for job in jobs if job["outcome"] in (metrics.FAILED, metrics.KILLED)]
+    recorder.close("FAILED" if failed else "FINISHED")
+    if failed:
+        lines = [f"{len(failed)} job(s) failed:"]
+        lines += [f"  {job['name']}: {job.get('error') or job['outcome']}" for job in failed]
+        print("\n".join(lines), file=sys.stderr)
+        raise SystemExit(1)

@@ -217,11 +217,11 @@ class OptunaSweeper(Sweeper):
             # This launch's own unfinished trials end with it.
             for trial_id in heartbeat.trial_ids():
                 storage.set_trial_state_values(trial_id, state=optuna.trial.TrialState.FAIL)
-            self._close_parent("KILLED")
+            self._close_parent(interrupted=True)
             raise
         finally:
             heartbeat.stop()
-        self._close_parent("FINISHED")
+        self._close_parent(interrupted=False)
 
     def _open_parent(self, space: dict[str, str]) -> None:
         config = self.config
@@ -309,11 +309,14 @@ class OptunaSweeper(Sweeper):
             f"search.pruner_reduction_factor={conf.reduction_factor}",
         ]
 
-    def _close_parent(self, status: str) -> None:
+    def _close_parent(self, interrupted: bool) -> None:
         if self.recorder is not None:
             recorder, self.recorder = self.recorder, None
             sweep.set_active(None)
-            recorder.close(status)
+            if interrupted:
+                recorder.close("KILLED")
+            else:
+                sweep.finish(recorder)
 
 
 class _TrialHeartbeat:
@@ -324,9 +327,9 @@ class _TrialHeartbeat:
         self._ids: set[int] = set()
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self.seconds = seconds
         self._thread = threading.Thread(target=self._run, name="trial-heartbeat", daemon=True)
         self._thread.start()
-        self.seconds = seconds
 
     def _run(self) -> None:
         while not self._stop.wait(self.seconds):

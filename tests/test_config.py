@@ -24,7 +24,14 @@ GROUPS = {
 def test_every_group_option_composes_and_validates(group: str, option: str) -> None:
     cfg = compose_config([f"{group}={option}"])
     config = validate(cfg)
-    assert getattr(config, group) is not None
+    chosen = getattr(config, group)
+    # The option's file, not the default, filled the group.
+    expected = {
+        ("tracking", "sqlite"): ("uri", "sqlite:///mlflow.db"),
+        ("tracking", "server"): ("uri", "http://127.0.0.1:5000"),
+        ("train", "default"): ("steps", 1000),
+    }.get((group, option), ("name", option))
+    assert getattr(chosen, expected[0]) == expected[1]
     assert config.model.bn is True and config.optimizer.lr == 0.001
 
 

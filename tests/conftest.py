@@ -70,23 +70,39 @@ def experiment_runs(client: MlflowClient, name: str = "bn-trick") -> list:
     return client.search_runs([experiment.experiment_id], max_results=1000)
 
 
+def _train_env(env: dict | None) -> dict[str, str]:
+    """The environment of a user's shell, with the tests' own Hydra callbacks importable."""
+    full_env = {**os.environ, "HYDRA_FULL_ERROR": "", **(env or {})}
+    full_env.pop("HYDRA_FULL_ERROR")
+    # fault_injection must be importable in every job process.
+    full_env["PYTHONPATH"] = os.pathsep.join(
+        [str(TESTS_DIR), *filter(None, [full_env.get("PYTHONPATH")])]
+    )
+    return full_env
+
+
 def run_train(
     args: list[str], cwd: Path, env: dict | None = None, timeout: int = 600, **kwargs
 ) -> subprocess.CompletedProcess:
     """Runs `python src/train.py ARGS` in `cwd`, the way a user does."""
-    full_env = {**os.environ, "HYDRA_FULL_ERROR": "", **(env or {})}
-    full_env.pop("HYDRA_FULL_ERROR")
-    # The tests' own Hydra callbacks (fault_injection) are importable in every job process.
-    full_env["PYTHONPATH"] = os.pathsep.join(
-        [str(TESTS_DIR), *filter(None, [full_env.get("PYTHONPATH")])]
-    )
     return subprocess.run(
         [sys.executable, str(TRAIN_SCRIPT), *args],
         cwd=cwd,
-        env=full_env,
+        env=_train_env(env),
         capture_output=True,
         text=True,
         timeout=timeout,
+        **kwargs,
+    )
+
+
+def start_train(args: list[str], cwd: Path, env: dict | None = None, **kwargs) -> subprocess.Popen:
+    """Starts `python src/train.py ARGS` in `cwd` in the background (output as text)."""
+    return subprocess.Popen(
+        [sys.executable, str(TRAIN_SCRIPT), *args],
+        cwd=cwd,
+        env=_train_env(env),
+        text=True,
         **kwargs,
     )
 

@@ -6,7 +6,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -18,7 +17,7 @@ from mlflow import MlflowClient
 from bnlab import job, metrics, search, tracking
 from bnlab.config import validate
 from bnlab.identity import identity_hash
-from conftest import TINY, TRAIN_SCRIPT, experiment_runs, run_train, wait_for
+from conftest import TINY, experiment_runs, run_train, start_train, wait_for
 
 # Heartbeats fast enough for a test to see a dead run within seconds.
 FAST_LIVENESS = ["tracking.heartbeat_seconds=0.5", "tracking.stale_after_seconds=3"]
@@ -124,8 +123,8 @@ def test_a_killed_sweep_is_closed_by_the_relaunch_which_trains_only_what_is_miss
 ) -> None:
     args = ["-m", "bn=true,false", "data.limit=320", "train.steps=400", "train.eval_every=20"]
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
-    sweep = subprocess.Popen(
-        [sys.executable, str(TRAIN_SCRIPT), *args, *FAST_LIVENESS],
+    sweep = start_train(
+        [*args, *FAST_LIVENESS],
         cwd=tmp_path,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -167,16 +166,8 @@ def test_a_killed_sweep_is_closed_by_the_relaunch_which_trains_only_what_is_miss
 @pytest.mark.slow
 def test_identical_sweeps_at_once_in_one_folder_train_each_cell_once(tmp_path: Path) -> None:
     args = ["-m", "bn=true,false", "lr=0.001,0.01", *TINY, f"hydra.sweep.dir={tmp_path}/shared"]
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}
     sweeps = [
-        subprocess.Popen(
-            [sys.executable, str(TRAIN_SCRIPT), *args],
-            cwd=tmp_path,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        start_train(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         for _ in range(2)
     ]
     outputs = [sweep.communicate(timeout=600) for sweep in sweeps]
@@ -205,13 +196,7 @@ def test_a_stopped_job_writes_every_evaluation_it_printed(tmp_path: Path, signum
     args = ["data.limit=320", "train.steps=3000", "train.eval_every=10"]
     args += ["tracking.heartbeat_seconds=30", "tracking.stale_after_seconds=90"]
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
-    process = subprocess.Popen(
-        [sys.executable, str(TRAIN_SCRIPT), *args],
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    process = start_train(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(process.stdout))
     reader.start()

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from conftest import TINY, TRAIN_SCRIPT, experiment_runs, run_train, wait_for
+from conftest import TINY, experiment_runs, run_train, start_train, wait_for
 from fault_injection import fail_when
 
 pytestmark = pytest.mark.slow
@@ -90,10 +90,8 @@ def test_parallel_writers_to_one_fresh_store_lose_nothing(tmp_path: Path) -> Non
     commands = []
     for seed in (0, 1):
         commands.append(
-            subprocess.Popen(
+            start_train(
                 [
-                    sys.executable,
-                    str(TRAIN_SCRIPT),
                     "-m",
                     *GRID,
                     *TINY,
@@ -105,7 +103,6 @@ def test_parallel_writers_to_one_fresh_store_lose_nothing(tmp_path: Path) -> Non
                 cwd=tmp_path,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
-                text=True,
             )
         )
     outputs = [command.communicate(timeout=600) for command in commands]
@@ -132,13 +129,7 @@ def finished_jobs(client: MlflowClient) -> list:
 def test_interrupted_sweep_resumes_without_duplicates(tmp_path: Path) -> None:
     args = ["-m", *GRID, "data.limit=320", "train.steps=300", "train.eval_every=50"]
     client = default_store(tmp_path)
-    sweep = subprocess.Popen(
-        [sys.executable, str(TRAIN_SCRIPT), *args],
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    sweep = start_train(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     wait_for(lambda: len(finished_jobs(client)) >= 1)
     time.sleep(2)
     sweep.send_signal(signal.SIGINT)

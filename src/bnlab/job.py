@@ -26,10 +26,9 @@ QUIET_PREFIXES = ("tracking.", "train.rerun", "search.")
 
 @dataclass
 class JobContext:
-    """What Hydra knows about this job: its overrides, folder and mode."""
+    """What Hydra knows about this job: its overrides, log file and mode."""
 
     overrides: list[str] = field(default_factory=list)
-    output_dir: Path | None = None
     log_file: Path | None = None
     cwd: str = "."
     multirun: bool = False
@@ -42,7 +41,6 @@ class JobContext:
         output_dir = Path(hydra_cfg.runtime.output_dir)
         return cls(
             overrides=list(hydra_cfg.overrides.task),
-            output_dir=output_dir,
             log_file=output_dir / f"{hydra_cfg.job.name}.log",
             cwd=hydra_cfg.runtime.cwd,
             multirun=hydra_cfg.mode == RunMode.MULTIRUN,

@@ -29,20 +29,12 @@ def git_tags(cwd: str) -> dict[str, str]:
 
 def library_tags() -> dict[str, str]:
     """Keras backend and the versions of the libraries that did the training."""
-    import keras
+    from bnlab.identity import backend
 
-    backend = keras.backend.backend()
-    tags = {
-        "keras_backend": backend,
-        "keras_version": keras.__version__,
+    found = backend()
+    return {
+        "keras_backend": found["keras_backend"],
+        "keras_version": found["keras_version"],
+        f"{found['keras_backend']}_version": found["backend_version"],
         "python_version": platform.python_version(),
     }
-    if backend == "tensorflow":
-        import tensorflow
-
-        tags["tensorflow_version"] = tensorflow.__version__
-    elif backend == "jax":
-        import jax
-
-        tags["jax_version"] = jax.__version__
-    return tags

@@ -93,6 +93,8 @@ class SweepRecorder:
         """
         store = tracking.open_store(OmegaConf.to_object(config.tracking))
         store.reap_stale()
+        # Drawn here, in the launching process, before any job starts; Hydra hands
+        # every job this cached value.
         sweep_id = config.tracking.sweep_id
         if store.find_run({metrics.SWEEP_ID_TAG: sweep_id}):
             raise ConfigError(
@@ -122,15 +124,24 @@ class SweepRecorder:
         )
         return cls(store, run, sweep_id)
 
-    def close(self, status: str) -> tuple[dict[str, int], list[dict[str, Any]]]:
-        """Counts the jobs' outcomes from the store, records them and closes the parent."""
+    def close(self, interrupted: bool) -> list[dict[str, Any]]:
+        """Counts the jobs' outcomes from the store, records them and closes the parent.
+
+        The parent ends KILLED when the launch was interrupted, FAILED when a job
+        failed or was killed, FINISHED otherwise.
+
+        Returns:
+            The jobs that failed or were killed.
+        """
         self.run.stop_heartbeat()
         self.store.close_stale_children(self.run_id)
         counts, jobs = self.store.write_counts(self.run_id)
+        failed = [job for job in jobs if job["outcome"] in (metrics.FAILED, metrics.KILLED)]
+        status = "KILLED" if interrupted else ("FAILED" if failed else "FINISHED")
         if self.run.owned:
             self.run.end_status(status)
         log.info("Sweep %s: %s", status.lower(), ", ".join(f"{k} {v}" for k, v in counts.items()))
-        return counts, jobs
+        return failed
 
 
 _active: SweepRecorder | None = None
@@ -148,7 +159,7 @@ def abort() -> None:
     if _active is not None:
         recorder, _active = _active, None
         try:
-            recorder.close("KILLED")
+            recorder.close(interrupted=True)
         except BaseException as error:  # a second Ctrl-C, or a store that is gone
             print(f"warning: could not close sweep {recorder.sweep_id}: {error}", file=sys.stderr)
 
@@ -194,8 +205,6 @@ class ExperimentCallback(Callback):
 
     def _start_sweep(self, config: DictConfig) -> None:
         hydra_cfg = config.hydra
-        # Drawn here, in the launching process, and cached: every job gets this value.
-        sweep_id = config.tracking.sweep_id
         grid = hydra_cfg.sweeper.get("_target_") == BASIC_SWEEPER
         if not grid:
             return  # the Optuna sweeper checks its space and opens its own parent
@@ -210,7 +219,6 @@ class ExperimentCallback(Callback):
             params={f"sweep.{key}": value for key, value in params.items()}
             | {"sweep.overrides": " ".join(config.hydra.overrides.task)},
         )
-        assert recorder.sweep_id == sweep_id
         set_active(recorder)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
@@ -228,9 +236,7 @@ def finish(recorder: SweepRecorder) -> None:
 
     The failures are read from the store, so jobs that ran anywhere are listed.
     """
-    jobs = recorder.store.sweep_jobs(recorder.run_id)
-    failed = [job for job in jobs if job["outcome"] in (metrics.FAILED, metrics.KILLED)]
-    recorder.close("FAILED" if failed else "FINISHED")
+    failed = recorder.close(interrupted=False)
     if failed:
         lines = [f"{len(failed)} job(s) failed:"]
         lines += [f"  {job['name']}: {job.get('error') or job['outcome']}" for job in failed]

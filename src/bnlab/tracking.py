@@ -26,7 +26,9 @@ from mlflow.exceptions import MlflowException
 
 from bnlab import interrupts, metrics
 from bnlab.config import ConfigError, TrackingConfig
+from bnlab.heartbeat import Heartbeat
 from bnlab.retries import retry, sqlite_schema_lock
+from bnlab.tracking_read import search_all
 
 log = logging.getLogger(__name__)
 
@@ -132,22 +134,7 @@ class Store:
             return found.experiment_id
 
     def _search(self, filter_string: str, order_by: list[str] | None = None) -> list[Any]:
-        runs: list[Any] = []
-        token = None
-        while True:
-            page = retry(
-                lambda token=token: self.client.search_runs(
-                    [self.experiment_id],
-                    filter_string=filter_string,
-                    max_results=1000,
-                    order_by=order_by,
-                    page_token=token,
-                )
-            )
-            runs.extend(page)
-            token = page.token
-            if not token:
-                return runs
+        return search_all(self.client, [self.experiment_id], filter_string, order_by)
 
     def is_live(self, run: Any) -> bool:
         """RUNNING with a heartbeat younger than the staleness limit."""
@@ -353,8 +340,7 @@ class RunLogger:
         self._buffer: list[Metric] = []
         self._last_flush = time.monotonic()
         self._lock = threading.Lock()
-        self._stop_beating = threading.Event()
-        self._beat: threading.Thread | None = None
+        self._heartbeat: Heartbeat | None = None
 
     def start_heartbeat(self, seconds: float) -> None:
         """Stamps the run every `seconds` from a background thread, flushing metrics too.
@@ -362,33 +348,23 @@ class RunLogger:
         A run whose stamps stop (its process was killed) is closed as KILLED by
         the next launch (`Store.reap_stale`).
         """
-        if self._beat is not None:
+        if self._heartbeat is not None:
             return
 
         def beat() -> None:
-            warned = False
-            while not self._stop_beating.wait(seconds):
-                try:
-                    self.flush()
-                    retry(
-                        lambda: self.client.set_tag(
-                            self.run_id, metrics.HEARTBEAT_TAG, f"{time.time():.3f}"
-                        ),
-                        attempts=3,
-                    )
-                    warned = False
-                except Exception as error:
-                    if not warned:
-                        log.warning("Heartbeat of run %s failed: %s", self.run_id, error)
-                        warned = True
+            self.flush()
+            retry(
+                lambda: self.client.set_tag(
+                    self.run_id, metrics.HEARTBEAT_TAG, f"{time.time():.3f}"
+                ),
+                attempts=3,
+            )
 
-        self._beat = threading.Thread(target=beat, name=f"heartbeat-{self.run_id}", daemon=True)
-        self._beat.start()
+        self._heartbeat = Heartbeat(seconds, beat, f"heartbeat of run {self.run_id}")
 
     def stop_heartbeat(self) -> None:
-        self._stop_beating.set()
-        if self._beat is not None and self._beat is not threading.current_thread():
-            self._beat.join(timeout=10)
+        if self._heartbeat is not None:
+            self._heartbeat.stop()
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         items = [

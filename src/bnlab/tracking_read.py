@@ -21,13 +21,23 @@ class StoreQueryError(RuntimeError):
     """The requested experiment or run is not in the store; one line says which."""
 
 
-def _search_all(client: MlflowClient, experiment_ids: list[str], filter_string: str) -> list[Any]:
+def search_all(
+    client: MlflowClient,
+    experiment_ids: list[str],
+    filter_string: str,
+    order_by: list[str] | None = None,
+) -> list[Any]:
+    """Every run matching `filter_string`, fetched page by page (MLflow returns 1,000 at most)."""
     runs: list[Any] = []
     token = None
     while True:
         page = retry(
             lambda token=token: client.search_runs(
-                experiment_ids, filter_string=filter_string, max_results=1000, page_token=token
+                experiment_ids,
+                filter_string=filter_string,
+                max_results=1000,
+                order_by=order_by,
+                page_token=token,
             )
         )
         runs.extend(page)
@@ -53,7 +63,7 @@ def find_sweep_parent(uri: str, experiment: str, sweep_id: str) -> str | None:
         experiment_id = _experiment_id(client, experiment)
     except StoreQueryError:
         return None
-    runs = _search_all(client, [experiment_id], f"tags.{metrics.SWEEP_ID_TAG} = '{sweep_id}'")
+    runs = search_all(client, [experiment_id], f"tags.{metrics.SWEEP_ID_TAG} = '{sweep_id}'")
     parents = [run for run in runs if run.data.tags.get(metrics.ROLE_TAG) == "sweep"]
     return parents[0].info.run_id if parents else None
 
@@ -66,7 +76,7 @@ def _sweep_member_ids(client: MlflowClient, experiment_id: str, parent_run_id: s
         raise StoreQueryError(f"unknown run '{parent_run_id}'") from error
     if parent.info.experiment_id != experiment_id:
         raise StoreQueryError(f"run '{parent_run_id}' is not in this experiment")
-    children = _search_all(
+    children = search_all(
         client, [experiment_id], f"tags.`{metrics.PARENT_TAG}` = '{parent_run_id}'"
     )
     members = [run.info.run_id for run in children]
@@ -99,7 +109,7 @@ def load_runs(
     """
     client = MlflowClient(tracking_uri=uri)
     experiment_id = _experiment_id(client, experiment)
-    runs = _search_all(client, [experiment_id], f"tags.{metrics.ROLE_TAG} = 'job'")
+    runs = search_all(client, [experiment_id], f"tags.{metrics.ROLE_TAG} = 'job'")
     if parent_run_id is not None:
         members = set(_sweep_member_ids(client, experiment_id, parent_run_id))
         runs = [run for run in runs if run.info.run_id in members]

@@ -24,6 +24,7 @@ from omegaconf import DictConfig
 
 from bnlab import metrics, search, sweep
 from bnlab.config import ConfigError
+from bnlab.heartbeat import Heartbeat
 
 log = logging.getLogger(__name__)
 
@@ -314,7 +315,7 @@ class OptunaSweeper(Sweeper):
             recorder, self.recorder = self.recorder, None
             sweep.set_active(None)
             if interrupted:
-                recorder.close("KILLED")
+                recorder.close(interrupted=True)
             else:
                 sweep.finish(recorder)
 
@@ -326,18 +327,11 @@ class _TrialHeartbeat:
         self.storage = storage
         self._ids: set[int] = set()
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self.seconds = seconds
-        self._thread = threading.Thread(target=self._run, name="trial-heartbeat", daemon=True)
-        self._thread.start()
+        self._heartbeat = Heartbeat(seconds, self._beat, "heartbeat of this search's trials")
 
-    def _run(self) -> None:
-        while not self._stop.wait(self.seconds):
-            for trial_id in self.trial_ids():
-                try:
-                    self.storage.record_heartbeat(trial_id)
-                except Exception as error:
-                    log.warning("Heartbeat of trial %d failed: %s", trial_id, error)
+    def _beat(self) -> None:
+        for trial_id in self.trial_ids():
+            self.storage.record_heartbeat(trial_id)
 
     def trial_ids(self) -> list[int]:
         with self._lock:
@@ -354,8 +348,7 @@ class _TrialHeartbeat:
             self._ids.difference_update(ids)
 
     def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
+        self._heartbeat.stop()
 
 
 def _first(dimension: search.Dimension) -> Any:

@@ -1,10 +1,18 @@
-"""Training throughput of this project's path against the original notebook's loop.
+"""Speed figures, printed side by side.
 
-python pipelines/benchmark.py                  # default 1,000-step schedule
+python pipelines/benchmark.py                  # training loop vs the notebook's; tracking cost
 python pipelines/benchmark.py --steps 300 --repeats 1
+python pipelines/benchmark.py --study          # main job (36 jobs) vs the 12-job sequential sweep
 """
 
-from devtools.training_benchmark import main
+import sys
 
 if __name__ == "__main__":
-    main()
+    if "--study" in sys.argv[1:]:
+        from devtools.study_benchmark import main
+
+        main(sys.argv[1:])
+    else:
+        from devtools.training_benchmark import main
+
+        main()

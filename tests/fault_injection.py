@@ -15,9 +15,6 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-import bnlab.job
-from bnlab.training import train_model
-
 
 class InjectedFailure(RuntimeError):
     """The failure a test asked for."""
@@ -33,10 +30,16 @@ class FailTraining(Callback):
     def __init__(self, key: str, value: Any) -> None:
         self.key = key
         self.value = value
+        self.original = None
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        # Imported here, as the job does, so the backend starts after its threads are pinned.
+        import bnlab.training
+
+        if self.original is None:
+            self.original = bnlab.training.train_model
         matches = str(OmegaConf.select(config, self.key)) == str(self.value)
-        bnlab.job.train_model = failing_train_model if matches else train_model
+        bnlab.training.train_model = failing_train_model if matches else self.original
 
 
 def fail_when(key: str, value: Any) -> list[str]:

@@ -194,3 +194,115 @@ def test_plot_functions_take_frames_and_return_figures() -> None:
         }
     )
     assert isinstance(report.plot_lr_sensitivity(variants), Figure)
+
+
+def seed_frame(rows: list[tuple]) -> pd.DataFrame:
+    """Per-seed rows: (activation, lr, bn, seed, best, final, steps_to_target, outcome)."""
+    return pd.DataFrame(
+        [
+            {
+                "activation": a,
+                "lr": lr,
+                "bn": bn,
+                "seed": seed,
+                "best_val_accuracy": best,
+                "final_val_accuracy": final,
+                "test_accuracy": final,
+                "steps_to_target": steps,
+                "outcome": outcome,
+            }
+            for a, lr, bn, seed, best, final, steps, outcome in rows
+        ]
+    )
+
+
+def test_interval_is_the_student_t_interval_of_the_mean() -> None:
+    mean, sd, ci95, count = analysis.interval([0.90, 0.92, 0.97])
+    assert count == 3 and mean == pytest.approx(0.93)
+    assert sd == pytest.approx(0.036055, abs=1e-5)
+    # t(0.975, 2) = 4.3027: the interval is wide with three seeds, as it should be.
+    assert ci95 == pytest.approx(4.302653 * 0.036055 / 3**0.5, abs=1e-5)
+    single = analysis.interval([0.5, float("nan")])
+    assert single[0] == 0.5 and pd.isna(single[1]) and pd.isna(single[2]) and single[3] == 1
+
+
+def test_claims_count_seeds_and_follow_the_majority() -> None:
+    # The plain relu network at lr=0.05 learned with seed 0 only; BN learned with all three.
+    seeds = seed_frame(
+        [
+            ("relu", 0.05, False, 0, 0.82, 0.80, None, "finished"),
+            ("relu", 0.05, False, 1, 0.10, 0.10, None, "finished"),
+            ("relu", 0.05, False, 2, 0.11, 0.10, None, "diverged"),
+            ("relu", 0.05, True, 0, 0.97, 0.96, 300, "finished"),
+            ("relu", 0.05, True, 1, 0.96, 0.96, 350, "finished"),
+            ("relu", 0.05, True, 2, 0.98, 0.97, 250, "finished"),
+        ]
+    )
+    [fact] = analysis.claims(seeds, 0.9)
+    assert fact["no_bn"]["stayed_at_chance_seeds"] == 2 and fact["no_bn"]["seeds"] == 3
+    assert fact["no_bn"]["stayed_at_chance"] is True
+    assert fact["no_bn"]["per_seed"]["0"]["best_val_accuracy"] == 0.82
+    assert fact["no_bn"]["diverged_seeds"] == 1 and fact["no_bn"]["diverged"] is False
+    assert fact["bn"]["learned_seeds"] == 3 and fact["bn"]["learned"] is True
+    assert fact["bn_first_seeds"] == 3 and fact["first_to_target"] == "bn"
+    assert fact["steps_ahead"] is None  # the plain network never got there
+    sentences = analysis.plain_language([fact], pd.DataFrame(columns=["activation"]), 0.9)
+    assert (
+        "relu at lr=0.05: without BN the network stayed at chance in 2 of 3 seeds; "
+        "BN learned in 3 of 3; BN reached 90% first in 3 of 3." in sentences
+    )
+    differences = analysis.paired_differences(seeds).iloc[0]
+    expected = analysis.interval([0.97 - 0.82, 0.96 - 0.10, 0.98 - 0.11])
+    assert differences["best_val_accuracy diff"] == pytest.approx(expected[0])
+    assert differences["best_val_accuracy diff ci95"] == pytest.approx(expected[2])
+    assert differences["pairs"] == 3
+
+
+def test_race_reports_the_median_lead_and_a_split_verdict() -> None:
+    seeds = seed_frame(
+        [
+            ("sigmoid", 0.001, True, 0, 0.95, 0.95, 200, "finished"),
+            ("sigmoid", 0.001, True, 1, 0.95, 0.95, 400, "finished"),
+            ("sigmoid", 0.001, False, 0, 0.95, 0.95, 500, "finished"),
+            ("sigmoid", 0.001, False, 1, 0.95, 0.95, 300, "finished"),
+        ]
+    )
+    [fact] = analysis.claims(seeds, 0.9)
+    assert fact["per_seed_winner"] == {"0": "bn", "1": "no_bn"}
+    assert fact["first_to_target"] == "split" and fact["steps_ahead"] == 300
+
+
+def test_one_seed_is_said_and_no_band_is_drawn(store, store_uri, tmp_path) -> None:
+    fill(store, seeds=(0,))
+    build_report(store_uri, "bn-trick", tmp_path / "r", log_artifacts=False)
+    page = (tmp_path / "r" / "index.html").read_text()
+    assert "One seed per setting" in page and "no band is drawn" in page
+    summary = read_summary(tmp_path / "r")
+    assert summary["best_val_accuracy bn sd"].isna().all()
+    assert summary["best_val_accuracy diff ci95"].isna().all()
+    curves = synthetic_curves()
+    one_seed = curves[curves["seed"] == 0]
+    grid = report.plot_comparison_grid(one_seed, ["sigmoid"], [0.01])
+    assert len(grid.axes[0].collections) == 0  # no band
+    assert len(grid.axes[0].lines) == 3  # one line per variant, and chance
+
+
+def test_three_seeds_give_faint_seed_curves_bands_and_per_seed_claims(
+    store, store_uri, tmp_path
+) -> None:
+    fill(store, seeds=(0, 1, 2))
+    build_report(store_uri, "bn-trick", tmp_path / "r", log_artifacts=False)
+    summary = read_summary(tmp_path / "r")
+    assert (summary["seeds bn"] == 3).all() and (summary["pairs"] == 3).all()
+    assert summary["best_val_accuracy bn ci95"].notna().all()
+    per_seed = pd.read_csv(tmp_path / "r" / "per_seed.csv")
+    assert len(per_seed) == 36
+    facts = json.loads((tmp_path / "r" / "claims.json").read_text())
+    sigmoid = next(f for f in facts if f["activation"] == "sigmoid" and f["lr"] == 0.05)
+    assert sigmoid["no_bn"]["stayed_at_chance_seeds"] == 3
+    assert set(sigmoid["bn"]["per_seed"]) == {"0", "1", "2"}
+    page = (tmp_path / "r" / "index.html").read_text()
+    assert "stayed at chance in 3 of 3 seeds" in page and "±" in page
+    grid = report.plot_comparison_grid(synthetic_curves(), ["sigmoid"], [0.01])
+    # Three faint seed lines and one mean per variant, plus chance.
+    assert len(grid.axes[0].lines) == 2 * (3 + 1) + 1

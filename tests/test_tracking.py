@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bnlab import job, metrics
+from bnlab import job, metrics, training
 from bnlab.config import validate
 from bnlab.identity import identity_hash
 from conftest import experiment_runs
@@ -74,7 +74,7 @@ def test_diverged_run_is_tagged_and_returns_chance(tiny_cfg, client) -> None:
 
 def test_failing_job_is_recorded_as_failed_with_its_error(tiny_cfg, client, monkeypatch) -> None:
     with monkeypatch.context() as patch:
-        patch.setattr(job, "train_model", failing_train_model)
+        patch.setattr(training, "train_model", failing_train_model)
         with pytest.raises(InjectedFailure):
             job.run(tiny_cfg())
     [run] = experiment_runs(client)

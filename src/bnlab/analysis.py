@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 from bnlab import metrics
 
@@ -102,152 +103,298 @@ def steps_to_target(curve: pd.DataFrame, target: float) -> float:
     return float(reached.min()) if not reached.empty else math.nan
 
 
-def per_variant(selection: Selection, target: float) -> pd.DataFrame:
-    """One row per (activation, lr, bn): means over seeds of the headline numbers."""
+def per_seed(selection: Selection, target: float) -> pd.DataFrame:
+    """One row per compared run: the headline numbers of each seed of each variant."""
     rows = []
-    for (activation, lr, bn), group in selection.runs.groupby([*CELL, VARIANT]):
-        per_seed = []
-        for _, run in group.iterrows():
-            curve = selection.curves[selection.curves["run_id"] == run["run_id"]]
-            values = curve["value"]
-            per_seed.append(
-                {
-                    "final_val_accuracy": values.iloc[-1] if len(values) else math.nan,
-                    "best_val_accuracy": values.max() if len(values) else math.nan,
-                    "test_accuracy": run.get(metrics.TEST_ACCURACY, math.nan),
-                    "steps_to_target": steps_to_target(curve, target),
-                }
-            )
-        table = pd.DataFrame(per_seed)
-        reached = table["steps_to_target"].notna().all()
+    for _, run in selection.runs.iterrows():
+        curve = selection.curves[selection.curves["run_id"] == run["run_id"]]
+        values = curve["value"]
         rows.append(
             {
-                "activation": activation,
-                "lr": lr,
-                "bn": bn,
-                "seeds": len(group),
-                "final_val_accuracy": table["final_val_accuracy"].mean(),
-                "best_val_accuracy": table["best_val_accuracy"].mean(),
-                "test_accuracy": pd.to_numeric(table["test_accuracy"], errors="coerce").mean(),
-                "steps_to_target": table["steps_to_target"].mean() if reached else math.nan,
-                "diverged": int((group["outcome"] == metrics.DIVERGED).sum()),
-                "failed": int(group["outcome"].isin([metrics.FAILED, metrics.KILLED]).sum()),
+                "activation": run["activation"],
+                "lr": run["lr"],
+                "bn": bool(run["bn"]),
+                "seed": int(run["seed"]),
+                "outcome": run["outcome"],
+                "final_val_accuracy": values.iloc[-1] if len(values) else math.nan,
+                "best_val_accuracy": values.max() if len(values) else math.nan,
+                "test_accuracy": pd.to_numeric(
+                    pd.Series([run.get(metrics.TEST_ACCURACY, math.nan)]), errors="coerce"
+                ).iloc[0],
+                "steps_to_target": steps_to_target(curve, target),
             }
         )
+    columns = [*CELL, VARIANT, "seed", "outcome", *SUMMARY_NUMBERS]
+    return pd.DataFrame(rows, columns=columns).sort_values([*CELL, VARIANT, "seed"])
+
+
+def interval(values) -> tuple[float, float, float, int]:
+    """Mean, standard deviation, and half-width of the 95 % t-interval for the mean.
+
+    Student's t, not a bootstrap: with three seeds a bootstrap interval is far too
+    narrow (it can only resample three values), while t widens honestly for small n.
+    The spread and the interval are NaN for fewer than two values.
+
+    Returns:
+        (mean, sd, ci95 half-width, n) over the finite values.
+    """
+    values = np.asarray(pd.to_numeric(pd.Series(values), errors="coerce"), dtype=float)
+    values = values[np.isfinite(values)]
+    count = len(values)
+    if count == 0:
+        return math.nan, math.nan, math.nan, 0
+    mean = float(values.mean())
+    if count < 2:
+        return mean, math.nan, math.nan, count
+    sd = float(values.std(ddof=1))
+    return mean, sd, float(stats.t.ppf(0.975, count - 1) * sd / math.sqrt(count)), count
+
+
+# The numbers summarised per variant; the first two get a spread and an interval.
+SUMMARY_NUMBERS = ["best_val_accuracy", "final_val_accuracy", "test_accuracy", "steps_to_target"]
+SPREAD_NUMBERS = SUMMARY_NUMBERS[:2]
+
+
+def per_variant(seeds: pd.DataFrame) -> pd.DataFrame:
+    """One row per (activation, lr, bn): mean, sd and 95 % interval over seeds."""
+    rows = []
+    for (activation, lr, bn), group in seeds.groupby([*CELL, VARIANT]):
+        row = {"activation": activation, "lr": lr, "bn": bool(bn), "seeds": len(group)}
+        for number in SPREAD_NUMBERS:
+            mean, sd, ci95, _ = interval(group[number])
+            row |= {number: mean, f"{number} sd": sd, f"{number} ci95": ci95}
+        row["test_accuracy"] = interval(group["test_accuracy"])[0]
+        # Steps to target is a mean only where every seed got there.
+        reached = group["steps_to_target"]
+        row["steps_to_target"] = reached.mean() if reached.notna().all() else math.nan
+        row["diverged"] = int((group["outcome"] == metrics.DIVERGED).sum())
+        row["failed"] = int(group["outcome"].isin([metrics.FAILED, metrics.KILLED]).sum())
+        rows.append(row)
     return pd.DataFrame(rows)
 
 
-SUMMARY_NUMBERS = ["final_val_accuracy", "best_val_accuracy", "test_accuracy", "steps_to_target"]
+def paired_differences(seeds: pd.DataFrame) -> pd.DataFrame:
+    """Per cell: BN minus no BN over the seeds both variants have, with a 95 % t-interval."""
+    rows = []
+    for (activation, lr), cell in seeds.groupby(CELL):
+        wide = cell.pivot_table(index="seed", columns=VARIANT, values=SPREAD_NUMBERS)
+        row = {"activation": activation, "lr": lr}
+        for number in SPREAD_NUMBERS:
+            if (number, True) in wide and (number, False) in wide:
+                diff = (wide[(number, True)] - wide[(number, False)]).dropna()
+            else:
+                diff = pd.Series(dtype=float)
+            mean, sd, ci95, pairs = interval(diff)
+            row |= {f"{number} diff": mean, f"{number} diff ci95": ci95, "pairs": pairs}
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
-def summary_table(variants: pd.DataFrame) -> pd.DataFrame:
-    """One row per cell: each number for BN and no-BN side by side, and BN minus no-BN."""
+def summary_table(variants: pd.DataFrame, differences: pd.DataFrame) -> pd.DataFrame:
+    """One row per cell: BN and no BN side by side (mean, sd, interval) and the paired diff."""
     if variants.empty:
         return pd.DataFrame(columns=CELL)
-    wide = variants.pivot_table(index=CELL, columns="bn", values=SUMMARY_NUMBERS, dropna=False)
-    table = pd.DataFrame(index=wide.index)
-    for number in SUMMARY_NUMBERS:
-        bn = wide.get((number, True), np.nan)
-        plain = wide.get((number, False), np.nan)
-        table[f"{number} bn"] = bn
-        table[f"{number} no_bn"] = plain
-        table[f"{number} diff"] = bn - plain
-    return table.reset_index().sort_values(CELL).reset_index(drop=True)
+    table = differences.set_index(CELL)
+    for bn, side in ((True, "bn"), (False, "no_bn")):
+        variant = variants[variants[VARIANT] == bn].set_index(CELL)
+        table[f"seeds {side}"] = variant["seeds"]
+        for number in SPREAD_NUMBERS:
+            for suffix in ("", " sd", " ci95"):
+                table[f"{number} {side}{suffix}"] = variant[number + suffix]
+        for number in SUMMARY_NUMBERS[2:]:
+            table[f"{number} {side}"] = variant[number]
+    ordered = [
+        *[c for c in table.columns if c.startswith("seeds")],
+        "pairs",
+        *[c for number in SUMMARY_NUMBERS for c in table.columns if c.startswith(number)],
+    ]
+    return table[ordered].reset_index().sort_values(CELL).reset_index(drop=True)
+
+
+def _mean_ci(mean: float, ci95: float) -> str:
+    if pd.isna(mean):
+        return "-"
+    return f"{mean:.3f}" if pd.isna(ci95) else f"{mean:.3f} ± {ci95:.3f}"
+
+
+def display_table(table: pd.DataFrame) -> pd.DataFrame:
+    """The summary for reading: mean ± 95 % half-width, one column per variant and number."""
+    shown = table[CELL].copy()
+    shown["seeds (BN / no BN)"] = [
+        f"{_count(bn)} / {_count(plain)}"
+        for bn, plain in zip(table["seeds bn"], table["seeds no_bn"], strict=True)
+    ]
+    for number, label in (("best_val_accuracy", "best val acc"), ("final_val_accuracy", "final")):
+        for side, name in (("bn", "BN"), ("no_bn", "no BN")):
+            shown[f"{label} {name}"] = [
+                _mean_ci(m, c)
+                for m, c in zip(
+                    table[f"{number} {side}"], table[f"{number} {side} ci95"], strict=True
+                )
+            ]
+        shown[f"{label} BN − no BN"] = [
+            _mean_ci(m, c)
+            for m, c in zip(table[f"{number} diff"], table[f"{number} diff ci95"], strict=True)
+        ]
+    for side, name in (("bn", "BN"), ("no_bn", "no BN")):
+        shown[f"steps to target {name}"] = [
+            "-" if pd.isna(v) else f"{v:.0f}" for v in table[f"steps_to_target {side}"]
+        ]
+    return shown
+
+
+def _count(value) -> str:
+    return "0" if pd.isna(value) else str(int(value))
 
 
 def best_learning_rates(variants: pd.DataFrame) -> pd.DataFrame:
-    """Each variant at its own best learning rate, per activation."""
+    """Each variant at its own best learning rate (by mean over seeds), per activation."""
+    columns = ["activation", "bn", "lr", "seeds", "best_val_accuracy", "best_val_accuracy ci95"]
     if variants.empty:
-        return pd.DataFrame(columns=["activation", "bn", "lr", "best_val_accuracy"])
+        return pd.DataFrame(columns=[*columns, "steps_to_target"])
     best = variants.loc[variants.groupby(["activation", "bn"])["best_val_accuracy"].idxmax()]
-    return best[["activation", "bn", "lr", "best_val_accuracy", "steps_to_target"]].reset_index(
-        drop=True
-    )
+    return best[[*columns, "steps_to_target"]].reset_index(drop=True)
 
 
 def _number(value) -> float | None:
     return None if value is None or pd.isna(value) else float(value)
 
 
-def claims(variants: pd.DataFrame, target: float) -> list[dict]:
-    """Machine-readable facts per cell, for readers and for regression checks."""
+def _majority(count: int, total: int) -> bool:
+    return total > 0 and count * 2 > total
+
+
+def claims(seeds: pd.DataFrame, target: float) -> list[dict]:
+    """Machine-readable facts per cell, counted over seeds, with each seed's values.
+
+    A verdict (stayed at chance, learned, first to target) follows the majority
+    of seeds; the counts say how many agreed.
+    """
     facts = []
-    for (activation, lr), group in variants.groupby(CELL):
-        sides = {bool(row["bn"]): row for _, row in group.iterrows()}
-        bn, plain = sides.get(True), sides.get(False)
+    for (activation, lr), cell in seeds.groupby(CELL):
         fact = {
             "activation": activation,
-            "lr": lr,
+            "lr": float(lr),
             "target": target,
             "chance_ceiling": CHANCE_CEILING,
             "learned_floor": LEARNED_FLOOR,
         }
-        if plain is not None:
-            fact["no_bn"] = {
-                "best_val_accuracy": _number(plain["best_val_accuracy"]),
-                "stayed_at_chance": bool(plain["best_val_accuracy"] <= CHANCE_CEILING),
-                "diverged": bool(plain["diverged"] > 0),
-                "steps_to_target": _number(plain["steps_to_target"]),
+        plain = cell[~cell[VARIANT]]
+        bn = cell[cell[VARIANT]]
+        if not plain.empty:
+            at_chance = int((plain["best_val_accuracy"] <= CHANCE_CEILING).sum())
+            fact["no_bn"] = _side(plain) | {
+                "stayed_at_chance_seeds": at_chance,
+                "stayed_at_chance": _majority(at_chance, len(plain)),
             }
-        if bn is not None:
-            fact["bn"] = {
-                "best_val_accuracy": _number(bn["best_val_accuracy"]),
-                "learned": bool(bn["best_val_accuracy"] >= LEARNED_FLOOR),
-                "diverged": bool(bn["diverged"] > 0),
-                "steps_to_target": _number(bn["steps_to_target"]),
+        if not bn.empty:
+            learned = int((bn["best_val_accuracy"] >= LEARNED_FLOOR).sum())
+            fact["bn"] = _side(bn) | {
+                "learned_seeds": learned,
+                "learned": _majority(learned, len(bn)),
             }
-        if bn is not None and plain is not None:
-            fact["first_to_target"], fact["steps_ahead"] = _race(
-                bn["steps_to_target"], plain["steps_to_target"]
-            )
-        else:
-            fact["first_to_target"], fact["steps_ahead"] = "missing", None
+        fact |= _race(cell)
         facts.append(fact)
     return facts
 
 
-def _race(bn_steps: float, plain_steps: float) -> tuple[str, float | None]:
+def _side(runs: pd.DataFrame) -> dict:
+    return {
+        "seeds": len(runs),
+        "diverged_seeds": int((runs["outcome"] == metrics.DIVERGED).sum()),
+        "diverged": _majority(int((runs["outcome"] == metrics.DIVERGED).sum()), len(runs)),
+        "best_val_accuracy": _number(runs["best_val_accuracy"].mean()),
+        "per_seed": {
+            str(int(run["seed"])): {
+                "best_val_accuracy": _number(run["best_val_accuracy"]),
+                "final_val_accuracy": _number(run["final_val_accuracy"]),
+                "steps_to_target": _number(run["steps_to_target"]),
+                "outcome": run["outcome"],
+            }
+            for _, run in runs.iterrows()
+        },
+    }
+
+
+def _race(cell: pd.DataFrame) -> dict:
+    """Which variant reached the target first, seed by seed, over the seeds both have."""
+    steps = cell.pivot_table(index="seed", columns=VARIANT, values="steps_to_target", dropna=False)
+    if True not in steps or False not in steps:
+        return {
+            "first_to_target": "missing",
+            "race_seeds": 0,
+            "bn_first_seeds": 0,
+            "steps_ahead": None,
+            "per_seed_winner": {},
+        }
+    winners = {str(int(seed)): _winner(row[True], row[False]) for seed, row in steps.iterrows()}
+    both = steps.dropna()
+    ahead = (both[False] - both[True])[both[True] < both[False]]
+    counts = pd.Series(list(winners.values())).value_counts()
+    verdict = (
+        counts.index[0] if len(counts) and _majority(int(counts.iloc[0]), len(winners)) else "split"
+    )
+    return {
+        "first_to_target": verdict,
+        "race_seeds": len(winners),
+        "bn_first_seeds": int(counts.get("bn", 0)),
+        "no_bn_first_seeds": int(counts.get("no_bn", 0)),
+        # Median lead over the seeds where both got there and BN was first.
+        "steps_ahead": _number(ahead.median()) if len(ahead) else None,
+        "per_seed_winner": winners,
+    }
+
+
+def _winner(bn_steps: float, plain_steps: float) -> str:
     if pd.isna(bn_steps) and pd.isna(plain_steps):
-        return "neither", None
-    if pd.isna(plain_steps):
-        return "bn", None
-    if pd.isna(bn_steps):
-        return "no_bn", None
-    if bn_steps == plain_steps:
-        return "tie", 0.0
-    winner = "bn" if bn_steps < plain_steps else "no_bn"
-    return winner, float(abs(bn_steps - plain_steps))
+        return "neither"
+    if pd.isna(plain_steps) or (not pd.isna(bn_steps) and bn_steps < plain_steps):
+        return "bn"
+    if pd.isna(bn_steps) or plain_steps < bn_steps:
+        return "no_bn"
+    return "tie"
+
+
+def _cell_name(fact: dict) -> str:
+    return f"{fact['activation']} at lr={fact['lr']:g}"
 
 
 def plain_language(facts: list[dict], best: pd.DataFrame, target: float) -> list[str]:
-    """A few sentences that say what the numbers say."""
+    """A few sentences that say what the numbers say, counted over seeds."""
     sentences = []
-    rescued = [
-        f
-        for f in facts
-        if f.get("no_bn", {}).get("stayed_at_chance") and f.get("bn", {}).get("learned")
-    ]
+    seeds = max(
+        (f[side]["seeds"] for f in facts for side in ("bn", "no_bn") if side in f), default=0
+    )
+    if seeds == 1:
+        sentences.append(
+            "One seed per setting: every verdict below rests on a single run, with no spread "
+            "or interval (run more seeds, e.g. seed=0,1,2)."
+        )
     compared = [f for f in facts if "bn" in f and "no_bn" in f]
-    if rescued:
-        cells = ", ".join(f"{f['activation']} at lr={f['lr']:g}" for f in rescued)
-        sentences.append(
-            f"Without BN the network stayed at chance in {len(rescued)} of {len(compared)} "
-            f"compared settings where the BN network learned: {cells}."
-        )
-    elif compared:
-        sentences.append(
-            f"In none of the {len(compared)} compared settings did the plain network stay at "
-            "chance while the BN network learned."
-        )
-    bn_first = [f for f in compared if f["first_to_target"] == "bn"]
+    for fact in compared:
+        plain, bn = fact["no_bn"], fact["bn"]
+        parts = [
+            f"without BN the network stayed at chance in {plain['stayed_at_chance_seeds']} of "
+            f"{plain['seeds']} seeds",
+            f"BN learned in {bn['learned_seeds']} of {bn['seeds']}",
+        ]
+        if fact["race_seeds"]:
+            lead = (
+                f", by a median of {fact['steps_ahead']:.0f} steps"
+                if fact["steps_ahead"] is not None
+                else ""
+            )
+            parts.append(
+                f"BN reached {target:.0%} first in {fact['bn_first_seeds']} of "
+                f"{fact['race_seeds']}{lead}"
+            )
+        sentences.append(f"{_cell_name(fact)}: " + "; ".join(parts) + ".")
+    rescued = [f for f in compared if f["no_bn"]["stayed_at_chance"] and f["bn"]["learned"]]
     if compared:
-        ahead = [f["steps_ahead"] for f in bn_first if f["steps_ahead"] is not None]
-        detail = (
-            f", by a median of {np.median(ahead):.0f} steps where both got there" if ahead else ""
-        )
+        cells = ", ".join(_cell_name(f) for f in rescued) if rescued else "none"
         sentences.append(
-            f"BN reached {target:.0%} validation accuracy first in {len(bn_first)} of "
-            f"{len(compared)} settings{detail}."
+            f"By majority of seeds, BN learned where the plain network stayed at chance in "
+            f"{len(rescued)} of {len(compared)} settings: {cells}."
         )
     for activation, group in best.groupby("activation"):
         sides = {bool(row["bn"]): row for _, row in group.iterrows()}
@@ -255,7 +402,9 @@ def plain_language(facts: list[dict], best: pd.DataFrame, target: float) -> list
             bn, plain = sides[True], sides[False]
             sentences.append(
                 f"{activation}, each at its own best learning rate: BN "
-                f"{bn['best_val_accuracy']:.3f} (lr={bn['lr']:g}) vs no BN "
-                f"{plain['best_val_accuracy']:.3f} (lr={plain['lr']:g})."
+                f"{_mean_ci(bn['best_val_accuracy'], bn['best_val_accuracy ci95'])} "
+                f"(lr={bn['lr']:g}) vs no BN "
+                f"{_mean_ci(plain['best_val_accuracy'], plain['best_val_accuracy ci95'])} "
+                f"(lr={plain['lr']:g})."
             )
     return sentences

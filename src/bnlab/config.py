@@ -32,7 +32,7 @@ SHORTHANDS = {
 # Keys that do not change what is trained: where a run is recorded, whether to
 # train again, and a search's bookkeeping. They stay out of a job's identity.
 # (Output folders are Hydra's, under `hydra`, which a job's config never holds.)
-NOT_TRAINED = ("tracking", "search", "train.rerun", *SHORTHANDS)
+NOT_TRAINED = ("tracking", "search", "train.rerun", "train.threads", *SHORTHANDS)
 # Seeds feed numpy's and Keras's generators, which take 32-bit unsigned values.
 MAX_SEED = 2**32 - 1
 # Experiment names become folder names and URL parts; keep them short and plain.
@@ -102,6 +102,10 @@ class TrainConfig:
     rerun: bool = False
     # Batches per compiled call; larger is faster on CPU, 1 matches the notebook.
     steps_per_execution: int = 25
+    # CPU threads of the backend: 0 takes the launcher's CPUs per job (a joblib worker's
+    # share of the machine, a Ray task's num_cpus, a Slurm task's cpus_per_task), or the
+    # backend's default with the sequential launcher. Results do not depend on it.
+    threads: int = 0
 
 
 @dataclass

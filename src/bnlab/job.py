@@ -7,16 +7,20 @@ import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from bnlab import interrupts, metrics, provenance, tracking
+from bnlab import interrupts, metrics, provenance, threads, tracking
 from bnlab.config import SHORTHANDS, Config, flatten, validate
 from bnlab.data import check_source, load_data
 from bnlab.identity import describe, identity_hash
-from bnlab.training import EvalHook, train_model
+
+if TYPE_CHECKING:
+    # Imported inside `run`: the backend must start after its threads are pinned.
+    from bnlab.training import EvalHook
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +36,7 @@ class JobContext:
     log_file: Path | None = None
     cwd: str = "."
     multirun: bool = False
+    launcher: Any = None
 
     @classmethod
     def from_hydra(cls) -> JobContext:
@@ -44,6 +49,7 @@ class JobContext:
             log_file=output_dir / f"{hydra_cfg.job.name}.log",
             cwd=hydra_cfg.runtime.cwd,
             multirun=hydra_cfg.mode == RunMode.MULTIRUN,
+            launcher=hydra_cfg.launcher,
         )
 
 
@@ -69,6 +75,9 @@ def _job_tags(config: Config, context: JobContext, identity: str) -> dict[str, s
     tags = {
         metrics.ROLE_TAG: "job",
         metrics.IDENTITY_TAG: identity,
+        metrics.THREADS_TAG: str(
+            threads.per_job(context.launcher, config.train.threads) or "default"
+        ),
         metrics.OUTCOME_TAG: "running",
         metrics.OVERRIDES_TAG: json.dumps(context.overrides),
         **provenance.git_tags(context.cwd),
@@ -141,6 +150,9 @@ def run(cfg: DictConfig, on_eval: EvalHook | None = None) -> dict[str, float]:
     context = JobContext.from_hydra()
     config = validate(cfg, context.overrides)
     check_source(config.data)
+    job_threads = threads.per_job(context.launcher, config.train.threads)
+    if not threads.pin(job_threads):
+        log.debug("Backend already started; thread counts stay as they are")
     interrupts.check()
     identity = identity_hash(config)
     run_logger = None
@@ -186,6 +198,8 @@ def run(cfg: DictConfig, on_eval: EvalHook | None = None) -> dict[str, float]:
 
             reporter = TrialReporter(config.search)
             stoppers.append(reporter.report)
+        from bnlab.training import train_model
+
         data = load_data(config.data)
         result = train_model(config, data, on_eval=hook)
         final = {**result.final, metrics.OBJECTIVE: result.objective}

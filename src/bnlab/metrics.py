@@ -38,6 +38,8 @@ RUN_NAME_TAG = "mlflow.runName"
 ROLE_TAG = "role"  # job, sweep, search or report
 OUTCOME_TAG = "outcome"  # one of the outcomes above
 IDENTITY_TAG = "identity"  # bnlab.identity.identity_hash of a job
+# CPU threads the job's backend was pinned to ("default" when left alone).
+THREADS_TAG = "threads"
 SWEEP_ID_TAG = "sweep_id"  # the launch a job or parent belongs to
 OVERRIDES_TAG = "overrides"
 ERROR_TAG = "error"

@@ -112,10 +112,11 @@ def _grid_section(
 ) -> Section:
     """The BN-vs-no-BN comparison per (activation, learning rate) cell."""
     selection = analysis.select(runs, curves)
-    variants = analysis.per_variant(selection, target)
-    table = analysis.summary_table(variants)
+    seeds = analysis.per_seed(selection, target)
+    variants = analysis.per_variant(seeds)
+    table = analysis.summary_table(variants, analysis.paired_differences(seeds))
     best = analysis.best_learning_rates(variants)
-    facts = analysis.claims(variants, target)
+    facts = analysis.claims(seeds, target)
     notes = list(selection.notes)
     activations = sorted(selection.runs["activation"].unique())
     lrs = sorted(selection.runs["lr"].unique())
@@ -129,10 +130,12 @@ def _grid_section(
     ]
     if missing:
         notes.append(f"missing from the grid: {'; '.join(missing)}")
-    seeds = int(selection.runs.groupby([*analysis.CELL, "bn"]).size().max())
+    counts = variants["seeds"]
     notes.append(
-        f"{len(selection.runs)} runs compared, up to {seeds} seed(s) per setting; "
-        f"{report.BAND_CAPTION}."
+        f"{len(selection.runs)} runs compared, {_seed_range(counts)} seed(s) per setting; "
+        + (report.BAND_CAPTION if counts.max() > 1 else report.ONE_SEED_CAPTION)
+        + ". Intervals are 95 % Student-t intervals of the mean over seeds; "
+        "BN − no BN is paired by seed."
     )
     images = {
         "Validation accuracy against training step, BN vs no BN": report.figure_png(
@@ -144,11 +147,12 @@ def _grid_section(
     }
     for name, png in zip(("comparison.png", "lr_sensitivity.png"), images.values(), strict=True):
         (out / name).write_bytes(png)
+    seeds.to_csv(out / "per_seed.csv", index=False)
     table.to_csv(out / "summary.csv", index=False)
     best.to_csv(out / "best_lr.csv", index=False)
     (out / "summary.md").write_text(
         f"# Summary (target validation accuracy {target})\n\n"
-        + report.markdown_table(table)
+        + report.markdown_table(analysis.display_table(table))
         + "\n## Each variant at its own best learning rate\n\n"
         + report.markdown_table(best)
     )
@@ -157,12 +161,17 @@ def _grid_section(
         analysis.plain_language(facts, best, target),
         images,
         {
-            f"Per setting (steps to {target:.0%} validation accuracy; "
-            "diff = BN minus no BN)": table,
+            f"Per setting: mean ± 95 % interval over seeds (steps to {target:.0%} "
+            "validation accuracy: mean where every seed got there)": analysis.display_table(table),
             "Each variant at its own best learning rate": best,
         },
         notes,
     )
+
+
+def _seed_range(counts: pd.Series) -> str:
+    low, high = int(counts.min()), int(counts.max())
+    return str(low) if low == high else f"{low} to {high}"
 
 
 def _study_section(runs: pd.DataFrame, study: str, storage: str, out: Path) -> Section:

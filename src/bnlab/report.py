@@ -7,12 +7,15 @@ import html
 import io
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from scipy import stats  # noqa: E402
 
 from bnlab import metrics  # noqa: E402
 
@@ -45,15 +48,21 @@ VARIANT_STYLE = {
     True: {"color": "tab:blue", "linestyle": "-", "label": "BN"},
     False: {"color": "tab:orange", "linestyle": "--", "label": "no BN"},
 }
-BAND_CAPTION = "line: mean over seeds; band: min to max over seeds"
+BAND_CAPTION = (
+    "thick line: mean over seeds; faint lines: each seed; band: 95 % t-interval of the mean"
+)
+ONE_SEED_CAPTION = "one seed per setting: each line is a single run, so no band is drawn"
 TROUBLE = (metrics.DIVERGED, metrics.FAILED, metrics.KILLED)
 
 
 def _draw_variant(axis, curves: pd.DataFrame, bn: bool) -> None:
-    """Draws one variant's curves in a panel: mean with a min-max band across seeds."""
+    """Draws one variant's curves in a panel: each seed faintly, the mean, and its interval."""
     style = VARIANT_STYLE[bn]
     table = curves.pivot_table(index="step", columns="seed", values="value")
     steps = table.index.to_numpy()
+    if table.shape[1] > 1:
+        for seed in table.columns:
+            axis.plot(steps, table[seed], color=style["color"], linewidth=0.7, alpha=0.35, zorder=1)
     mean = table.mean(axis=1).to_numpy()
     axis.plot(
         steps,
@@ -62,15 +71,25 @@ def _draw_variant(axis, curves: pd.DataFrame, bn: bool) -> None:
         linestyle=style["linestyle"],
         linewidth=1.8,
         label=style["label"],
+        zorder=3,
     )
+    counts = table.count(axis=1).to_numpy()
     if table.shape[1] > 1:
+        # Steps where only one seed is left (the others diverged) get no band.
+        half = (
+            stats.t.ppf(0.975, np.maximum(counts - 1, 1))
+            * table.std(axis=1, ddof=1)
+            / np.sqrt(counts)
+        )
+        half = np.where(counts > 1, half, np.nan)
         axis.fill_between(
             steps,
-            table.min(axis=1),
-            table.max(axis=1),
+            np.clip(mean - half, 0, 1),
+            np.clip(mean + half, 0, 1),
             color=style["color"],
-            alpha=0.2,
+            alpha=0.18,
             linewidth=0,
+            zorder=2,
         )
     for _, run in curves.groupby("run_id"):
         if run["outcome"].iloc[0] in TROUBLE:
@@ -105,6 +124,11 @@ def plot_comparison_grid(
         title: Figure title.
     """
     rows, columns = max(len(activations), 1), max(len(lrs), 1)
+    seeds = (
+        int(curves.groupby(["activation", "lr", "bn"])["seed"].nunique().max())
+        if len(curves)
+        else 0
+    )
     figure, axes = plt.subplots(
         rows, columns, figsize=(4.2 * columns, 3.3 * rows), sharex=True, sharey=True, squeeze=False
     )
@@ -145,7 +169,8 @@ def plot_comparison_grid(
     figure.text(
         0.01,
         0.005,
-        f"{BAND_CAPTION}; dotted: chance; X: run diverged/failed/killed",
+        f"{BAND_CAPTION if seeds > 1 else ONE_SEED_CAPTION}; dotted: chance; "
+        "X: run diverged/failed/killed",
         fontsize=8,
         color="dimgrey",
     )
@@ -165,23 +190,34 @@ def plot_lr_sensitivity(variants: pd.DataFrame) -> Figure:
             line = subset[subset["bn"] == bn].sort_values("lr")
             if not line.empty:
                 style = VARIANT_STYLE[bn]
-                axis.plot(
+                interval = line.get("best_val_accuracy ci95")
+                axis.errorbar(
                     line["lr"],
                     line["best_val_accuracy"],
+                    yerr=None if interval is None or interval.isna().all() else interval,
                     marker="o",
+                    capsize=3,
                     color=style["color"],
                     linestyle=style["linestyle"],
                     label=style["label"],
                 )
         axis.axhline(metrics.CHANCE_ACCURACY, color="grey", linewidth=0.8, linestyle=":")
-        axis.set_xscale("log")
+        _tick_learning_rates(axis, sorted(subset["lr"].unique()))
         axis.set(title=activation, xlabel="learning rate", ylim=(0, 1.02))
         axis.grid(alpha=0.3, which="both")
         axis.legend()
     axes[0][0].set_ylabel("best validation accuracy")
-    figure.suptitle("Learning-rate sensitivity (mean over seeds)")
+    figure.suptitle("Learning-rate sensitivity (mean over seeds, bars: 95 % t-interval)")
     figure.tight_layout()
     return figure
+
+
+def _tick_learning_rates(axis, lrs: list[float]) -> None:
+    """A log axis ticked at exactly the learning rates swept, written as typed (0.05)."""
+    axis.set_xscale("log")
+    if lrs:
+        axis.set_xticks(lrs, [f"{lr:g}" for lr in lrs])
+        axis.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
 
 
 def figure_png(figure: Figure) -> bytes:

@@ -25,6 +25,7 @@ from bnlab import interrupts, metrics, provenance, tracking
 from bnlab.config import ConfigError, validate
 from bnlab.data import check_source
 from bnlab.errors import USER_ERRORS, exit_on_user_error
+from bnlab.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -67,10 +68,17 @@ def check_jobs(config_name: str, jobs: list[list[str]]) -> None:
 class SweepRecorder:
     """A launch's parent run: opened with a heartbeat, counted and closed from the store."""
 
-    def __init__(self, store: tracking.Store, run: tracking.RunLogger, sweep_id: str) -> None:
+    def __init__(
+        self,
+        store: tracking.Store,
+        run: tracking.RunLogger,
+        sweep_id: str,
+        progress: Progress | None = None,
+    ) -> None:
         self.store = store
         self.run = run
         self.sweep_id = sweep_id
+        self.progress = progress
 
     @property
     def run_id(self) -> str:
@@ -85,11 +93,13 @@ class SweepRecorder:
         params: dict[str, Any],
         tags: dict[str, str] | None = None,
         reuse: dict[str, str] | None = None,
+        total: int | None = None,
     ) -> SweepRecorder:
         """Opens the parent run of this launch (or reopens the newest run matching `reuse`).
 
         Runs left RUNNING by dead processes are closed first, so their cells are
-        trained again and their parents carry counts.
+        trained again and their parents carry counts. With `total` (the jobs this
+        launch will run), a `k/N done, ETA` line is logged as jobs end.
         """
         store = tracking.open_store(OmegaConf.to_object(config.tracking))
         store.reap_stale()
@@ -122,7 +132,15 @@ class SweepRecorder:
         log.info(
             "Sweep %s: parent run %s in experiment '%s'", sweep_id, run.run_id, store.experiment
         )
-        return cls(store, run, sweep_id)
+        progress = None
+        if total:
+            progress = Progress(
+                lambda: store.sweep_jobs(run.run_id),
+                total,
+                f"Sweep {sweep_id}",
+                config.tracking.heartbeat_seconds,
+            )
+        return cls(store, run, sweep_id, progress)
 
     def close(self, interrupted: bool) -> list[dict[str, Any]]:
         """Counts the jobs' outcomes from the store, records them and closes the parent.
@@ -134,6 +152,8 @@ class SweepRecorder:
             The jobs that failed or were killed.
         """
         self.run.stop_heartbeat()
+        if self.progress is not None:
+            self.progress.stop()
         self.store.close_stale_children(self.run_id)
         counts, jobs = self.store.write_counts(self.run_id)
         failed = [job for job in jobs if job["outcome"] in (metrics.FAILED, metrics.KILLED)]
@@ -208,7 +228,8 @@ class ExperimentCallback(Callback):
         grid = hydra_cfg.sweeper.get("_target_") == BASIC_SWEEPER
         if not grid:
             return  # the Optuna sweeper checks its space and opens its own parent
-        check_jobs(hydra_cfg.job.config_name, grid_jobs(config))
+        jobs = grid_jobs(config)
+        check_jobs(hydra_cfg.job.config_name, jobs)
         if not config.tracking.enabled:
             return
         params = config.hydra.sweeper.get("params") or {}
@@ -218,6 +239,7 @@ class ExperimentCallback(Callback):
             name=_sweep_name(config),
             params={f"sweep.{key}": value for key, value in params.items()}
             | {"sweep.overrides": " ".join(config.hydra.overrides.task)},
+            total=len(jobs),
         )
         set_active(recorder)
 

@@ -1,0 +1,72 @@
+"""A sweep's progress line, `k/N done, ETA`, counted from the tracking store.
+
+The launching process learns what its jobs did only from the store, wherever
+the jobs run (here, in joblib workers, on Ray or Slurm nodes), so the count
+is read there and printed whenever it changes.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from bnlab import metrics
+from bnlab.heartbeat import Heartbeat
+
+log = logging.getLogger(__name__)
+
+
+def _clock(seconds: float) -> str:
+    minutes, seconds = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{seconds:02d}" if hours else f"{minutes}:{seconds:02d}"
+
+
+def line(jobs: list[dict[str, Any]], total: int, elapsed: float) -> str:
+    """`k/N done (...), elapsed, ETA` from a sweep's jobs as `Store.sweep_jobs` reads them.
+
+    The ETA divides the jobs left by the rate of jobs trained so far; skipped
+    jobs took no time, so they count as done but not towards the rate.
+    """
+    done = [job for job in jobs if job["outcome"] not in ("running", "unknown")]
+    skipped = sum(job["outcome"] == metrics.SKIPPED for job in done)
+    trained = len(done) - skipped
+    failed = sum(job["outcome"] in (metrics.FAILED, metrics.KILLED) for job in done)
+    detail = f"{trained} trained, {skipped} skipped" + (f", {failed} failed" if failed else "")
+    left = max(total - len(done), 0)
+    if left == 0:
+        eta = "ETA 0:00"
+    elif trained:
+        eta = f"ETA {_clock(left * elapsed / trained)}"
+    else:
+        eta = "ETA after the first job"
+    return f"{len(done)}/{total} done ({detail}), {_clock(elapsed)} elapsed, {eta}"
+
+
+class Progress:
+    """Logs the progress line from a background thread whenever the count changes."""
+
+    def __init__(
+        self, read_jobs: Callable[[], list[dict[str, Any]]], total: int, label: str, seconds: float
+    ) -> None:
+        self._read_jobs = read_jobs
+        self._total = total
+        self._label = label
+        self._started = time.monotonic()
+        self._last_done = -1
+        self._beat = Heartbeat(seconds, self.report, f"{label} progress")
+
+    def report(self) -> None:
+        """Reads the jobs from the store and logs the line if more are done than last time."""
+        jobs = self._read_jobs()
+        done = sum(job["outcome"] not in ("running", "unknown") for job in jobs)
+        if done != self._last_done:
+            self._last_done = done
+            log.info(
+                "%s: %s", self._label, line(jobs, self._total, time.monotonic() - self._started)
+            )
+
+    def stop(self) -> None:
+        self._beat.stop()

@@ -33,6 +33,9 @@ def main() -> int:
         help="storage of the study (default sqlite:///optuna.db)",
     )
     parser.add_argument("--no-log", action="store_true", help="do not log to MLflow")
+    parser.add_argument(
+        "--ui-url", help="where the MLflow UI serves this store (default http://127.0.0.1:5000)"
+    )
     args = parser.parse_args()
     try:
         files = build_report(
@@ -44,6 +47,7 @@ def main() -> int:
             log_artifacts=not args.no_log,
             study=args.study,
             optuna_storage=args.optuna_storage,
+            ui_url=args.ui_url,
         )
     except ReportError as error:
         print(f"error: {error}", file=sys.stderr)
@@ -51,6 +55,7 @@ def main() -> int:
     print(f"Report: {(files.folder / 'index.html').resolve()}")
     if files.run_id:
         print(f"Logged to MLflow run {files.run_id}")
+    print("\n".join(files.browse))
     return 0
 
 

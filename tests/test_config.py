@@ -91,6 +91,8 @@ def test_flatten_uses_dotted_keys() -> None:
 
 
 BAD_INPUT = [
+    (["train.threads=-1"], "train.threads"),
+    (["tracking.system_metrics_seconds=0"], "tracking.system_metrics_seconds"),
     (["lr=-1"], "lr"),
     (["lr=abc"], "lr"),
     (["bn=maybe"], "bn"),

@@ -20,11 +20,11 @@ def artifact_paths(client, run_id: str) -> set[str]:
 
 
 def test_job_records_everything_a_user_browses(tiny_cfg, client, tmp_path: Path) -> None:
-    cfg = tiny_cfg("bn=true", "lr=0.01")
+    cfg = tiny_cfg("bn=true", "lr=0.01", "tracking.system_metrics_seconds=0.5")
     final = job.run(cfg)
     [run] = experiment_runs(client)
     assert run.info.status == "FINISHED"
-    assert run.info.run_name == "bn=true lr=0.01 activation=relu seed=0"
+    assert run.info.run_name == "BN relu lr=0.01 s0"
     params = run.data.params
     assert params["optimizer.lr"] == "0.01" and params["lr"] == "0.01"
     assert params["model.bn"] == "true" and params["train.steps"] == "20"
@@ -42,13 +42,28 @@ def test_job_records_everything_a_user_browses(tiny_cfg, client, tmp_path: Path)
         metrics.OBJECTIVE,
     ):
         assert name in run.data.metrics
+        # A summary value, logged at step 0 like a plain mlflow.log_metric: one per run.
+        [point] = client.get_metric_history(run.info.run_id, name)
+        assert point.step == 0
+    # Rounded to what float32 carries: no 0.9779999852180481.
+    for point in val_history:
+        assert point.value == float(f"{point.value:.6g}")
+    assert any(name.startswith("system/cpu") for name in run.data.metrics)
+    [dataset] = run.inputs.dataset_inputs
+    assert dataset.dataset.name == "mnist_small" and len(dataset.dataset.digest) == 12
+    assert json.loads(dataset.dataset.profile)["train"] == 320
+    assert dataset.tags[0].value == "training"
+    experiment = client.get_experiment(run.info.experiment_id)
+    assert "Batch Normalization" in experiment.tags["mlflow.note.content"]
     tags = run.data.tags
     assert tags["outcome"] == "finished"
     assert tags["identity"] == identity_hash(validate(cfg))
     assert tags["heartbeat"]
     assert tags["keras_backend"] in {"tensorflow", "jax"}
     assert tags["keras_version"]
-    assert "git_commit" in tags and "git_dirty" in tags
+    assert tags["mlflow.source.git.commit"] and "git_dirty" in tags
+    assert tags["mlflow.source.type"] == "LOCAL" and tags["mlflow.user"]
+    assert tags["mlflow.source.name"]
     assert json.loads(tags["overrides"]) == []
     assert {"config.yaml", "learning_curve.png"} <= artifact_paths(client, run.info.run_id)
     config_text = Path(client.download_artifacts(run.info.run_id, "config.yaml", str(tmp_path)))
@@ -88,13 +103,20 @@ def test_failing_job_is_recorded_as_failed_with_its_error(tiny_cfg, client, monk
     assert statuses == ["FAILED", "FINISHED"]
 
 
-def test_log_model_saves_a_loadable_keras_model(tiny_cfg, client, tmp_path: Path) -> None:
-    import keras
+def test_log_model_saves_an_mlflow_model_with_signature_and_example(
+    tiny_cfg, client, tmp_path: Path
+) -> None:
+    import mlflow.keras
+    import yaml
 
     job.run(tiny_cfg("tracking.log_model=true"))
     [run] = experiment_runs(client)
-    local = client.download_artifacts(run.info.run_id, "model/model.keras", str(tmp_path))
-    model = keras.models.load_model(local)
+    folder = client.download_artifacts(run.info.run_id, "model", str(tmp_path))
+    description = yaml.safe_load((Path(folder) / "MLmodel").read_text())
+    inputs = json.loads(description["signature"]["inputs"])
+    assert inputs[0]["tensor-spec"]["shape"] == [-1, 28, 28, 1]
+    assert description["saved_input_example_info"]["type"] == "ndarray"
+    model = mlflow.keras.load_model(folder)
     assert model.count_params() == 94_024
 
 

@@ -123,6 +123,13 @@ class TrackingConfig:
     sweep_id: str = "${" + SWEEP_ID_RESOLVER + ":}"
     # A running job or sweep proves it is alive by stamping its run this often.
     heartbeat_seconds: float = 10.0
+    # Where the MLflow UI of this store is served, for the links commands print: by
+    # default the server itself, or `mlflow ui`'s http://127.0.0.1:5000 for a SQLite file.
+    ui_url: str | None = None
+    # Record CPU, memory, disk and network use (GPU where present) of every job as
+    # system/* metrics, with MLflow's own monitor, sampled this often.
+    system_metrics: bool = True
+    system_metrics_seconds: float = 5.0
     # A RUNNING run whose last stamp is older than this is dead: the next launch
     # closes it as KILLED and trains its cell again.
     stale_after_seconds: float = 60.0
@@ -227,6 +234,13 @@ def _check_ranges(config: Config) -> None:
             "tracking.stale_after_seconds",
             "must be greater than tracking.heartbeat_seconds, which must be > 0",
         )
+    if tracking.system_metrics and not tracking.system_metrics_seconds > 0:
+        _fail(
+            "tracking.system_metrics_seconds",
+            f"must be > 0, got {tracking.system_metrics_seconds}",
+        )
+    if train.threads < 0:
+        _fail("train.threads", f"must be >= 0 (0: from the launcher), got {train.threads}")
     if tracking.enabled:
         _check_experiment_name(tracking.experiment)
         _check_tracking_uri(tracking.uri)
@@ -364,3 +378,12 @@ def trained_values(config: Config) -> dict[str, Any]:
         for key, value in flatten(config).items()
         if not any(key == skip or key.startswith(f"{skip}.") for skip in NOT_TRAINED)
     }
+
+
+def spell_override(override: str) -> str:
+    """`key=value` with booleans spelled as on the command line: Hydra's sweeper hands
+    jobs `bn=True`; runs, tags and names say `bn=true` everywhere."""
+    key, sep, value = override.partition("=")
+    if value in ("True", "False"):
+        value = value.lower()
+    return f"{key}{sep}{value}"

@@ -13,9 +13,9 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from bnlab import interrupts, metrics, provenance, threads, tracking
-from bnlab.config import SHORTHANDS, Config, flatten, validate
-from bnlab.data import check_source, load_data
+from bnlab import interrupts, links, metrics, provenance, threads, tracking
+from bnlab.config import SHORTHANDS, Config, flatten, spell_override, validate
+from bnlab.data import check_source, dataset_info, load_data
 from bnlab.identity import describe, identity_hash
 
 if TYPE_CHECKING:
@@ -53,21 +53,28 @@ class JobContext:
         )
 
 
-def run_name(config: Config, overrides: list[str]) -> str:
-    """Names a run for what varies: the four shorthands, then any other override."""
+def run_name(config: Config, overrides: list[str], varying: set[str] | None = None) -> str:
+    """A short name with what tells runs apart first: `BN relu lr=0.01 s0`.
+
+    Other overrides follow: in a sweep only those whose key varies across its
+    jobs (`varying`), so constants such as `train.steps=200` stay in the
+    sweep's params; in a single run all of them.
+    """
     parts = [
-        f"bn={str(config.model.bn).lower()}",
+        "BN" if config.model.bn else "no BN",
+        config.model.activation,
         f"lr={config.optimizer.lr:g}",
-        f"activation={config.model.activation}",
-        f"seed={config.train.seed}",
+        f"s{config.train.seed}",
     ]
     if config.search.trial is not None:
-        parts.append(f"trial={config.search.trial}")
+        parts.append(f"trial {config.search.trial}")
     named = {*SHORTHANDS, *SHORTHANDS.values()}
     for override in overrides:
         key = override.split("=", 1)[0].lstrip("+~")
-        if key not in named and not key.startswith(QUIET_PREFIXES):
-            parts.append(override)
+        if key in named or key.startswith(QUIET_PREFIXES):
+            continue
+        if varying is None or key in varying:
+            parts.append(spell_override(override))
     return " ".join(parts)
 
 
@@ -79,8 +86,8 @@ def _job_tags(config: Config, context: JobContext, identity: str) -> dict[str, s
             threads.per_job(context.launcher, config.train.threads) or "default"
         ),
         metrics.OUTCOME_TAG: "running",
-        metrics.OVERRIDES_TAG: json.dumps(context.overrides),
-        **provenance.git_tags(context.cwd),
+        metrics.OVERRIDES_TAG: json.dumps([spell_override(o) for o in context.overrides]),
+        **provenance.git_tags(),
         **provenance.library_tags(),
         **tracking.versions(),
     }
@@ -98,6 +105,7 @@ def _claim(
     context: JobContext,
     identity: str,
     parent: str | None,
+    varying: set[str] | None = None,
 ) -> tracking.CompletedRun | tracking.RunLogger:
     """Reuses a complete run with this identity, or opens the one run that trains it.
 
@@ -107,7 +115,7 @@ def _claim(
     trial always trains: its study needs its curve and its pruning.
     """
     searching = config.search.trial is not None
-    name = run_name(config, context.overrides)
+    name = run_name(config, context.overrides, varying)
     tags = _job_tags(config, context, identity)
     while True:
         interrupts.check()
@@ -121,6 +129,8 @@ def _claim(
         else:
             run = store.start_run(name, tags, parent)
         run.start_heartbeat(config.tracking.heartbeat_seconds)
+        if config.tracking.system_metrics:
+            run.start_system_metrics(config.tracking.system_metrics_seconds, store.uri)
         if config.train.rerun or searching or adopted:
             return run
         rivals = [
@@ -163,7 +173,8 @@ def run(cfg: DictConfig, on_eval: EvalHook | None = None) -> dict[str, float]:
         parent = config.search.parent_run_id
         if parent is None and context.multirun:
             parent = store.find_sweep_parent(config.tracking.sweep_id)
-        claimed = _claim(store, config, context, identity, parent)
+        varying = store.varying_keys(parent) if parent and context.multirun else None
+        claimed = _claim(store, config, context, identity, parent, varying)
         if isinstance(claimed, tracking.CompletedRun):
             log.info(
                 "Skipping: run %s already trained this experiment (%s)",
@@ -174,7 +185,12 @@ def run(cfg: DictConfig, on_eval: EvalHook | None = None) -> dict[str, float]:
                 store.mark_skipped(parent, identity, claimed.run_id)
             return claimed.metrics
         run_logger = claimed
-        log.info("MLflow run %s (%s), identity %s", run_logger.run_id, store.uri, identity)
+        log.info(
+            "MLflow run %s, identity %s: %s",
+            run_logger.run_id,
+            identity,
+            links.run_page(store.uri, store.experiment_id, run_logger.run_id, store.ui_url),
+        )
 
     # Hooks that may stop training; every one sees every evaluation.
     stoppers = [on_eval] if on_eval else []
@@ -201,6 +217,9 @@ def run(cfg: DictConfig, on_eval: EvalHook | None = None) -> dict[str, float]:
         from bnlab.training import train_model
 
         data = load_data(config.data)
+        if run_logger is not None:
+            info = dataset_info(config.data, data)
+            run_logger.log_dataset(info.name, info.digest, info.source, info.profile)
         result = train_model(config, data, on_eval=hook)
         final = {**result.final, metrics.OBJECTIVE: result.objective}
         log.info(
@@ -210,8 +229,10 @@ def run(cfg: DictConfig, on_eval: EvalHook | None = None) -> dict[str, float]:
             final.get(metrics.TEST_ACCURACY, math.nan),
         )
         if run_logger is not None:
-            run_logger.log_metrics(final, int(final["steps"]))
-            _log_artifacts(run_logger, cfg, config, context, result)
+            # Summary values at step 0, as MLflow logs a plain value: the UI shows them as
+            # one value per run, not as a lone point at the last step of a curve.
+            run_logger.log_metrics(final, 0)
+            _log_artifacts(run_logger, cfg, config, context, result, data.x_val[:2])
             run_logger.end(result.outcome)
         if reporter is not None:
             reporter.record(result.outcome, run_logger and run_logger.run_id)
@@ -239,7 +260,12 @@ def _log_log_file(run_logger: tracking.RunLogger, context: JobContext) -> None:
 
 
 def _log_artifacts(
-    run_logger: tracking.RunLogger, cfg: DictConfig, config: Config, context: JobContext, result
+    run_logger: tracking.RunLogger,
+    cfg: DictConfig,
+    config: Config,
+    context: JobContext,
+    result,
+    example,
 ) -> None:
     from bnlab.report import history_frame, plot_learning_curve
 
@@ -252,5 +278,14 @@ def _log_artifacts(
 
         plt.close(figure)
     if config.tracking.log_model and result.model is not None:
-        run_logger.log_model(result.model)
+        versions = provenance.library_tags()
+        backend = versions["keras_backend"]
+        run_logger.log_model(
+            result.model,
+            example,
+            [
+                f"keras=={versions['keras_version']}",
+                f"{backend}=={versions[f'{backend}_version']}",
+            ],
+        )
     _log_log_file(run_logger, context)

@@ -42,6 +42,8 @@ IDENTITY_TAG = "identity"  # bnlab.identity.identity_hash of a job
 THREADS_TAG = "threads"
 SWEEP_ID_TAG = "sweep_id"  # the launch a job or parent belongs to
 OVERRIDES_TAG = "overrides"
+# On a sweep parent: the JSON list of keys whose value differs between its jobs.
+VARYING_TAG = "sweep.varying"
 ERROR_TAG = "error"
 HEARTBEAT_TAG = "heartbeat"  # Unix time of the last sign of life of a RUNNING run
 STUDY_TAG = "study"  # the Optuna study of a search and its trials

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from bnlab import analysis, report, search, tracking, tracking_read
+from bnlab import analysis, links, report, search, tracking, tracking_read
 from bnlab.config import ConfigError
 
 log = logging.getLogger(__name__)
@@ -31,6 +31,8 @@ class ReportError(RuntimeError):
 class ReportFiles:
     folder: Path
     run_id: str | None
+    # Printed by the commands: how to open the experiment's runs in the MLflow UI.
+    browse: list[str] = field(default_factory=list)
 
 
 def _check_store(uri: str) -> None:
@@ -58,6 +60,7 @@ def build_report(
     log_artifacts: bool = True,
     study: str | None = None,
     optuna_storage: str = "sqlite:///optuna.db",
+    ui_url: str | None = None,
 ) -> ReportFiles:
     """Reads the runs from the store and writes the figures, tables, claims and page.
 
@@ -70,6 +73,7 @@ def build_report(
         log_artifacts: Also log the folder to MLflow.
         study: Also report this Optuna study (its trials are left out of the grid).
         optuna_storage: Where that study is stored.
+        ui_url: Where the MLflow UI serves this store, for the page's links.
     """
     if not 0 < target < 1:
         raise ReportError(f"--target must be in (0, 1), got {target}")
@@ -83,9 +87,13 @@ def build_report(
         scope = f"sweep {parent_run_id}" if parent_run_id else f"experiment '{experiment}'"
         raise ReportError(f"no training runs in {scope}")
     out.mkdir(parents=True, exist_ok=True)
+    experiment_id = tracking_read.experiment_id(uri, experiment)
     sections = []
+    footer = report.Footer(runs_table=links.runs_table(uri, experiment_id, ui_url))
     if not grid_runs.empty:
-        sections.append(_grid_section(grid_runs, curves, experiment, target, out))
+        section, compared = _grid_section(grid_runs, curves, experiment, target, out)
+        sections.append(section)
+        footer = _footer(uri, compared, footer, ui_url)
     if study is not None:
         sections.append(_study_section(runs, study, optuna_storage, out))
     page = Section()
@@ -101,16 +109,40 @@ def build_report(
             page.images,
             page.tables,
             page.notes,
+            footer,
         )
     )
     run_id = tracking.log_report(uri, experiment, out, parent_run_id) if log_artifacts else None
-    return ReportFiles(out, run_id)
+    return ReportFiles(out, run_id, links.browse_lines(uri, experiment_id, ui_url))
+
+
+def _footer(
+    uri: str, runs: pd.DataFrame, footer: report.Footer, ui_url: str | None
+) -> report.Footer:
+    """The commits and sweeps behind the compared runs, and a link to each."""
+
+    def present(column: str) -> list[str]:
+        if column not in runs:
+            return []
+        return sorted({str(value) for value in runs[column].dropna()})
+
+    ordered = runs.sort_values(["activation", "lr", "bn", "seed"])
+    footer.commits = present("commit")
+    footer.sweeps = present("sweep_id")
+    footer.runs = [
+        (
+            str(run["name"]),
+            links.run_page(uri, str(run["experiment_id"]), str(run["run_id"]), ui_url),
+        )
+        for _, run in ordered.iterrows()
+    ]
+    return footer
 
 
 def _grid_section(
     runs: pd.DataFrame, curves: pd.DataFrame, experiment: str, target: float, out: Path
-) -> Section:
-    """The BN-vs-no-BN comparison per (activation, learning rate) cell."""
+) -> tuple[Section, pd.DataFrame]:
+    """The BN-vs-no-BN comparison per (activation, learning rate) cell, and its runs."""
     selection = analysis.select(runs, curves)
     seeds = analysis.per_seed(selection, target)
     variants = analysis.per_variant(seeds)
@@ -157,7 +189,7 @@ def _grid_section(
         + report.markdown_table(best)
     )
     (out / "claims.json").write_text(json.dumps(facts, indent=2))
-    return Section(
+    section = Section(
         analysis.plain_language(facts, best, target),
         images,
         {
@@ -167,6 +199,7 @@ def _grid_section(
         },
         notes,
     )
+    return section, selection.runs
 
 
 def _seed_range(counts: pd.Series) -> str:
@@ -219,8 +252,8 @@ def _study_section(runs: pd.DataFrame, study: str, storage: str, out: Path) -> S
     return Section(sentences, images, {f"Study {study}: trials": trials}, notes)
 
 
-def _study_tracking(overrides: list[str]) -> tuple[str, str, bool]:
-    """The tracking URI, experiment and switch a study with these overrides records to."""
+def _study_tracking(overrides: list[str]) -> tuple[str, str, bool, str | None]:
+    """The tracking URI, experiment, switch and UI address of a study with these overrides."""
     from hydra import compose, initialize_config_dir
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
@@ -234,7 +267,8 @@ def _study_tracking(overrides: list[str]) -> tuple[str, str, bool]:
     ]
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose(config_name="config", overrides=tracking_overrides)
-    return cfg.tracking.uri, cfg.tracking.experiment, cfg.tracking.enabled
+    tracking = cfg.tracking
+    return tracking.uri, tracking.experiment, tracking.enabled, tracking.ui_url
 
 
 def run_study(overrides: list[str], out: Path | None = None, target: float = 0.9) -> int:
@@ -247,7 +281,7 @@ def run_study(overrides: list[str], out: Path | None = None, target: float = 0.9
     Returns:
         The exit status: the sweep's, or the report's if the sweep succeeded.
     """
-    uri, experiment, enabled = _study_tracking(overrides)
+    uri, experiment, enabled, ui_url = _study_tracking(overrides)
     sweep_id = uuid.uuid4().hex[:12]
     command = [
         sys.executable,
@@ -268,7 +302,7 @@ def run_study(overrides: list[str], out: Path | None = None, target: float = 0.9
     if parent_run_id is None:
         return status or 1
     folder = out or Path("reports") / experiment
-    files = build_report(uri, experiment, folder, parent_run_id, target)
+    files = build_report(uri, experiment, folder, parent_run_id, target, ui_url=ui_url)
     print(f"Report: {(files.folder / 'index.html').resolve()}")
-    print(f"Browse the runs: mlflow ui --backend-store-uri {uri}")
+    print("\n".join(files.browse))
     return status

@@ -3,8 +3,18 @@
 from __future__ import annotations
 
 import functools
+import getpass
 import platform
 import subprocess
+import sys
+from pathlib import Path
+
+# MLflow's own system tags, which its UI shows as Source, Version and User columns.
+SOURCE_NAME_TAG = "mlflow.source.name"
+SOURCE_TYPE_TAG = "mlflow.source.type"
+GIT_COMMIT_TAG = "mlflow.source.git.commit"
+GIT_BRANCH_TAG = "mlflow.source.git.branch"
+USER_TAG = "mlflow.user"
 
 
 def _git(cwd: str, *args: str) -> str | None:
@@ -17,14 +27,47 @@ def _git(cwd: str, *args: str) -> str | None:
     return done.stdout.strip()
 
 
+# The clone this package runs from (an editable install); git finds nothing in a
+# wheel's site-packages, and the runs then carry no commit.
+SOURCE_ROOT = Path(__file__).resolve().parents[2]
+
+
 @functools.cache
-def git_tags(cwd: str) -> dict[str, str]:
-    """The commit checked out in `cwd` and whether tracked files differ from it."""
+def git_tags() -> dict[str, str]:
+    """Source, commit, branch and user, as MLflow sets them for its own runs.
+
+    The commit is that of the code that ran (the clone holding this package),
+    wherever the command was started; `git_dirty` says whether tracked files
+    differ from it (MLflow has no tag for that).
+    """
+    cwd = str(SOURCE_ROOT)
+    tags = {
+        SOURCE_NAME_TAG: _source_name(),
+        SOURCE_TYPE_TAG: "LOCAL",
+        USER_TAG: _user(),
+    }
     commit = _git(cwd, "rev-parse", "HEAD")
     if commit is None:
-        return {"git_commit": "unknown", "git_dirty": "unknown"}
+        return tags | {"git_dirty": "unknown"}
     status = _git(cwd, "status", "--porcelain", "--untracked-files=no")
-    return {"git_commit": commit, "git_dirty": str(bool(status)).lower()}
+    tags |= {GIT_COMMIT_TAG: commit, "git_dirty": str(bool(status)).lower()}
+    branch = _git(cwd, "rev-parse", "--abbrev-ref", "HEAD")
+    if branch and branch != "HEAD":
+        tags[GIT_BRANCH_TAG] = branch
+    return tags
+
+
+def _source_name() -> str:
+    """The script that was started (src/train.py, pipelines/study.py, ...)."""
+    script = Path(sys.argv[0]) if sys.argv and sys.argv[0] else None
+    return str(script.resolve()) if script and script.suffix == ".py" else "bnlab"
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry (some containers)
+        return "unknown"
 
 
 def library_tags() -> dict[str, str]:

@@ -21,8 +21,8 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-from bnlab import interrupts, metrics, provenance, tracking
-from bnlab.config import ConfigError, validate
+from bnlab import interrupts, links, metrics, provenance, tracking
+from bnlab.config import ConfigError, spell_override, validate
 from bnlab.data import check_source
 from bnlab.errors import USER_ERRORS, exit_on_user_error
 from bnlab.progress import Progress
@@ -114,8 +114,10 @@ class SweepRecorder:
         all_tags = {
             metrics.ROLE_TAG: role,
             metrics.SWEEP_ID_TAG: sweep_id,
-            metrics.OVERRIDES_TAG: json.dumps(list(config.hydra.overrides.task)),
-            **provenance.git_tags(config.hydra.runtime.cwd),
+            metrics.OVERRIDES_TAG: json.dumps(
+                [spell_override(o) for o in config.hydra.overrides.task]
+            ),
+            **provenance.git_tags(),
             **(tags or {}),
         }
         adopted = tracking.active_run_id_from_env()
@@ -158,10 +160,41 @@ class SweepRecorder:
         counts, jobs = self.store.write_counts(self.run_id)
         failed = [job for job in jobs if job["outcome"] in (metrics.FAILED, metrics.KILLED)]
         status = "KILLED" if interrupted else ("FAILED" if failed else "FINISHED")
+        results = self.store.results([job["run_id"] for job in jobs if job.get("run_id")])
+        self.store.describe(
+            self.run_id, sweep_note(self.sweep_id, self.run_id, status, counts, results)
+        )
         if self.run.owned:
             self.run.end_status(status)
         log.info("Sweep %s: %s", status.lower(), ", ".join(f"{k} {v}" for k, v in counts.items()))
+        for line in links.browse_lines(self.store.uri, self.store.experiment_id, self.store.ui_url):
+            log.info(line)
         return failed
+
+
+def sweep_note(
+    sweep_id: str,
+    run_id: str,
+    status: str,
+    counts: dict[str, int],
+    results: list[dict[str, Any]],
+) -> str:
+    """The parent's description (Markdown): outcome counts, the best job, the report."""
+    shown = ", ".join(f"{value} {key}" for key, value in counts.items() if value)
+    lines = [f"**Sweep `{sweep_id}`**: {status.lower()}; jobs: {shown or 'none'}.", ""]
+    scored = [r for r in results if r["objective"] is not None]
+    if scored:
+        best = max(scored, key=lambda r: r["objective"])
+        lines.append(
+            f"Best job: **{best['name']}**, best validation accuracy {best['objective']:.3f} "
+            f"(run `{best['run_id']}`)."
+        )
+        lines.append("")
+    lines.append(
+        "Report: `report/index.html` in this run's artifacts, written by `pipelines/study.py` "
+        f"or `python pipelines/report.py --parent-run {run_id}`."
+    )
+    return "\n".join(lines)
 
 
 _active: SweepRecorder | None = None
@@ -184,11 +217,19 @@ def abort() -> None:
             print(f"warning: could not close sweep {recorder.sweep_id}: {error}", file=sys.stderr)
 
 
-def _sweep_name(config: DictConfig) -> str:
-    params = config.hydra.sweeper.get("params") or {}
-    parts = [f"{key}={value}" for key, value in params.items()]
-    parts += list(config.hydra.overrides.task)
-    return "sweep " + " ".join(parts) if parts else "sweep"
+def varying_keys(jobs: list[list[str]]) -> list[str]:
+    """The override keys whose value differs between jobs, in command-line order."""
+    values: dict[str, set[str]] = {}
+    for overrides in jobs:
+        for override in overrides:
+            key, _, value = override.partition("=")
+            values.setdefault(key.lstrip("+~"), set()).add(value)
+    return [key for key, seen in values.items() if len(seen) > 1]
+
+
+def sweep_name(sweep_id: str, jobs: int, noun: str = "jobs", label: str = "sweep") -> str:
+    """A parent's short name: `sweep 3f2a9c (12 jobs)`; the full command is in its params."""
+    return f"{label} {sweep_id[:6]} ({jobs} {noun})"
 
 
 def _job_config(config: DictConfig) -> DictConfig:
@@ -236,10 +277,11 @@ class ExperimentCallback(Callback):
         recorder = SweepRecorder.open(
             config,
             role="sweep",
-            name=_sweep_name(config),
+            name=sweep_name(config.tracking.sweep_id, len(jobs)),
             params={f"sweep.{key}": value for key, value in params.items()}
             | {"sweep.overrides": " ".join(config.hydra.overrides.task)},
             total=len(jobs),
+            tags={metrics.VARYING_TAG: json.dumps(varying_keys(jobs))},
         )
         set_active(recorder)
 

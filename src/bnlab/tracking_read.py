@@ -14,6 +14,7 @@ from mlflow.exceptions import MlflowException
 
 from bnlab import metrics
 from bnlab.config import SHORTHANDS
+from bnlab.provenance import GIT_COMMIT_TAG
 from bnlab.retries import retry
 
 
@@ -44,6 +45,11 @@ def search_all(
         token = page.token
         if not token:
             return runs
+
+
+def experiment_id(uri: str, experiment: str) -> str:
+    """The id of an experiment, for links into the UI; StoreQueryError when unknown."""
+    return _experiment_id(MlflowClient(tracking_uri=uri), experiment)
 
 
 def _experiment_id(client: MlflowClient, experiment: str) -> str:
@@ -130,6 +136,9 @@ def load_runs(
                 "study": run.data.tags.get(metrics.STUDY_TAG),
                 "trial": run.data.tags.get(metrics.TRIAL_TAG),
                 "identity": run.data.tags.get(metrics.IDENTITY_TAG),
+                "sweep_id": run.data.tags.get(metrics.SWEEP_ID_TAG),
+                "commit": run.data.tags.get(GIT_COMMIT_TAG, run.data.tags.get("git_commit")),
+                "experiment_id": run.info.experiment_id,
                 **params,
                 **run.data.metrics,
             }

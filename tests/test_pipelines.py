@@ -121,7 +121,7 @@ def test_mlflow_run_entry_points_nest_and_record(project: Path, tmp_path: Path) 
     assert trained.data.params["model.activation"] == "sigmoid"
     assert trained.data.params["train.steps"] == "20"
     assert trained.data.tags["outcome"] == "finished"
-    assert trained.info.run_name == "bn=false lr=0.05 activation=sigmoid seed=0 train.steps=20"
+    assert trained.info.run_name == "no BN sigmoid lr=0.05 s0 train.steps=20"
 
     report = mlflow_run(project, store, "-e", "report")
     assert report.returncode == 0, report.stderr[-3000:]

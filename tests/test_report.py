@@ -193,7 +193,12 @@ def test_plot_functions_take_frames_and_return_figures() -> None:
             "best_val_accuracy": [0.9, 0.8, 0.7, 0.1],
         }
     )
-    assert isinstance(report.plot_lr_sensitivity(variants), Figure)
+    sensitivity = report.plot_lr_sensitivity(variants)
+    assert isinstance(sensitivity, Figure)
+    # Ticks at exactly the learning rates swept, written as typed.
+    axis = sensitivity.axes[0]
+    assert list(axis.get_xticks()) == [0.01, 0.1]
+    assert [label.get_text() for label in axis.get_xticklabels()] == ["0.01", "0.1"]
 
 
 def seed_frame(rows: list[tuple]) -> pd.DataFrame:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -40,7 +41,12 @@ def test_grid_sweep_nests_every_job_under_one_parent(tmp_path: Path) -> None:
     assert len(parents) == 1 and len(jobs) == 4
     parent = parents[0]
     assert parent.info.status == "FINISHED"
-    assert parent.info.run_name == "sweep bn=true,false lr=0.001,0.01 " + " ".join(TINY)
+    sweep_id = parent.data.tags["sweep_id"]
+    assert parent.info.run_name == f"sweep {sweep_id[:6]} (4 jobs)"
+    note = parent.data.tags["mlflow.note.content"]
+    assert "4 launched" in note and "4 finished" in note and "Best job: **" in note
+    assert "report/index.html" in note
+    assert parent.data.metrics == {}  # its counters are tags, not charts
     assert parent.data.tags["jobs.launched"] == "4"
     assert parent.data.tags["jobs.finished"] == "4"
     assert parent.data.params["sweep.overrides"].startswith("bn=true,false")
@@ -52,8 +58,14 @@ def test_grid_sweep_nests_every_job_under_one_parent(tmp_path: Path) -> None:
         client = default_store(tmp_path)
         artifacts = {artifact.path for artifact in client.list_artifacts(run.info.run_id)}
         assert {"config.yaml", "learning_curve.png", "train.log"} <= artifacts
-        names.add(run.info.run_name.split(" activation")[0])
-    assert names == {f"bn={bn} lr={lr}" for bn in ("true", "false") for lr in ("0.001", "0.01")}
+        names.add(run.info.run_name)
+    # Short names, what varies first; the sweep's constants (TINY) stay out.
+    assert names == {f"{bn} relu lr={lr} s0" for bn in ("BN", "no BN") for lr in ("0.001", "0.01")}
+    runs_table = re.findall(r"Runs table \(Group by -> bn\): (\S+)", done.stdout + done.stderr)
+    experiment_id = parent.info.experiment_id
+    assert runs_table == [
+        f"http://127.0.0.1:5000/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+    ]
 
 
 def test_a_failing_job_does_not_stop_the_sweep(tmp_path: Path) -> None:

@@ -26,12 +26,16 @@ def test_study_runs_the_blog_grid_then_reports_and_resumes(tmp_path: Path) -> No
     first = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=900)
     assert first.returncode == 0, first.stderr[-3000:]
     assert "mlflow ui --backend-store-uri sqlite:///mlflow.db" in first.stdout
+    # The main job runs on joblib, one single-threaded worker per CPU, and says how far it is.
+    assert "24/24 done (24 trained, 0 skipped)" in first.stdout + first.stderr
     report = tmp_path / "reports" / "bn-trick"
     claims = json.loads((report / "claims.json").read_text())
     assert len(claims) == 6
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
     parents = [r for r in experiment_runs(client) if r.data.tags.get("role") == "sweep"]
     assert len(parents) == 1 and parents[0].data.tags["jobs.finished"] == "24"
+    jobs = [r for r in experiment_runs(client) if r.data.tags.get("role") == "job"]
+    assert {r.data.tags["threads"] for r in jobs} == {"1"}
     assert "report/index.html" in {
         a.path for a in client.list_artifacts(parents[0].info.run_id, "report")
     }

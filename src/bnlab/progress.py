@@ -69,4 +69,9 @@ class Progress:
             )
 
     def stop(self) -> None:
+        """Stops the thread and logs the final count, so the last line says where it ended."""
         self._beat.stop()
+        try:
+            self.report()
+        except Exception as error:  # the store is gone: the sweep's close will say so
+            log.warning("%s: progress unknown (%s)", self._label, error)

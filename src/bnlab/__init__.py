@@ -8,5 +8,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # before mlflow is imported, in every process that imports this package (entry points,
 # pipelines, the sweeper plugin, and jobs on workers); child processes inherit it.
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+# Outages are bounded by this project's own retries (`bnlab.retries`, with the deadlines
+# `tracking.connect_seconds` and `tracking.deadline_seconds`), not by MLflow's HTTP client,
+# which would retry each call for minutes and log a warning per attempt.
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
 
 __version__ = "0.1.0"

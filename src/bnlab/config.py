@@ -123,6 +123,12 @@ class TrackingConfig:
     sweep_id: str = "${" + SWEEP_ID_RESOLVER + ":}"
     # A running job or sweep proves it is alive by stamping its run this often.
     heartbeat_seconds: float = 10.0
+    # How long the first contact with the store may take before the command gives up
+    # with one line: an unreachable server or a wrong URI fails fast, before any work.
+    connect_seconds: float = 5.0
+    # How long any later store call may retry a store that stopped answering (a server
+    # or database restart) before the job ends with a clear error.
+    deadline_seconds: float = 60.0
     # Where the MLflow UI of this store is served, for the links commands print: by
     # default the server itself, or `mlflow ui`'s http://127.0.0.1:5000 for a SQLite file.
     ui_url: str | None = None
@@ -234,6 +240,9 @@ def _check_ranges(config: Config) -> None:
             "tracking.stale_after_seconds",
             "must be greater than tracking.heartbeat_seconds, which must be > 0",
         )
+    for key in ("connect_seconds", "deadline_seconds"):
+        if not getattr(tracking, key) > 0:
+            _fail(f"tracking.{key}", f"must be > 0, got {getattr(tracking, key)}")
     if tracking.system_metrics and not tracking.system_metrics_seconds > 0:
         _fail(
             "tracking.system_metrics_seconds",

@@ -164,10 +164,11 @@ def run(cfg: DictConfig, on_eval: EvalHook | None = None) -> dict[str, float]:
     if not threads.pin(job_threads):
         log.debug("Backend already started; thread counts stay as they are")
     interrupts.check()
-    identity = identity_hash(config)
     run_logger = None
-    if config.tracking.enabled:
-        store = tracking.open_store(config.tracking)
+    # The store first: an unreachable one fails in seconds, before the backend starts.
+    store = tracking.open_store(config.tracking) if config.tracking.enabled else None
+    identity = identity_hash(config)
+    if store is not None:
         if not context.multirun:
             store.reap_stale()
         parent = config.search.parent_run_id

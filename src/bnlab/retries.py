@@ -16,6 +16,8 @@ from typing import TypeVar
 import requests.exceptions
 import sqlalchemy.exc
 
+from bnlab import interrupts
+
 try:
     import fcntl
 except ImportError:  # Windows: no cross-process lock; retries still cover most races.
@@ -54,16 +56,65 @@ def is_transient(error: BaseException) -> bool:
     return False
 
 
-def retry(action: Callable[[], T], attempts: int = 8) -> T:
-    """Runs `action`, retrying transient store errors with jittered exponential backoff."""
+# How long one store call may keep retrying before its error is raised. Set from
+# `tracking.deadline_seconds` when a store is opened (`tracking.open_store`).
+_deadline_seconds = 60.0
+
+
+def set_deadline(seconds: float) -> None:
+    """Sets how long every later store call may retry a transient error."""
+    global _deadline_seconds
+    _deadline_seconds = seconds
+
+
+class StoreUnavailable(RuntimeError):
+    """A store call kept failing with transient errors until its deadline passed."""
+
+
+def retry(action: Callable[[], T], attempts: int = 50, deadline: float | None = None) -> T:
+    """Runs `action`, retrying transient store errors with jittered exponential backoff.
+
+    Retrying stops at `attempts` tries or after `deadline` seconds (by default the
+    one `set_deadline` chose), whichever comes first; the last error is then raised
+    as the cause of StoreUnavailable. After a Ctrl-C a failing call is not retried
+    (the command must end within seconds), while the writes that close runs still go
+    through when the store answers.
+    """
+    limit = time.monotonic() + (_deadline_seconds if deadline is None else deadline)
     for attempt in range(attempts):
         try:
             return action()
         except Exception as error:
-            if attempt == attempts - 1 or not is_transient(error):
+            if not is_transient(error):
                 raise
-            time.sleep(0.2 * 2**attempt * (0.5 + _jitter.random()))
+            pause = min(0.2 * 2**attempt, 5.0) * (0.5 + _jitter.random())
+            out_of_time = time.monotonic() + pause > limit
+            if attempt == attempts - 1 or out_of_time or not _wait(pause):
+                raise StoreUnavailable(
+                    f"{_cause(error)} (still failing after {attempt + 1} tries)"
+                ) from error
     raise AssertionError("unreachable")
+
+
+def _cause(error: BaseException) -> str:
+    """The innermost error's type and first line: what actually went wrong."""
+    seen: set[int] = set()
+    current: BaseException = error
+    while id(current) not in seen and (current.__cause__ or current.__context__) is not None:
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    first_line = str(current).splitlines()[0] if str(current) else ""
+    return f"{type(current).__name__}: {first_line[:200]}".rstrip(": ")
+
+
+def _wait(seconds: float) -> bool:
+    """Sleeps in short slices; False as soon as a Ctrl-C was asked for (see `interrupts`)."""
+    end = time.monotonic() + seconds
+    while (left := end - time.monotonic()) > 0:
+        if interrupts.requested():
+            return False
+        time.sleep(min(left, 0.2))
+    return not interrupts.requested()
 
 
 @contextlib.contextmanager

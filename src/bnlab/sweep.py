@@ -246,7 +246,11 @@ class ExperimentCallback(Callback):
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         try:
             overrides = list(config.hydra.overrides.task)
-            check_source(validate(_job_config(config), overrides).data)
+            checked = validate(_job_config(config), overrides)
+            check_source(checked.data)
+            if checked.tracking.enabled:
+                # Reach the store before the job starts: a dead one fails here, in one line.
+                tracking.open_store(checked.tracking)
         except USER_ERRORS as error:
             exit_on_user_error(error)
 

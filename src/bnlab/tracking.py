@@ -28,7 +28,8 @@ from mlflow.exceptions import MlflowException
 from bnlab import interrupts, metrics
 from bnlab.config import ConfigError, TrackingConfig
 from bnlab.heartbeat import Heartbeat
-from bnlab.retries import retry, sqlite_schema_lock
+from bnlab.links import redact
+from bnlab.retries import StoreUnavailable, retry, set_deadline, sqlite_schema_lock
 from bnlab.tracking_read import search_all
 
 log = logging.getLogger(__name__)
@@ -119,6 +120,7 @@ class Store:
         experiment: str,
         stale_after_seconds: float = 60.0,
         ui_url: str | None = None,
+        connect_seconds: float = 30.0,
     ) -> None:
         self.uri = uri
         self.ui_url = ui_url
@@ -134,7 +136,17 @@ class Store:
                 self.experiment_id = run.info.experiment_id
                 self.experiment = self.client.get_experiment(self.experiment_id).name
             else:
-                self.experiment_id = retry(self._get_or_create_experiment)
+                self.experiment_id = self._first_contact(connect_seconds)
+
+    def _first_contact(self, seconds: float) -> str:
+        """Finds or creates the experiment; a store that does not answer is a bad URI."""
+        try:
+            return retry(self._get_or_create_experiment, deadline=seconds)
+        except StoreUnavailable as error:
+            raise ConfigError(
+                f"tracking.uri: no tracking store answers at {redact(self.uri)} "
+                f"within {seconds:g} s ({error})"
+            ) from error
 
     def _get_or_create_experiment(self) -> str:
         found = self.client.get_experiment_by_name(self.experiment)
@@ -589,7 +601,14 @@ def _param_value(value: Any) -> str:
 
 def open_store(config: TrackingConfig) -> Store:
     """Connects to the store named by `config`, creating the experiment when needed."""
-    return Store(config.uri, config.experiment, config.stale_after_seconds, config.ui_url)
+    set_deadline(config.deadline_seconds)
+    return Store(
+        config.uri,
+        config.experiment,
+        config.stale_after_seconds,
+        config.ui_url,
+        config.connect_seconds,
+    )
 
 
 def active_run_id_from_env() -> str | None:

@@ -1,0 +1,79 @@
+"""Outages are bounded: a store that does not answer costs seconds, not minutes."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from bnlab import interrupts, links, retries
+from conftest import TINY, run_train
+
+# Nothing listens on the discard port of the loopback interface: connections are refused.
+DEAD_SERVER = "http://alice:s3cret@127.0.0.1:9"
+
+
+def refused() -> None:
+    raise requests.exceptions.ConnectionError("connection refused")
+
+
+def test_retry_gives_up_at_its_deadline_with_the_cause() -> None:
+    started = time.monotonic()
+    with pytest.raises(retries.StoreUnavailable, match="ConnectionError: connection refused"):
+        retries.retry(refused, deadline=1.0)
+    assert time.monotonic() - started < 2.5
+
+
+def test_retry_does_not_retry_what_is_not_transient() -> None:
+    calls = []
+
+    def broken() -> None:
+        calls.append(1)
+        raise ValueError("a bug, not an outage")
+
+    with pytest.raises(ValueError):
+        retries.retry(broken, deadline=30.0)
+    assert calls == [1]
+
+
+def test_after_ctrl_c_a_failing_store_call_is_tried_once(monkeypatch) -> None:
+    calls = []
+
+    def failing() -> None:
+        calls.append(1)
+        refused()
+
+    monkeypatch.setattr(interrupts, "requested", lambda: True)
+    started = time.monotonic()
+    with pytest.raises(retries.StoreUnavailable):
+        retries.retry(failing, deadline=60.0)
+    assert calls == [1] and time.monotonic() - started < 1.0
+    # A store that answers still takes the writes that close runs.
+    assert retries.retry(lambda: "written", deadline=60.0) == "written"
+
+
+def test_passwords_are_redacted_from_shown_uris() -> None:
+    assert links.redact(DEAD_SERVER) == "http://alice:***@127.0.0.1:9"
+    assert links.redact("postgresql://bob:pw@db/mlflow") == "postgresql://bob:***@db/mlflow"
+    assert links.redact("sqlite:///mlflow.db") == "sqlite:///mlflow.db"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", [[], ["-m", "bn=true,false"]], ids=["run", "sweep"])
+def test_an_unreachable_store_fails_at_start_in_seconds_with_one_line(
+    tmp_path: Path, mode: list[str]
+) -> None:
+    started = time.monotonic()
+    done = run_train([*mode, *TINY, f"tracking.uri={DEAD_SERVER}"], cwd=tmp_path, timeout=120)
+    elapsed = time.monotonic() - started
+    assert done.returncode == 2, done.stderr[-2000:]
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr[-2000:]
+    assert lines[0].startswith("error: tracking.uri: no tracking store answers at ")
+    assert "alice:***@127.0.0.1:9" in lines[0] and "s3cret" not in done.stdout + done.stderr
+    # About 10 s: the interpreter and MLflow start, then tracking.connect_seconds (5 s).
+    assert elapsed < 20, elapsed
+    assert "Retrying" not in done.stdout + done.stderr  # no page of urllib3 warnings
+    assert not (tmp_path / "mlflow.db").exists()

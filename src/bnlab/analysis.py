@@ -299,10 +299,11 @@ def claims(seeds: pd.DataFrame, target: float) -> list[dict]:
 
 
 def _side(runs: pd.DataFrame) -> dict:
+    diverged = int((runs["outcome"] == metrics.DIVERGED).sum())
     return {
         "seeds": len(runs),
-        "diverged_seeds": int((runs["outcome"] == metrics.DIVERGED).sum()),
-        "diverged": _majority(int((runs["outcome"] == metrics.DIVERGED).sum()), len(runs)),
+        "diverged_seeds": diverged,
+        "diverged": _majority(diverged, len(runs)),
         "best_val_accuracy": _number(runs["best_val_accuracy"].mean()),
         "per_seed": {
             str(int(run["seed"])): {

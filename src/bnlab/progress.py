@@ -60,7 +60,9 @@ class Progress:
 
     def report(self) -> None:
         """Reads the jobs from the store and logs the line if more are done than last time."""
-        jobs = self._read_jobs()
+        self._log(self._read_jobs())
+
+    def _log(self, jobs: list[dict[str, Any]]) -> None:
         done = sum(job["outcome"] not in ("running", "unknown") for job in jobs)
         if done != self._last_done:
             self._last_done = done
@@ -68,10 +70,7 @@ class Progress:
                 "%s: %s", self._label, line(jobs, self._total, time.monotonic() - self._started)
             )
 
-    def stop(self) -> None:
-        """Stops the thread and logs the final count, so the last line says where it ended."""
+    def finish(self, jobs: list[dict[str, Any]]) -> None:
+        """Stops the thread and logs the final count from `jobs` (the sweep's, read at close)."""
         self._beat.stop()
-        try:
-            self.report()
-        except Exception as error:  # the store is gone: the sweep's close will say so
-            log.warning("%s: progress unknown (%s)", self._label, error)
+        self._log(jobs)

@@ -154,15 +154,15 @@ class SweepRecorder:
             The jobs that failed or were killed.
         """
         self.run.stop_heartbeat()
-        if self.progress is not None:
-            self.progress.stop()
         self.store.close_stale_children(self.run_id)
         counts, jobs = self.store.write_counts(self.run_id)
+        if self.progress is not None:
+            self.progress.finish(jobs)
         failed = [job for job in jobs if job["outcome"] in (metrics.FAILED, metrics.KILLED)]
         status = "KILLED" if interrupted else ("FAILED" if failed else "FINISHED")
-        results = self.store.results([job["run_id"] for job in jobs if job.get("run_id")])
         self.store.describe(
-            self.run_id, sweep_note(self.sweep_id, self.run_id, status, counts, results)
+            self.run_id,
+            sweep_note(self.sweep_id, self.run_id, status, counts, self.store.with_results(jobs)),
         )
         if self.run.owned:
             self.run.end_status(status)
@@ -177,12 +177,12 @@ def sweep_note(
     run_id: str,
     status: str,
     counts: dict[str, int],
-    results: list[dict[str, Any]],
+    jobs: list[dict[str, Any]],
 ) -> str:
     """The parent's description (Markdown): outcome counts, the best job, the report."""
     shown = ", ".join(f"{value} {key}" for key, value in counts.items() if value)
     lines = [f"**Sweep `{sweep_id}`**: {status.lower()}; jobs: {shown or 'none'}.", ""]
-    scored = [r for r in results if r["objective"] is not None]
+    scored = [r for r in jobs if r.get("objective") is not None]
     if scored:
         best = max(scored, key=lambda r: r["objective"])
         lines.append(
@@ -227,9 +227,9 @@ def varying_keys(jobs: list[list[str]]) -> list[str]:
     return [key for key, seen in values.items() if len(seen) > 1]
 
 
-def sweep_name(sweep_id: str, jobs: int, noun: str = "jobs", label: str = "sweep") -> str:
+def sweep_name(sweep_id: str, jobs: int) -> str:
     """A parent's short name: `sweep 3f2a9c (12 jobs)`; the full command is in its params."""
-    return f"{label} {sweep_id[:6]} ({jobs} {noun})"
+    return f"sweep {sweep_id[:6]} ({jobs} jobs)"
 
 
 def _job_config(config: DictConfig) -> DictConfig:

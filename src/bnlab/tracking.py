@@ -154,15 +154,13 @@ class Store:
             if NOTE_TAG not in found.tags:
                 self.client.set_experiment_tag(found.experiment_id, NOTE_TAG, EXPERIMENT_NOTE)
             return found.experiment_id
-        if found is not None:
-            if found.lifecycle_stage == "deleted":
-                raise ConfigError(
-                    f"tracking.experiment: '{self.experiment}' was deleted; restore it with "
-                    f"`mlflow experiments restore --experiment-id {found.experiment_id}` "
-                    "(with MLFLOW_TRACKING_URI set to this store) or pick another name "
-                    "with tracking.experiment=NAME"
-                )
-            return found.experiment_id
+        if found is not None:  # deleted: MLflow would refuse every write to it
+            raise ConfigError(
+                f"tracking.experiment: '{self.experiment}' was deleted; restore it with "
+                f"`mlflow experiments restore --experiment-id {found.experiment_id}` "
+                "(with MLFLOW_TRACKING_URI set to this store) or pick another name "
+                "with tracking.experiment=NAME"
+            )
         try:
             return self.client.create_experiment(
                 self.experiment,
@@ -336,6 +334,7 @@ class Store:
                 "status": run.info.status,
                 "identity": run.data.tags.get(metrics.IDENTITY_TAG),
                 "error": run.data.tags.get(metrics.ERROR_TAG),
+                "objective": run.data.metrics.get(metrics.OBJECTIVE),
             }
             for run in self._search(f"tags.`{metrics.PARENT_TAG}` = '{parent_run_id}'")
         ]
@@ -363,20 +362,21 @@ class Store:
         retry(lambda: self.client.log_text(parent_run_id, json.dumps(jobs, indent=2), "jobs.json"))
         return counts, jobs
 
-    def results(self, run_ids: list[str]) -> list[dict[str, Any]]:
-        """Name and objective of each of these runs (one search per 100 ids)."""
-        found = []
-        for start in range(0, len(run_ids), 100):
-            chunk = ", ".join(f"'{run_id}'" for run_id in run_ids[start : start + 100])
-            found += self._search(f"attributes.run_id IN ({chunk})")
-        return [
-            {
-                "run_id": run.info.run_id,
-                "name": run.info.run_name,
-                "objective": run.data.metrics.get(metrics.OBJECTIVE),
-            }
-            for run in found
-        ]
+    def with_results(self, jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """`jobs` (from `sweep_jobs`) with the name and objective of the runs skips reused.
+
+        Children carry theirs already; the reused runs are read in one search per 100.
+        """
+        reused = [job["run_id"] for job in jobs if job["outcome"] == metrics.SKIPPED]
+        found = {}
+        for start in range(0, len(reused), 100):
+            chunk = ", ".join(f"'{run_id}'" for run_id in reused[start : start + 100])
+            for run in self._search(f"attributes.run_id IN ({chunk})"):
+                found[run.info.run_id] = {
+                    "name": run.info.run_name,
+                    "objective": run.data.metrics.get(metrics.OBJECTIVE),
+                }
+        return [job | found.get(job["run_id"], {}) for job in jobs]
 
     def describe(self, run_id: str, markdown: str) -> None:
         """Sets a run's description, which the UI shows on its page."""

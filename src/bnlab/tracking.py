@@ -546,7 +546,17 @@ class RunLogger:
         """Records the training data as an MLflow dataset input (the UI's Dataset column)."""
         dataset = Dataset(name, digest, "local", json.dumps({"uri": source}), profile=profile)
         inputs = [DatasetInput(dataset, [InputTag("mlflow.data.context", "training")])]
-        retry(lambda: self.client.log_inputs(self.run_id, datasets=inputs))
+        # Jobs that start together log the same dataset at once; on PostgreSQL the
+        # loser's insert of the shared dataset row is refused (a unique-key error the
+        # server returns as BAD_REQUEST). Once the winner's row exists, MLflow reuses it.
+        for attempt in range(4):
+            try:
+                retry(lambda: self.client.log_inputs(self.run_id, datasets=inputs))
+                return
+            except MlflowException:
+                if attempt == 3:
+                    raise
+                time.sleep(0.2 + 0.3 * attempt)
 
     def log_error(self, error: BaseException) -> None:
         message = f"{type(error).__name__}: {error}".splitlines()[0][:500]

@@ -41,7 +41,8 @@ def main() -> int:
                     "postgres": stack.postgres_running(found),
                     "server": stack.server_healthy(found),
                 }
-                print("\n".join(f"{part}: {'up' if up else 'down'}" for part, up in running.items()))
+                for part, answering in running.items():
+                    print(f"{part}: {'up' if answering else 'down'}")
                 return 0 if all(running.values()) else 3
     except stack.StackError as error:
         print(f"error: {error}", file=sys.stderr)

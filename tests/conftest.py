@@ -115,3 +115,49 @@ def wait_for(condition: Callable[[], bool], timeout: float = 300) -> None:
             return
         time.sleep(0.3)
     raise TimeoutError("condition not reached")
+
+
+STACK_SCRIPT = ROOT / "pipelines" / "tracking_stack.py"
+
+
+def stack_command(action: str, folder: Path, *extra: str) -> subprocess.CompletedProcess:
+    """`python pipelines/tracking_stack.py ACTION --dir FOLDER`: the command users type."""
+    return subprocess.run(
+        [sys.executable, str(STACK_SCRIPT), action, "--dir", str(folder), *extra],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+@pytest.fixture(scope="session")
+def tracking_stack():
+    """A real PostgreSQL + MLflow server stack on loopback ports, for the whole session.
+
+    Started and stopped with the project's own command. PostgreSQL is required in
+    CI (`.ci/run` installs it); elsewhere the tests that need it are skipped without it.
+    """
+    import shutil
+    import tempfile
+
+    from bnlab import stack
+
+    try:
+        stack._pg_binary("initdb")
+    except stack.StackError as error:
+        if os.environ.get("CI"):
+            raise
+        pytest.skip(str(error))
+    # Outside pytest's private temp folder: as root, PostgreSQL runs as `postgres`.
+    folder = Path(tempfile.mkdtemp(prefix="bnlab-stack-")) / "stack"
+    folder.parent.chmod(0o711)
+    started = stack_command("up", folder, "--workers", "2")
+    assert started.returncode == 0, started.stderr
+    found = stack.Stack.load(folder)
+    previous = os.environ.get("PGPASSFILE")
+    os.environ["PGPASSFILE"] = str(found.pgpass)
+    yield found
+    stack_command("down", folder)
+    if previous is None:
+        os.environ.pop("PGPASSFILE", None)
+    shutil.rmtree(folder.parent, ignore_errors=True)

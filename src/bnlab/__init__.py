@@ -13,5 +13,14 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 # which would retry each call for minutes and log a warning per attempt.
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+# MLflow prints a "View run ... at: <tracking URI>" line whenever a run ends on a server:
+# one line per job, an extra request each, and the URI's password when it has one. The
+# project prints its own links, without credentials (`bnlab.links`).
+os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 
 __version__ = "0.1.0"
+
+# Passwords in URIs never reach a log line, in any process that imports this package.
+from bnlab.redaction import install_log_redaction  # noqa: E402
+
+install_log_redaction()

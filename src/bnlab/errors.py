@@ -15,6 +15,7 @@ from omegaconf.errors import (
 
 from bnlab.config import ConfigError
 from bnlab.data import DataError
+from bnlab.redaction import redact_text
 
 USER_ERRORS = (ConfigError, DataError, HydraException, OmegaConfBaseException)
 EXIT_BAD_INPUT = 2
@@ -42,5 +43,5 @@ def one_line(error: BaseException) -> str:
 
 def exit_on_user_error(error: BaseException) -> NoReturn:
     """Prints `error: <one line>` to stderr and exits with status 2."""
-    print(f"error: {one_line(error)}", file=sys.stderr)
+    print(f"error: {redact_text(one_line(error))}", file=sys.stderr)
     raise SystemExit(EXIT_BAD_INPUT)

@@ -14,6 +14,7 @@ import pandas as pd
 
 from bnlab import analysis, links, report, search, tracking, tracking_read
 from bnlab.config import ConfigError
+from bnlab.redaction import redact_text
 
 log = logging.getLogger(__name__)
 
@@ -291,7 +292,7 @@ def run_study(overrides: list[str], out: Path | None = None, target: float = 0.9
         *overrides,
         f"tracking.sweep_id={sweep_id}",
     ]
-    print("$ " + " ".join(command[1:]), flush=True)
+    print("$ " + redact_text(" ".join(command[1:])), flush=True)
     status = subprocess.run(command).returncode
     if not enabled:
         print(

@@ -16,6 +16,7 @@ processes this folder's stack started, and the data survives `down`/`up`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -344,10 +345,8 @@ def up(
 def _stop_server(stack: Stack) -> None:
     pid = stack.server_pid
     if _alive(pid):
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
         deadline = time.monotonic() + 30
         while _alive(pid) and time.monotonic() < deadline:
             _reap(pid)
@@ -360,10 +359,8 @@ def _stop_server(stack: Stack) -> None:
 
 def _reap(pid: int) -> None:
     """Collects a server this process started itself (a test's), so it does not linger."""
-    try:
+    with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
 
 
 def down(folder: Path, only: str | None = None) -> Stack:

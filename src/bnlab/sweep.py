@@ -14,11 +14,13 @@ import itertools
 import json
 import logging
 import sys
+from pathlib import Path
 from typing import Any
 
 from hydra import compose
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from bnlab import interrupts, links, metrics, provenance, tracking
@@ -26,6 +28,7 @@ from bnlab.config import ConfigError, spell_override, validate
 from bnlab.data import check_source
 from bnlab.errors import USER_ERRORS, exit_on_user_error
 from bnlab.progress import Progress
+from bnlab.redaction import redact_hydra_folder, redact_text
 
 log = logging.getLogger(__name__)
 
@@ -289,8 +292,21 @@ class ExperimentCallback(Callback):
         )
         set_active(recorder)
 
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        # Hydra has just saved this job's config and overrides, and (in a sweep) the
+        # sweep's multirun.yaml: credentials in them are hidden before the job runs.
+        redact_hydra_folder(Path(config.hydra.runtime.output_dir))
+        if config.hydra.mode == RunMode.MULTIRUN:
+            redact_hydra_folder(Path(config.hydra.sweep.dir))
+
+    def on_job_end(self, config: DictConfig, job_return: Any = None, **kwargs: Any) -> None:
+        # Hydra names a failed job by its overrides ("Error executing job with overrides").
+        if job_return is not None and job_return.overrides:
+            job_return.overrides = [redact_text(o) for o in job_return.overrides]
+
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         global _active
+        redact_hydra_folder(Path(config.hydra.sweep.dir))
         # A Ctrl-C swallowed during the last job still ends the sweep as interrupted.
         interrupts.check()
         if _active is None:

@@ -29,6 +29,7 @@ from bnlab import interrupts, metrics
 from bnlab.config import ConfigError, TrackingConfig
 from bnlab.heartbeat import Heartbeat
 from bnlab.links import redact
+from bnlab.redaction import redact_file, redact_text
 from bnlab.retries import StoreUnavailable, retry, set_deadline, sqlite_schema_lock
 from bnlab.tracking_read import search_all
 
@@ -260,11 +261,14 @@ class Store:
         self, name: str, tags: Mapping[str, str], parent_run_id: str | None = None
     ) -> RunLogger:
         """Creates a run (nested under `parent_run_id` when given) and returns its logger."""
-        all_tags = {**tags, metrics.HEARTBEAT_TAG: f"{time.time():.3f}"}
+        all_tags = {key: redact_text(str(value)) for key, value in tags.items()}
+        all_tags[metrics.HEARTBEAT_TAG] = f"{time.time():.3f}"
         if parent_run_id:
             all_tags[metrics.PARENT_TAG] = parent_run_id
         run = retry(
-            lambda: self.client.create_run(self.experiment_id, tags=all_tags, run_name=name)
+            lambda: self.client.create_run(
+                self.experiment_id, tags=all_tags, run_name=redact_text(name)
+            )
         )
         return RunLogger(self.client, run.info.run_id, start_time=run.info.start_time)
 
@@ -279,7 +283,7 @@ class Store:
         logger.preset_params = set(existing.data.params)
         logger.set_tags({**tags, metrics.HEARTBEAT_TAG: f"{time.time():.3f}"})
         if name:
-            retry(lambda: self.client.update_run(run_id, name=name))
+            retry(lambda: self.client.update_run(run_id, name=redact_text(name)))
         return logger
 
     def find_run(self, tags: Mapping[str, str]) -> str | None:
@@ -359,7 +363,8 @@ class Store:
             RunTag(f"{metrics.COUNT_TAG_PREFIX}{key}", str(value)) for key, value in counts.items()
         ]
         retry(lambda: self.client.log_batch(parent_run_id, tags=tags))
-        retry(lambda: self.client.log_text(parent_run_id, json.dumps(jobs, indent=2), "jobs.json"))
+        text = redact_text(json.dumps(jobs, indent=2))
+        retry(lambda: self.client.log_text(parent_run_id, text, "jobs.json"))
         return counts, jobs
 
     def with_results(self, jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -380,7 +385,7 @@ class Store:
 
     def describe(self, run_id: str, markdown: str) -> None:
         """Sets a run's description, which the UI shows on its page."""
-        retry(lambda: self.client.set_tag(run_id, NOTE_TAG, markdown))
+        retry(lambda: self.client.set_tag(run_id, NOTE_TAG, redact_text(markdown)))
 
     def close_stale_children(self, parent_run_id: str) -> None:
         """Children still RUNNING when their sweep ends lost their process: KILLED."""
@@ -458,7 +463,7 @@ class RunLogger:
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         items = [
-            Param(key, _param_value(value))
+            Param(key, redact_text(_param_value(value)))
             for key, value in sorted(params.items())
             if key not in self.preset_params
         ]
@@ -473,7 +478,8 @@ class RunLogger:
         if tags:
             retry(
                 lambda: self.client.log_batch(
-                    self.run_id, tags=[RunTag(key, str(value)) for key, value in tags.items()]
+                    self.run_id,
+                    tags=[RunTag(key, redact_text(str(value))) for key, value in tags.items()],
                 )
             )
 
@@ -514,10 +520,12 @@ class RunLogger:
         retry(lambda: self.client.log_figure(self.run_id, figure, artifact_file))
 
     def log_text(self, text: str, artifact_file: str) -> None:
-        retry(lambda: self.client.log_text(self.run_id, text, artifact_file))
+        clean = redact_text(text)
+        retry(lambda: self.client.log_text(self.run_id, clean, artifact_file))
 
     def log_file(self, path: Path, artifact_path: str | None = None) -> None:
         if Path(path).is_file():
+            redact_file(Path(path))
             retry(lambda: self.client.log_artifact(self.run_id, str(path), artifact_path))
 
     def log_model(self, model: Any, example: Any, requirements: list[str]) -> None:

@@ -1,0 +1,241 @@
+"""The shared tracking stack: real PostgreSQL and MLflow server processes, started by
+`pipelines/tracking_stack.py`, written to by real sweeps and read back through MlflowClient."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from conftest import (
+    ROOT,
+    TINY,
+    experiment_runs,
+    run_train,
+    stack_command,
+    start_train,
+    wait_for,
+)
+from fault_injection import fail_when
+
+pytestmark = pytest.mark.slow
+
+SECRET = "pw-Wq81zT"
+
+
+def server_errors(log: Path, since: int) -> list[str]:
+    """Error lines and 5xx answers the server logged after byte `since`."""
+    text = log.read_bytes()[since:].decode(errors="replace")
+    return [
+        line
+        for line in text.splitlines()
+        if "Traceback" in line or " ERROR " in line or '" 500' in line or 'HTTP/1.1" 5' in line
+    ]
+
+
+def complete_history(client: MlflowClient, run_id: str, steps: int, every: int) -> bool:
+    curve = client.get_metric_history(run_id, "val/accuracy")
+    return sorted(point.step for point in curve) == list(range(every, steps + 1, every))
+
+
+def test_up_twice_reuses_the_running_stack(tracking_stack) -> None:
+    before = tracking_stack.server_pid
+    started = time.monotonic()
+    again = stack_command("up", tracking_stack.root)
+    assert again.returncode == 0, again.stderr
+    assert time.monotonic() - started < 10
+    assert tracking_stack.tracking_uri in again.stdout
+    assert f"export PGPASSFILE={tracking_stack.pgpass}" in again.stdout
+    assert type(tracking_stack).load(tracking_stack.root).server_pid == before
+    status = stack_command("status", tracking_stack.root)
+    assert status.returncode == 0 and "server: up" in status.stdout
+
+
+def test_a_sweep_through_the_server_keeps_artifacts_there_and_no_password_anywhere(
+    tracking_stack, tmp_path: Path
+) -> None:
+    port = tracking_stack.port
+    uri = f"http://bnlab:{SECRET}@127.0.0.1:{port}"
+    # The sweep takes the password from $MLFLOW_TRACKING_URI (tracking=server), the
+    # failing single run from its command line, the report from --tracking-uri.
+    done = run_train(
+        [
+            "-m",
+            "bn=true,false",
+            *TINY,
+            "hydra/launcher=joblib",
+            "tracking=server",
+            "tracking.experiment=through-server",
+        ],
+        cwd=tmp_path,
+        env={"MLFLOW_TRACKING_URI": uri},
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    # Hydra's own "Error executing job with overrides" line shows the override redacted.
+    failed = run_train(
+        [
+            *TINY,
+            f"tracking.uri={uri}",
+            "tracking.experiment=through-server",
+            "seed=5",
+            *fail_when("train.seed", 5),
+        ],
+        cwd=tmp_path,
+    )
+    assert failed.returncode != 0
+    assert "Error executing job" in failed.stderr and "bnlab:***@" in failed.stderr
+    report = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "pipelines" / "report.py"),
+            "--tracking-uri",
+            uri,
+            "--experiment",
+            "through-server",
+            "--out",
+            str(tmp_path / "report"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert report.returncode == 0, report.stderr[-3000:]
+
+    client = MlflowClient(tracking_uri=f"http://127.0.0.1:{port}")
+    runs = experiment_runs(client, "through-server")
+    jobs = [run for run in runs if run.data.tags.get("role") == "job"]
+    assert sorted(run.data.tags["outcome"] for run in jobs) == ["failed", "finished", "finished"]
+    [reported] = [run for run in runs if run.data.tags.get("role") == "report"]
+    assert "report/index.html" in {
+        item.path for item in client.list_artifacts(reported.info.run_id, "report")
+    }
+    for run in jobs:
+        # Artifacts go through the server, into the stack's folder: no path on this disk.
+        assert run.info.artifact_uri.startswith("mlflow-artifacts:")
+        assert (tracking_stack.root / "artifacts").rglob(f"{run.info.run_id}/artifacts/train.log")
+        assert run.data.params["tracking.uri"] == f"http://bnlab:***@127.0.0.1:{port}"
+    shown = [done.stdout, done.stderr, failed.stdout, failed.stderr, report.stdout, report.stderr]
+    assert not [line for text in shown for line in text.splitlines() if SECRET in line]
+    for run in runs:
+        recorded = [run.info.run_name, *run.data.params.values(), *run.data.tags.values()]
+        assert not [value for value in recorded if SECRET in str(value)], run.info.run_name
+        for path in _text_artifacts(client, run.info.run_id):
+            assert SECRET not in Path(client.download_artifacts(run.info.run_id, path)).read_text()
+    written = [path for path in tmp_path.rglob("*") if path.is_file()]
+    assert any(path.name == "overrides.yaml" for path in written)
+    assert any(path.name == "multirun.yaml" for path in written)
+    leaking = [path for path in written if SECRET.encode() in path.read_bytes()]
+    assert not leaking
+
+
+def _text_artifacts(client: MlflowClient, run_id: str, folder: str | None = None) -> list[str]:
+    found = []
+    for item in client.list_artifacts(run_id, folder):
+        if item.is_dir:
+            found += _text_artifacts(client, run_id, item.path)
+        elif item.path.endswith((".yaml", ".json", ".log", ".txt", ".html", ".csv", ".md")):
+            found.append(item.path)
+    return found
+
+
+def test_eight_jobs_at_once_write_every_point_once(tracking_stack, tmp_path: Path) -> None:
+    log = tracking_stack.root / "mlflow.log"
+    since = log.stat().st_size
+    done = run_train(
+        [
+            "-m",
+            "bn=true,false",
+            "lr=0.001,0.01",
+            "seed=0,1",
+            "data.limit=320",
+            "train.steps=40",
+            "train.eval_every=5",
+            "tracking=server",
+            "tracking.experiment=load",
+            "hydra/launcher=joblib",
+            "hydra.launcher.n_jobs=8",
+        ],
+        cwd=tmp_path,
+        env=tracking_stack.environment(),
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    client = MlflowClient(tracking_uri=tracking_stack.tracking_uri)
+    runs = experiment_runs(client, "load")
+    [parent] = [run for run in runs if run.data.tags.get("role") == "sweep"]
+    jobs = [run for run in runs if run.data.tags.get("role") == "job"]
+    assert len(jobs) == 8 and len({run.data.tags["identity"] for run in jobs}) == 8
+    assert parent.data.tags["jobs.launched"] == "8" and parent.data.tags["jobs.finished"] == "8"
+    for run in jobs:
+        assert run.info.status == "FINISHED"
+        assert complete_history(client, run.info.run_id, 40, 5), run.info.run_name
+    assert server_errors(log, since) == []
+
+
+GRID = ["bn=true,false", "data.limit=320", "train.steps=300", "train.eval_every=30"]
+
+
+@pytest.mark.parametrize("part", ["server", "postgres"])
+def test_a_restart_mid_sweep_loses_nothing_and_a_relaunch_completes_the_grid(
+    tracking_stack, tmp_path: Path, part: str
+) -> None:
+    experiment = f"restart-{part}"
+    args = ["-m", *GRID, "tracking=server", f"tracking.experiment={experiment}"]
+    env = tracking_stack.environment()
+    client = MlflowClient(tracking_uri=tracking_stack.tracking_uri)
+
+    def training() -> bool:
+        found = client.get_experiment_by_name(experiment)
+        if found is None:
+            return False
+        running = client.search_runs(
+            [found.experiment_id], "tags.role = 'job' and attributes.status = 'RUNNING'"
+        )
+        return any(client.get_metric_history(r.info.run_id, "val/accuracy") for r in running)
+
+    sweep = start_train(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        wait_for(training, timeout=240)
+        assert stack_command("down", tracking_stack.root, "--only", part).returncode == 0
+        time.sleep(3)
+        restarted = stack_command("up", tracking_stack.root, "--only", part)
+        assert restarted.returncode == 0, restarted.stderr
+        out, err = sweep.communicate(timeout=400)
+    finally:
+        sweep.kill()
+        stack_command("up", tracking_stack.root)
+    # Each job either rode out the outage or ended with a clear, listed error.
+    assert sweep.returncode in (0, 1), err[-3000:]
+    if sweep.returncode == 1:
+        assert "job(s) failed" in err
+    jobs = [r for r in experiment_runs(client, experiment) if r.data.tags.get("role") == "job"]
+    for run in jobs:
+        assert run.info.status != "RUNNING"
+        if run.data.tags.get("outcome") == "finished":
+            assert complete_history(client, run.info.run_id, 300, 30), run.info.run_name
+        else:
+            assert run.data.tags.get("error"), run.info.run_name
+
+    again = run_train(args, cwd=tmp_path, env=env)
+    assert again.returncode == 0, again.stderr[-3000:]
+    runs = experiment_runs(client, experiment)
+    complete = [
+        r for r in runs if r.data.tags.get("role") == "job" and r.data.tags["outcome"] == "finished"
+    ]
+    assert sorted(r.data.params["model.bn"] for r in complete) == ["false", "true"]
+    for run in complete:
+        assert complete_history(client, run.info.run_id, 300, 30), run.info.run_name
+
+
+def test_down_keeps_the_data_and_up_brings_it_back(tracking_stack) -> None:
+    client = MlflowClient(tracking_uri=tracking_stack.tracking_uri)
+    before = {run.info.run_id for run in experiment_runs(client, "load")}
+    assert stack_command("down", tracking_stack.root).returncode == 0
+    status = stack_command("status", tracking_stack.root)
+    assert status.returncode != 0 and "server: down" in status.stdout
+    up = stack_command("up", tracking_stack.root)
+    assert up.returncode == 0, up.stderr
+    assert {run.info.run_id for run in experiment_runs(client, "load")} == before

@@ -139,6 +139,9 @@ class TrackingConfig:
     # A RUNNING run whose last stamp is older than this is dead: the next launch
     # closes it as KILLED and trains its cell again.
     stale_after_seconds: float = 60.0
+    # Where a job keeps its results when the store stops taking writes (relative to
+    # the folder the command runs from); the next launch from there records them.
+    spool_dir: str = "unsent"
 
 
 @dataclass

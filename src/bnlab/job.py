@@ -128,6 +128,7 @@ def _claim(
             run = store.adopt_run(adopted, tags, name=name)
         else:
             run = store.start_run(name, tags, parent)
+        run.keep_offline(Path(context.cwd) / config.tracking.spool_dir)
         run.start_heartbeat(config.tracking.heartbeat_seconds)
         if config.tracking.system_metrics:
             run.start_system_metrics(config.tracking.system_metrics_seconds, store.uri)

@@ -45,6 +45,7 @@ OVERRIDES_TAG = "overrides"
 # On a sweep parent: the JSON list of keys whose value differs between its jobs.
 VARYING_TAG = "sweep.varying"
 ERROR_TAG = "error"
+SPOOL_TAG = "spooled_from"  # a run recorded from a spool: the run its job had opened
 HEARTBEAT_TAG = "heartbeat"  # Unix time of the last sign of life of a RUNNING run
 STUDY_TAG = "study"  # the Optuna study of a search and its trials
 TRIAL_TAG = "trial"  # a trial's number in its study

@@ -106,6 +106,8 @@ class SweepRecorder:
         """
         store = tracking.open_store(OmegaConf.to_object(config.tracking))
         store.reap_stale()
+        # Results jobs kept offline are recorded first, so their cells are not trained again.
+        store.record_pending(Path(config.hydra.runtime.cwd) / config.tracking.spool_dir)
         # Drawn here, in the launching process, before any job starts; Hydra hands
         # every job this cached value.
         sweep_id = config.tracking.sweep_id
@@ -253,7 +255,8 @@ class ExperimentCallback(Callback):
             check_source(checked.data)
             if checked.tracking.enabled:
                 # Reach the store before the job starts: a dead one fails here, in one line.
-                tracking.open_store(checked.tracking)
+                store = tracking.open_store(checked.tracking)
+                store.record_pending(Path(config.hydra.runtime.cwd) / checked.tracking.spool_dir)
         except USER_ERRORS as error:
             exit_on_user_error(error)
 

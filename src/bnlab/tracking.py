@@ -6,17 +6,20 @@ writes, `tracking_read` reads runs back for the report.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import os
+import shutil
 import tempfile
 import threading
 import time
 import traceback
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from io import BytesIO
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +28,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 
-from bnlab import interrupts, metrics
+from bnlab import interrupts, metrics, spool
 from bnlab.config import ConfigError, TrackingConfig
 from bnlab.heartbeat import Heartbeat
 from bnlab.links import redact
@@ -270,7 +273,15 @@ class Store:
                 self.experiment_id, tags=all_tags, run_name=redact_text(name)
             )
         )
-        return RunLogger(self.client, run.info.run_id, start_time=run.info.start_time)
+        logger = RunLogger(self.client, run.info.run_id, start_time=run.info.start_time)
+        logger.journal.tags.update(all_tags)
+        logger.journal.name = redact_text(name)
+        self._describe_journal(logger)
+        return logger
+
+    def _describe_journal(self, logger: RunLogger) -> None:
+        logger.journal.experiment = self.experiment
+        logger.journal.store = redact(self.uri)
 
     def adopt_run(self, run_id: str, tags: Mapping[str, str], name: str | None = None) -> RunLogger:
         """Logs into a run someone else created, e.g. the run of `mlflow run`.
@@ -281,6 +292,8 @@ class Store:
         existing = retry(lambda: self.client.get_run(run_id))
         logger = RunLogger(self.client, run_id, owned=False, start_time=existing.info.start_time)
         logger.preset_params = set(existing.data.params)
+        logger.journal.name = redact_text(name or existing.info.run_name)
+        self._describe_journal(logger)
         logger.set_tags({**tags, metrics.HEARTBEAT_TAG: f"{time.time():.3f}"})
         if name:
             retry(lambda: self.client.update_run(run_id, name=redact_text(name)))
@@ -387,6 +400,68 @@ class Store:
         """Sets a run's description, which the UI shows on its page."""
         retry(lambda: self.client.set_tag(run_id, NOTE_TAG, redact_text(markdown)))
 
+    def record_pending(self, root: Path) -> int:
+        """Records the runs that jobs kept offline under `root` for this store; returns how many.
+
+        Each becomes one complete run, with its whole history, params, tags and
+        artifacts; the partial run its job had opened is deleted (all it held is in
+        the new one). A lock on the folder keeps two launches from recording one twice.
+        """
+        root = Path(root)
+        if not root.is_dir():
+            return 0
+        recorded = 0
+        with _folder_lock(root):
+            for saved in spool.pending(root):
+                journal = saved.journal
+                if journal.store != redact(self.uri) or journal.experiment != self.experiment:
+                    continue
+                self._record_spooled(saved)
+                spool.forget(saved)
+                recorded += 1
+        if recorded:
+            log.info("Recorded %d run(s) that jobs had kept offline in %s", recorded, root)
+        return recorded
+
+    def _record_spooled(self, saved: spool.Saved) -> None:
+        journal = saved.journal
+        earlier = self._search(f"tags.`{metrics.SPOOL_TAG}` = '{journal.run_id}'")
+        if any(run.info.status == journal.status for run in earlier):
+            return  # recorded by a sync that stopped before it forgot the folder
+        for run in earlier:
+            retry(lambda run=run: self.client.delete_run(run.info.run_id))
+        tags = {**journal.tags, metrics.SPOOL_TAG: journal.run_id}
+        tags.pop(metrics.HEARTBEAT_TAG, None)
+        run = retry(
+            lambda: self.client.create_run(
+                self.experiment_id, start_time=journal.start_time, tags=tags, run_name=journal.name
+            )
+        )
+        run_id = run.info.run_id
+        params = [Param(key, value) for key, value in journal.params.items()]
+        for start in range(0, len(params), 100):
+            chunk = params[start : start + 100]
+            retry(lambda chunk=chunk: self.client.log_batch(run_id, params=chunk))
+        points = [Metric(key, value, stamp, step) for key, value, stamp, step in journal.metrics]
+        for start in range(0, len(points), 1000):
+            chunk = points[start : start + 1000]
+            retry(lambda chunk=chunk: self.client.log_batch(run_id, metrics=chunk))
+        for dataset in journal.datasets:
+            RunLogger(self.client, run_id).log_dataset(**dataset)
+        for path, folder in saved.artifacts:
+            retry(lambda path=path, folder=folder: self.client.log_artifact(run_id, path, folder))
+        retry(
+            lambda: self.client.set_terminated(
+                run_id, status=journal.status, end_time=journal.end_time or None
+            )
+        )
+        try:
+            partial = retry(lambda: self.client.get_run(journal.run_id))
+        except MlflowException:
+            return  # the job never reached the store
+        if partial.info.lifecycle_stage == "active":
+            retry(lambda: self.client.delete_run(journal.run_id))
+
     def close_stale_children(self, parent_run_id: str) -> None:
         """Children still RUNNING when their sweep ends lost their process: KILLED."""
         for child in self._search(f"tags.`{metrics.PARENT_TAG}` = '{parent_run_id}'"):
@@ -417,6 +492,36 @@ class RunLogger:
         self._lock = threading.Lock()
         self._heartbeat: Heartbeat | None = None
         self._system_metrics: Any = None
+        # Everything logged, kept so a job can save it when the store stops taking writes.
+        self.journal = spool.Journal(run_id=run_id, start_time=start_time)
+        self.spool_root: Path | None = None
+        self.offline = False
+
+    def keep_offline(self, root: Path) -> None:
+        """When the store stops taking writes, go on offline and save the run under `root`."""
+        self.spool_root = Path(root)
+
+    def _send(self, action: Callable[[], Any]) -> None:
+        """Writes to the store, or, once it refused (for a job with a spool), nowhere."""
+        if self.offline:
+            return
+        try:
+            retry(action)
+        except (StoreUnavailable, MlflowException) as error:
+            if self.spool_root is None or not _store_side(error):
+                raise
+            self._go_offline(error)
+
+    def _go_offline(self, error: BaseException) -> None:
+        self.offline = True
+        log.warning(
+            "The tracking store stopped taking writes (%s); run %s goes on offline and is "
+            "kept in %s when it ends",
+            str(error).splitlines()[0][:300],
+            self.run_id,
+            self.spool_root,
+        )
+        self._stop_background()
 
     def start_system_metrics(self, seconds: float, uri: str) -> None:
         """Records CPU, memory, disk, network (and GPU where present) as `system/*` metrics.
@@ -448,6 +553,8 @@ class RunLogger:
 
         def beat() -> None:
             self.flush()
+            if self.offline:
+                return
             retry(
                 lambda: self.client.set_tag(
                     self.run_id, metrics.HEARTBEAT_TAG, f"{time.time():.3f}"
@@ -467,8 +574,9 @@ class RunLogger:
             for key, value in sorted(params.items())
             if key not in self.preset_params
         ]
+        self.journal.params.update((item.key, item.value) for item in items)
         for start in range(0, len(items), 100):
-            retry(
+            self._send(
                 lambda chunk=items[start : start + 100]: self.client.log_batch(
                     self.run_id, params=chunk
                 )
@@ -476,10 +584,11 @@ class RunLogger:
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         if tags:
-            retry(
+            clean = {key: redact_text(str(value)) for key, value in tags.items()}
+            self.journal.tags.update(clean)
+            self._send(
                 lambda: self.client.log_batch(
-                    self.run_id,
-                    tags=[RunTag(key, redact_text(str(value))) for key, value in tags.items()],
+                    self.run_id, tags=[RunTag(key, value) for key, value in clean.items()]
                 )
             )
 
@@ -493,10 +602,10 @@ class RunLogger:
         every exit path Python sees.
         """
         stamp = int(time.time() * 1000)
+        points = [Metric(key, _rounded(value), stamp, step) for key, value in values.items()]
         with self._lock:
-            self._buffer += [
-                Metric(key, _rounded(value), stamp, step) for key, value in values.items()
-            ]
+            self._buffer += points
+            self.journal.metrics += [(m.key, m.value, m.timestamp, m.step) for m in points]
             due = time.monotonic() - self._last_flush >= FLUSH_SECONDS
         if due:
             self.flush()
@@ -508,7 +617,9 @@ class RunLogger:
             try:
                 while batch:
                     chunk = batch[:1000]
-                    retry(lambda chunk=chunk: self.client.log_batch(self.run_id, metrics=chunk))
+                    self._send(
+                        lambda chunk=chunk: self.client.log_batch(self.run_id, metrics=chunk)
+                    )
                     batch = batch[1000:]
             except BaseException:
                 # Keep what was not written, so a later flush can try again.
@@ -517,16 +628,23 @@ class RunLogger:
             self._last_flush = time.monotonic()
 
     def log_figure(self, figure: Any, artifact_file: str) -> None:
-        retry(lambda: self.client.log_figure(self.run_id, figure, artifact_file))
+        image = BytesIO()
+        figure.savefig(image, format="png")
+        self.journal.blobs[artifact_file] = image.getvalue()
+        self._send(lambda: self.client.log_figure(self.run_id, figure, artifact_file))
 
     def log_text(self, text: str, artifact_file: str) -> None:
         clean = redact_text(text)
-        retry(lambda: self.client.log_text(self.run_id, clean, artifact_file))
+        self.journal.texts[artifact_file] = clean
+        self._send(lambda: self.client.log_text(self.run_id, clean, artifact_file))
 
     def log_file(self, path: Path, artifact_path: str | None = None) -> None:
         if Path(path).is_file():
             redact_file(Path(path))
-            retry(lambda: self.client.log_artifact(self.run_id, str(path), artifact_path))
+            self.journal.files[f"{artifact_path}/{path.name}" if artifact_path else path.name] = (
+                str(path)
+            )
+            self._send(lambda: self.client.log_artifact(self.run_id, str(path), artifact_path))
 
     def log_model(self, model: Any, example: Any, requirements: list[str]) -> None:
         """Logs a Keras model as an MLflow model, with its signature and an input example.
@@ -548,23 +666,32 @@ class RunLogger:
                 input_example=example,
                 pip_requirements=requirements,
             )
-            retry(lambda: self.client.log_artifacts(self.run_id, str(path), "model"))
+            self._send(lambda: self.client.log_artifacts(self.run_id, str(path), "model"))
+            if self.offline:
+                shutil.copytree(path, self.spool_root / self.run_id / "artifacts" / "model")
 
     def log_dataset(self, name: str, digest: str, source: str, profile: str) -> None:
         """Records the training data as an MLflow dataset input (the UI's Dataset column)."""
+        self.journal.datasets.append(
+            {"name": name, "digest": digest, "source": source, "profile": profile}
+        )
         dataset = Dataset(name, digest, "local", json.dumps({"uri": source}), profile=profile)
         inputs = [DatasetInput(dataset, [InputTag("mlflow.data.context", "training")])]
         # Jobs that start together log the same dataset at once; on PostgreSQL the
         # loser's insert of the shared dataset row is refused (a unique-key error the
         # server returns as BAD_REQUEST). Once the winner's row exists, MLflow reuses it.
-        for attempt in range(4):
-            try:
-                retry(lambda: self.client.log_inputs(self.run_id, datasets=inputs))
-                return
-            except MlflowException:
-                if attempt == 3:
-                    raise
-                time.sleep(0.2 + 0.3 * attempt)
+
+        def log_inputs() -> None:
+            for attempt in range(4):
+                try:
+                    self.client.log_inputs(self.run_id, datasets=inputs)
+                    return
+                except MlflowException as error:
+                    if attempt == 3 or error.error_code != "BAD_REQUEST":
+                        raise
+                    time.sleep(0.2 + 0.3 * attempt)
+
+        self._send(log_inputs)
 
     def log_error(self, error: BaseException) -> None:
         message = f"{type(error).__name__}: {error}".splitlines()[0][:500]
@@ -586,21 +713,59 @@ class RunLogger:
         retry(lambda: self.client.set_terminated(self.run_id, status=status))
 
     def end(self, outcome: str) -> None:
-        """Writes queued metrics, tags the outcome and sets the matching run status."""
+        """Writes queued metrics, tags the outcome and sets the matching run status.
+
+        A run that went offline is saved in its spool folder instead, in one line.
+        """
         self._stop_background()
         self.flush()
         self.set_tags({metrics.OUTCOME_TAG: outcome})
+        status = _STATUS_OF_OUTCOME.get(outcome, "FAILED")
+        self.journal.status = status
+        self.journal.end_time = int(time.time() * 1000)
         if self.owned:
-            retry(
-                lambda: self.client.set_terminated(
-                    self.run_id, status=_STATUS_OF_OUTCOME.get(outcome, "FAILED")
-                )
+            self._send(lambda: self.client.set_terminated(self.run_id, status=status))
+        if self.offline:
+            folder = self.journal.save(self.spool_root)
+            log.warning(
+                "Kept the results of run %s (%s) in %s: the store did not take them. The next "
+                "launch from this folder records them, or: python pipelines/sync.py %s",
+                self.run_id,
+                outcome,
+                folder,
+                self.spool_root,
             )
 
 
 # Significant digits kept of a metric: float32 results carry about seven, and an
 # accuracy over a few hundred images needs three; 0.9779999852180481 is stored as 0.978.
 METRIC_DIGITS = 6
+
+
+# MLflow error codes of a store that failed on its side (a database that refused the write).
+STORE_SIDE_CODES = ("INTERNAL_ERROR", "TEMPORARILY_UNAVAILABLE", "RESOURCE_EXHAUSTED")
+
+
+def _store_side(error: BaseException) -> bool:
+    """Whether a write failed because of the store, not because of what was written."""
+    return isinstance(error, StoreUnavailable) or getattr(error, "error_code", None) in (
+        STORE_SIDE_CODES
+    )
+
+
+@contextlib.contextmanager
+def _folder_lock(folder: Path):
+    try:
+        import fcntl
+    except ImportError:  # Windows: no cross-process lock
+        yield
+        return
+    with open(folder / ".lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def _rounded(value: float) -> float:

@@ -1,0 +1,110 @@
+"""Results a job could not write to its store, kept on disk until a store takes them.
+
+A job records everything it logs (params, tags, every metric point, its text
+artifacts, figures and files) in a `Journal` as it goes. When the store stops
+taking writes (a call fails past `tracking.deadline_seconds`, or the store
+refuses it), the job carries on offline and, when it ends, saves the journal in
+the spool folder (`tracking.spool_dir`, by default `unsent/` in the folder the
+command runs from): one folder per run with `run.json` and `artifacts/`.
+
+The next launch from that folder records each saved run in the store as a
+complete run (`tracking.Store.record_spooled`) before any job looks for its
+cell, so the cell is reused, not trained again; `python pipelines/sync.py`
+does the same by hand. This module knows nothing of MLflow.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+RUN_FILE = "run.json"
+
+
+@dataclass
+class Journal:
+    """Everything one run logged, in the order it was logged."""
+
+    experiment: str = ""
+    store: str = ""  # the store's URI, redacted: where the run belongs
+    run_id: str = ""  # the run the job opened, which holds part of this at most
+    name: str = ""
+    start_time: int = 0
+    end_time: int = 0
+    status: str = "RUNNING"
+    params: dict[str, str] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
+    # (key, value, timestamp in ms, step)
+    metrics: list[tuple[str, float, int, int]] = field(default_factory=list)
+    datasets: list[dict[str, str]] = field(default_factory=list)
+    texts: dict[str, str] = field(default_factory=dict)
+    # Binary artifacts (figures as PNG) by artifact path; written as files when saved.
+    blobs: dict[str, bytes] = field(default_factory=dict)
+    # Local files to copy, by artifact path (e.g. the job's log file).
+    files: dict[str, str] = field(default_factory=dict)
+
+    def save(self, root: Path) -> Path:
+        """Writes the journal to `root/<run id>/`; returns that folder."""
+        folder = Path(root) / self.run_id
+        artifacts = folder / "artifacts"
+        artifacts.mkdir(parents=True, exist_ok=True)
+        for path, text in self.texts.items():
+            _target(artifacts, path).write_text(text)
+        for path, data in self.blobs.items():
+            _target(artifacts, path).write_bytes(data)
+        for path, source in self.files.items():
+            if Path(source).is_file():
+                shutil.copyfile(source, _target(artifacts, path))
+        record = asdict(self)
+        for key in ("texts", "blobs", "files"):
+            record.pop(key)
+        # Written last, through a rename: a folder without run.json is not yet complete.
+        partial = folder / (RUN_FILE + ".part")
+        partial.write_text(json.dumps(record, indent=1))
+        partial.replace(folder / RUN_FILE)
+        return folder
+
+
+def _target(artifacts: Path, path: str) -> Path:
+    target = artifacts / path
+    target.parent.mkdir(parents=True, exist_ok=True)
+    return target
+
+
+@dataclass
+class Saved:
+    """A run saved in the spool: its journal and its artifact files."""
+
+    folder: Path
+    journal: Journal
+
+    @property
+    def artifacts(self) -> list[tuple[Path, str | None]]:
+        """(file, artifact folder) for every saved artifact."""
+        root = self.folder / "artifacts"
+        found = []
+        for path in sorted(root.rglob("*")):
+            if path.is_file():
+                parent = path.parent.relative_to(root).as_posix()
+                found.append((path, None if parent == "." else parent))
+        return found
+
+
+def pending(root: Path) -> list[Saved]:
+    """The complete runs saved under `root`, oldest first."""
+    saved = []
+    for run_file in sorted(Path(root).glob(f"*/{RUN_FILE}")):
+        record = json.loads(run_file.read_text())
+        record["metrics"] = [tuple(point) for point in record["metrics"]]
+        saved.append(Saved(run_file.parent, Journal(**record)))
+    return sorted(saved, key=lambda entry: entry.journal.start_time)
+
+
+def forget(saved: Saved) -> None:
+    """Removes a saved run once the store holds it."""
+    shutil.rmtree(saved.folder, ignore_errors=True)

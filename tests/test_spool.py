@@ -1,0 +1,137 @@
+"""A store that stops taking writes loses no result: the job keeps it on disk, and the
+next launch records it instead of training the cell again."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from bnlab import metrics, spool, tracking
+from bnlab.config import TrackingConfig
+from conftest import experiment_runs, run_train, start_train, wait_for
+
+
+def _journal(run_id: str, store: str) -> spool.Journal:
+    return spool.Journal(
+        experiment="bn-trick",
+        store=store,
+        run_id=run_id,
+        name="BN relu lr=0.01 s0",
+        start_time=1_700_000_000_000,
+        end_time=1_700_000_060_000,
+        status="FINISHED",
+        params={"optimizer.lr": "0.01"},
+        tags={metrics.ROLE_TAG: "job", metrics.OUTCOME_TAG: "finished", metrics.IDENTITY_TAG: "x1"},
+        metrics=[("val/accuracy", 0.5, 1, 10), ("val/accuracy", 0.75, 2, 20)],
+        texts={"config.yaml": "lr: 0.01\n"},
+        blobs={"curves/learning_curve.png": b"\x89PNG fake"},
+    )
+
+
+def test_a_saved_run_is_recorded_once_complete_and_replaces_its_partial_run(
+    tmp_path: Path, store_uri: str, client: MlflowClient
+) -> None:
+    store = tracking.open_store(TrackingConfig(uri=store_uri))
+    partial = store.start_run("BN relu lr=0.01 s0", {metrics.ROLE_TAG: "job"})
+    partial.log_metrics({"val/accuracy": 0.5}, 10)
+    partial.flush()
+    root = tmp_path / "unsent"
+    _journal(partial.run_id, store_uri).save(root)
+    _journal("elsewhere", "http://another-server:5000").save(root)
+    assert store.record_pending(root) == 1
+    assert [saved.journal.run_id for saved in spool.pending(root)] == ["elsewhere"]
+    [run] = experiment_runs(client)
+    assert run.info.run_id != partial.run_id
+    assert run.info.status == "FINISHED" and run.data.tags[metrics.SPOOL_TAG] == partial.run_id
+    assert store.find_complete_run("x1").run_id == run.info.run_id
+    history = client.get_metric_history(run.info.run_id, "val/accuracy")
+    assert [(p.step, p.value) for p in history] == [(10, 0.5), (20, 0.75)]
+    assert run.data.params["optimizer.lr"] == "0.01"
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"config.yaml", "curves"} <= artifacts
+    assert client.get_run(partial.run_id).info.lifecycle_stage == "deleted"
+    assert store.record_pending(root) == 0
+
+
+def _refuse_writes(database: Path) -> list[str]:
+    """Makes the SQLite file refuse writes; returns the command that undoes it."""
+    if os.geteuid() != 0:
+        database.chmod(0o444)
+        return ["chmod", "0644", str(database)]
+    # Root writes through file modes; the immutable attribute stops root too.
+    done = subprocess.run(["chattr", "+i", str(database)], capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.fail(f"cannot make the store read-only here: {done.stderr.strip()}")
+    return ["chattr", "-i", str(database)]
+
+
+@pytest.mark.slow
+def test_a_job_whose_store_refuses_writes_keeps_its_results_and_the_relaunch_records_them(
+    tmp_path: Path,
+) -> None:
+    args = [
+        "-m",
+        "bn=true,false",
+        "data.limit=320",
+        "train.steps=300",
+        "train.eval_every=30",
+        "tracking.deadline_seconds=3",
+        "tracking.connect_seconds=3",
+    ]
+    database = tmp_path / "mlflow.db"
+    client = MlflowClient(tracking_uri=f"sqlite:///{database}")
+
+    def first_job_has_points() -> bool:
+        if not database.exists() or client.get_experiment_by_name("bn-trick") is None:
+            return False
+        jobs = [r for r in experiment_runs(client) if r.data.tags.get("role") == "job"]
+        return any(client.get_metric_history(r.info.run_id, "val/accuracy") for r in jobs)
+
+    sweep = start_train(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    undo: list[str] = []
+    try:
+        wait_for(first_job_has_points, timeout=240)
+        undo = _refuse_writes(database)
+        out, err = sweep.communicate(timeout=400)
+    finally:
+        sweep.kill()
+        if undo:
+            subprocess.run(undo, check=True)
+    assert sweep.returncode != 0
+    kept = spool.pending(tmp_path / "unsent")
+    assert len(kept) == 1, (out + err)[-3000:]
+    shown = (out + err).splitlines()
+    [line] = [line for line in shown if "Kept the results of run" in line]
+    [went_offline] = [line for line in shown if "stopped taking writes" in line]
+    assert "goes on offline" in went_offline
+    assert "python pipelines/sync.py" in line
+    journal = kept[0].journal
+    assert journal.status == "FINISHED"
+    assert sorted({step for key, _, _, step in journal.metrics if key == "val/accuracy"}) == list(
+        range(30, 301, 30)
+    )
+    assert (kept[0].folder / "artifacts" / "config.yaml").is_file()
+
+    again = run_train(args, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert spool.pending(tmp_path / "unsent") == []
+    jobs = [r for r in experiment_runs(client) if r.data.tags.get("role") == "job"]
+    complete = [r for r in jobs if r.data.tags.get("outcome") == "finished"]
+    assert sorted(r.data.params["model.bn"] for r in complete) == ["false", "true"]
+    [recorded] = [r for r in complete if metrics.SPOOL_TAG in r.data.tags]
+    assert recorded.data.params["model.bn"] == journal.params["model.bn"]
+    history = client.get_metric_history(recorded.info.run_id, "val/accuracy")
+    assert sorted(point.step for point in history) == list(range(30, 301, 30))
+    artifacts = {a.path for a in client.list_artifacts(recorded.info.run_id)}
+    assert {"config.yaml", "identity.json", "learning_curve.png", "train.log"} <= artifacts
+    # The relaunch reused the recorded cell: one of its two jobs was skipped.
+    [parent] = [
+        r
+        for r in experiment_runs(client)
+        if r.data.tags.get("role") == "sweep" and r.info.status == "FINISHED"
+    ]
+    assert parent.data.tags["jobs.skipped"] == "1" and parent.data.tags["jobs.finished"] == "1"

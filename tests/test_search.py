@@ -18,8 +18,40 @@ from fault_injection import fail_when
 SEARCH = ["-m", "hparams_search=lr_bn", *TINY]
 
 
-def study(cwd: Path, name: str = "lr_bn") -> optuna.Study:
-    return optuna.load_study(study_name=name, storage=f"sqlite:///{cwd}/optuna.db")
+def study(cwd: Path, name: str = "lr_bn", storage: str | None = None) -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=storage or f"sqlite:///{cwd}/optuna.db")
+
+
+class Storage:
+    """Where a search keeps its study: SQLite in the run folder, or the stack's PostgreSQL."""
+
+    def __init__(self, uri: str | None, name: str, secret: str | None = None) -> None:
+        self.uri = uri
+        self.name = name
+        self.secret = secret
+
+    @property
+    def overrides(self) -> list[str]:
+        if self.uri is None:
+            return []
+        return [f"hydra.sweeper.storage={self.uri}", f"hydra.sweeper.study_name={self.name}"]
+
+    def study(self, cwd: Path) -> optuna.Study:
+        return study(cwd, self.name, self.uri)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def storage(request, tmp_path: Path) -> Storage:
+    """The same searches on Optuna's SQLite storage and on PostgreSQL (a shared stack).
+
+    On PostgreSQL the URI carries the database password, which must appear nowhere.
+    """
+    if request.param == "sqlite":
+        return Storage(None, "lr_bn")
+    stack = request.getfixturevalue("tracking_stack")
+    password = stack.pgpass.read_text().strip().rsplit(":", 1)[1]
+    uri = stack.database_uri("optuna").replace("bnlab@", f"bnlab:{password}@")
+    return Storage(uri, f"lr_bn_{tmp_path.name}", password)
 
 
 def runs_by_role(cwd: Path) -> dict[str, list]:
@@ -79,10 +111,12 @@ def test_bad_space_expressions_name_the_key(expression: str) -> None:
         search.parse_space({"lr": expression})
 
 
-def test_tiny_search_matches_between_optuna_and_mlflow_and_resumes(tmp_path: Path) -> None:
-    done = run_train([*SEARCH, "hydra.sweeper.n_trials=3"], cwd=tmp_path)
+def test_tiny_search_matches_between_optuna_and_mlflow_and_resumes(
+    tmp_path: Path, storage: Storage
+) -> None:
+    done = run_train([*SEARCH, *storage.overrides, "hydra.sweeper.n_trials=3"], cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
-    trials = study(tmp_path).trials
+    trials = storage.study(tmp_path).trials
     assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE] * 3
     roles = runs_by_role(tmp_path)
     [parent] = roles["search"]
@@ -90,13 +124,13 @@ def test_tiny_search_matches_between_optuna_and_mlflow_and_resumes(tmp_path: Pat
     assert sorted(jobs) == [0, 1, 2]
     for trial in trials:
         run = jobs[trial.number]
-        assert run.data.tags["study"] == "lr_bn"
+        assert run.data.tags["study"] == storage.name
         assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id
         assert run.data.metrics["objective"] == pytest.approx(trial.value)
         assert float(run.data.params["optimizer.lr"]) == pytest.approx(trial.params["lr"])
         assert run.data.params["model.bn"] == str(trial.params["bn"]).lower()
         assert set(trial.intermediate_values) == {10, 20}
-    best = study(tmp_path).best_trial
+    best = storage.study(tmp_path).best_trial
     assert float(parent.data.tags["best.value"]) == pytest.approx(best.value)
     assert parent.data.params["search.lr"] == "tag(log, interval(1e-4, 0.5))"
     assert parent.data.params["sampler"] == "tpe"
@@ -107,38 +141,57 @@ def test_tiny_search_matches_between_optuna_and_mlflow_and_resumes(tmp_path: Pat
         f"sqlite:///{tmp_path}/mlflow.db",
         "bn-trick",
         report_dir,
-        study="lr_bn",
-        optuna_storage=f"sqlite:///{tmp_path}/optuna.db",
+        study=storage.name,
+        optuna_storage=storage.uri or f"sqlite:///{tmp_path}/optuna.db",
     )
-    table = pd.read_csv(report_dir / "study_lr_bn" / "trials.csv")
+    table = pd.read_csv(report_dir / f"study_{storage.name}" / "trials.csv")
     assert table["value"].tolist() == pytest.approx([t.value for t in trials])
     for name in ("history.png", "importances.png", "lr_vs_accuracy.png"):
-        assert (report_dir / "study_lr_bn" / name).read_bytes()[:4] == b"\x89PNG"
+        assert (report_dir / f"study_{storage.name}" / name).read_bytes()[:4] == b"\x89PNG"
     page = (report_dir / "index.html").read_text()
-    assert "Study lr_bn: optimization history" in page and "Best trial" in page
+    assert f"Study {storage.name}: optimization history" in page and "Best trial" in page
     with pytest.raises(ReportError, match="unknown study 'nope'"):
         build_report(
             f"sqlite:///{tmp_path}/mlflow.db",
             "bn-trick",
             report_dir,
             study="nope",
-            optuna_storage=f"sqlite:///{tmp_path}/optuna.db",
+            optuna_storage=storage.uri or f"sqlite:///{tmp_path}/optuna.db",
         )
 
-    again = run_train([*SEARCH, "hydra.sweeper.n_trials=5"], cwd=tmp_path)
+    again = run_train([*SEARCH, *storage.overrides, "hydra.sweeper.n_trials=5"], cwd=tmp_path)
     assert again.returncode == 0, again.stderr[-3000:]
-    trials = study(tmp_path).trials
+    trials = storage.study(tmp_path).trials
     assert len(trials) == 5
     assert len({tuple(sorted(t.params.items())) for t in trials}) == 5
     roles = runs_by_role(tmp_path)
     assert len(roles["search"]) == 1 and len(roles["job"]) == 5
+    if storage.secret:
+        shown = done.stdout + done.stderr + again.stdout + again.stderr
+        assert storage.secret not in shown
+        for run in [*roles["search"], *roles["job"]]:
+            recorded = [*run.data.params.values(), *run.data.tags.values()]
+            assert not [value for value in recorded if storage.secret in value]
+        files = [path for path in tmp_path.rglob("*") if path.is_file() and path.suffix != ".db"]
+        assert not [path for path in files if storage.secret.encode() in path.read_bytes()]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("launcher", ["basic", "joblib"])
-def test_median_pruner_prunes_a_hopeless_trial(tmp_path: Path, launcher: str) -> None:
-    """A trial that learns, then one that stays at chance (plain sigmoid, lr=0.5): pruned."""
+@pytest.mark.parametrize(
+    ("launcher", "storage"),
+    [("basic", "sqlite"), ("joblib", "sqlite"), ("joblib", "postgresql")],
+    indirect=["storage"],
+)
+def test_median_pruner_prunes_a_hopeless_trial(
+    tmp_path: Path, launcher: str, storage: Storage
+) -> None:
+    """A trial that learns, then one that stays at chance (plain sigmoid, lr=0.5): pruned.
+
+    Each trial runs in its own process (a launch each), so the pruner compares across
+    processes through the storage.
+    """
     settings = [
+        *storage.overrides,
         "data.limit=640",
         "train.steps=60",
         "train.eval_every=20",
@@ -174,7 +227,7 @@ def test_median_pruner_prunes_a_hopeless_trial(tmp_path: Path, launcher: str) ->
         cwd=tmp_path,
     )
     assert hopeless.returncode == 0, hopeless.stderr[-3000:]
-    trials = study(tmp_path).trials
+    trials = storage.study(tmp_path).trials
     assert [t.state for t in trials] == [
         optuna.trial.TrialState.COMPLETE,
         optuna.trial.TrialState.PRUNED,
@@ -213,10 +266,11 @@ def test_failing_trial_is_recorded_and_the_study_continues(tmp_path: Path) -> No
 
 
 @pytest.mark.slow
-def test_joblib_launcher_runs_two_trials_at_once(tmp_path: Path) -> None:
+def test_joblib_launcher_runs_two_trials_at_once(tmp_path: Path, storage: Storage) -> None:
     done = run_train(
         [
             *SEARCH,
+            *storage.overrides,
             "hydra/launcher=joblib",
             "hydra.launcher.n_jobs=2",
             "hydra.sweeper.n_jobs=2",
@@ -225,7 +279,7 @@ def test_joblib_launcher_runs_two_trials_at_once(tmp_path: Path) -> None:
         cwd=tmp_path,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    trials = study(tmp_path).trials
+    trials = storage.study(tmp_path).trials
     assert len(trials) == 4 and all(t.state.name == "COMPLETE" for t in trials)
     roles = runs_by_role(tmp_path)
     parent = roles["search"][0].info.run_id

@@ -25,6 +25,7 @@ from omegaconf import DictConfig
 from bnlab import metrics, search, sweep
 from bnlab.config import ConfigError
 from bnlab.heartbeat import Heartbeat
+from bnlab.redaction import redact_text
 
 log = logging.getLogger(__name__)
 
@@ -228,10 +229,12 @@ class OptunaSweeper(Sweeper):
         config = self.config
         if not config.tracking.enabled:
             return
+        # The study's parent run is found again by its storage as recorded: without a password.
+        storage = redact_text(self.storage_url)
         reuse = {
             metrics.ROLE_TAG: "search",
             metrics.STUDY_TAG: self.study_name,
-            "optuna_storage": self.storage_url,
+            "optuna_storage": storage,
         }
         self.recorder = sweep.SweepRecorder.open(
             config,
@@ -246,7 +249,7 @@ class OptunaSweeper(Sweeper):
                 "study_name": self.study_name,
                 "storage": self.storage_url,
             },
-            tags={metrics.STUDY_TAG: self.study_name, "optuna_storage": self.storage_url},
+            tags={metrics.STUDY_TAG: self.study_name, "optuna_storage": storage},
             reuse=reuse,
         )
         sweep.set_active(self.recorder)

@@ -1,0 +1,154 @@
+"""The shared tracking stack under load, and what tracking to a server costs a job.
+
+A development tool: `python pipelines/benchmark.py --stack [--concurrency 8 16]`.
+
+1. Per-job tracking cost: the same job run in this process untracked, tracked to a
+   SQLite file and tracked to the stack's MLflow server, alternating, best of
+   `--repeats`, so the figures share the machine's state.
+2. Load: for each concurrency N, a sweep of N short jobs on joblib with N workers
+   writes to the server at once; then every job must have exactly one run with its
+   whole `val/accuracy` history (no gap, no duplicate step), the parent's counts
+   must match, and the server's log must hold no error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from mlflow import MlflowClient
+
+from bnlab import job
+from bnlab.config import register_configs
+from devtools.training_benchmark import CONF_DIR, measure
+
+ROOT = Path(__file__).resolve().parents[2]
+STEPS, EVERY = 40, 5
+
+
+def stack(action: str, folder: Path) -> None:
+    subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "pipelines" / "tracking_stack.py"),
+            action,
+            "--dir",
+            str(folder),
+        ],
+        check=True,
+        capture_output=True,
+    )
+
+
+def job_costs(uri: str, steps: int, repeats: int) -> dict[str, float]:
+    register_configs()
+    store = tempfile.mkdtemp()
+    common = [f"train.steps={steps}", "train.rerun=true", "tracking.system_metrics=false"]
+    variants = {
+        "untracked": ["tracking.enabled=false"],
+        "SQLite": [f"tracking.uri=sqlite:///{store}/mlflow.db"],
+        "server": [f"tracking.uri={uri}", "tracking.experiment=bench-cost"],
+    }
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        configs = {name: compose("config", [*common, *extra]) for name, extra in variants.items()}
+    for cfg in configs.values():
+        job.run(cfg)  # warm-up: tracing, schema creation
+    best = {name: float("inf") for name in configs}
+    for _ in range(repeats):
+        for name, cfg in configs.items():
+            best[name] = min(best[name], measure(job.run, cfg)[0])
+    return best
+
+
+def load(uri: str, folder: Path, concurrency: int, log: Path) -> str:
+    experiment = f"load-{concurrency}"
+    seeds = ",".join(str(seed) for seed in range(concurrency // 4 or 1))
+    since = log.stat().st_size
+    tic = time.perf_counter()
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "src" / "train.py"),
+            "-m",
+            "bn=true,false",
+            "lr=0.001,0.01",
+            f"seed={seeds}",
+            "data.limit=320",
+            f"train.steps={STEPS}",
+            f"train.eval_every={EVERY}",
+            f"tracking.uri={uri}",
+            f"tracking.experiment={experiment}",
+            "hydra/launcher=joblib",
+            f"hydra.launcher.n_jobs={concurrency}",
+        ],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "MLFLOW_TRACKING_URI": uri},
+    )
+    seconds = time.perf_counter() - tic
+    client = MlflowClient(tracking_uri=uri)
+    found = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([found.experiment_id], max_results=1000) if found else []
+    jobs = [run for run in runs if run.data.tags.get("role") == "job"]
+    parents = [run for run in runs if run.data.tags.get("role") == "sweep"]
+    expected = list(range(EVERY, STEPS + 1, EVERY))
+    broken = [
+        run.info.run_name
+        for run in jobs
+        if sorted(p.step for p in client.get_metric_history(run.info.run_id, "val/accuracy"))
+        != expected
+    ]
+    counts_match = bool(parents) and parents[0].data.tags.get("jobs.finished") == str(len(jobs))
+    errors = [
+        line
+        for line in log.read_bytes()[since:].decode(errors="replace").splitlines()
+        if "Traceback" in line or " ERROR " in line or '" 5' in line
+    ]
+    intact = (
+        done.returncode == 0
+        and len(jobs) == len(seeds.split(",")) * 4
+        and not broken
+        and counts_match
+        and not errors
+    )
+    return (
+        f"  {concurrency:3d} jobs at once: {'nothing lost' if intact else 'LOST DATA'} "
+        f"({len(jobs)} runs, {len(broken)} with gaps, exit {done.returncode}, "
+        f"{len(errors)} server errors) in {seconds:.0f} s"
+    )
+
+
+def main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--stack", action="store_true")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[8, 16])
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args(argv)
+    base = Path(tempfile.mkdtemp(prefix="bnlab-bench-"))
+    base.chmod(0o711)
+    folder = base / "stack"
+    stack("up", folder)
+    try:
+        from bnlab.stack import Stack
+
+        found = Stack.load(folder)
+        os.environ["PGPASSFILE"] = str(found.pgpass)
+        uri = found.tracking_uri
+        costs = job_costs(uri, args.steps, args.repeats)
+        print(f"one {args.steps}-step job, best of {args.repeats} (system metrics off):")
+        for name, seconds in costs.items():
+            extra = seconds - costs["untracked"]
+            print(f"  {name:9s} {seconds:6.2f} s  tracking cost {extra:+.2f} s per job")
+        print("concurrent jobs writing to the server (40 steps, evaluation every 5):")
+        for concurrency in args.concurrency:
+            print(load(uri, base, concurrency, folder / "mlflow.log"), flush=True)
+    finally:
+        stack("down", folder)

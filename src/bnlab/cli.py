@@ -36,6 +36,7 @@ def run(main: Callable[[], Any]) -> None:
         sweep.abort()
         print("interrupted", file=sys.stderr)
         sys.exit(130)
-    except Exception:
-        sweep.abort()
+    except Exception as error:
+        # A launcher that gave up on one job: the other jobs finish, then the list.
+        sweep.launcher_failed(error)
         raise

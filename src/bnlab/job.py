@@ -89,6 +89,7 @@ def _job_tags(config: Config, context: JobContext, identity: str) -> dict[str, s
         metrics.OVERRIDES_TAG: json.dumps([spell_override(o) for o in context.overrides]),
         **provenance.git_tags(),
         **provenance.library_tags(),
+        **provenance.host_tags(),
         **tracking.versions(),
     }
     if context.multirun:

@@ -58,6 +58,10 @@ class Progress:
         self._last_done = -1
         self._beat = Heartbeat(seconds, self.report, f"{label} progress")
 
+    @property
+    def total(self) -> int:
+        return self._total
+
     def report(self) -> None:
         """Reads the jobs from the store and logs the line if more are done than last time."""
         self._log(self._read_jobs())

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import functools
 import getpass
+import os
 import platform
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -81,3 +83,21 @@ def library_tags() -> dict[str, str]:
         f"{found['keras_backend']}_version": found["backend_version"],
         "python_version": platform.python_version(),
     }
+
+
+# Where a job ran: the node, and the scheduler's own job id, so a run found in the UI
+# leads to its cluster logs (`sacct -j`, `scontrol show job`).
+SCHEDULER_VARIABLES = {
+    "slurm_job_id": "SLURM_JOB_ID",
+    "slurm_array_job_id": "SLURM_ARRAY_JOB_ID",
+    "slurm_array_task_id": "SLURM_ARRAY_TASK_ID",
+}
+
+
+def host_tags() -> dict[str, str]:
+    """The host a job runs on and, under Slurm, its job ids."""
+    tags = {"host": socket.gethostname()}
+    for tag, variable in SCHEDULER_VARIABLES.items():
+        if os.environ.get(variable):
+            tags[tag] = os.environ[variable]
+    return tags

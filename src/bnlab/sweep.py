@@ -14,6 +14,7 @@ import itertools
 import json
 import logging
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -149,6 +150,27 @@ class SweepRecorder:
             )
         return cls(store, run, sweep_id, progress)
 
+    def wait_for_jobs(self, poll_seconds: float = 2.0) -> None:
+        """Returns once no job of this sweep is training and no new one has appeared.
+
+        After a launcher gave up on one job (its process was killed on the cluster), the
+        others still run there; the store shows when they are done. A job that never
+        reached the store stops the wait after `stale_after_seconds` of quiet.
+        """
+        total = self.progress.total if self.progress is not None else 0
+        quiet_limit = self.store.stale_after_seconds
+        seen, changed = -1, time.monotonic()
+        while True:
+            interrupts.check()
+            count = len(self.store.sweep_jobs(self.run_id))
+            if count != seen:
+                seen, changed = count, time.monotonic()
+            if not self.store.live_children(self.run_id) and (
+                count >= total or time.monotonic() - changed > quiet_limit
+            ):
+                return
+            time.sleep(poll_seconds)
+
     def close(self, interrupted: bool) -> list[dict[str, Any]]:
         """Counts the jobs' outcomes from the store, records them and closes the parent.
 
@@ -220,6 +242,31 @@ def abort() -> None:
             recorder.close(interrupted=True)
         except BaseException as error:  # a second Ctrl-C, or a store that is gone
             print(f"warning: could not close sweep {recorder.sweep_id}: {error}", file=sys.stderr)
+
+
+def active() -> SweepRecorder | None:
+    """The sweep this process opened and has not closed yet, if any."""
+    return _active
+
+
+def launcher_failed(error: BaseException) -> None:
+    """The launcher gave up (a job's process died on the cluster): finish from the store.
+
+    Hydra's Ray and Slurm launchers raise on the first job whose process died, while
+    the sweep's other jobs go on running on the cluster. The sweep waits for them
+    through the store, closes with the counts it reads there, and exits 1 listing the
+    jobs that failed or were killed.
+    """
+    global _active
+    if _active is None:
+        return
+    recorder, _active = _active, None
+    log.error("The launcher stopped: %s", f"{type(error).__name__}: {error}".splitlines()[0])
+    log.debug("Launcher error", exc_info=error)
+    log.info("Waiting for the sweep's other jobs, through the store")
+    recorder.wait_for_jobs()
+    finish(recorder)
+    raise SystemExit(1)
 
 
 def varying_keys(jobs: list[list[str]]) -> list[str]:

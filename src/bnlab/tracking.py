@@ -462,6 +462,16 @@ class Store:
         if partial.info.lifecycle_stage == "active":
             retry(lambda: self.client.delete_run(journal.run_id))
 
+    def live_children(self, parent_run_id: str) -> list[str]:
+        """The jobs of a sweep that are training now (RUNNING, with a recent heartbeat)."""
+        return [
+            run.info.run_id
+            for run in self._search(
+                f"tags.`{metrics.PARENT_TAG}` = '{parent_run_id}' and attributes.status = 'RUNNING'"
+            )
+            if self.is_live(run)
+        ]
+
     def close_stale_children(self, parent_run_id: str) -> None:
         """Children still RUNNING when their sweep ends lost their process: KILLED."""
         for child in self._search(f"tags.`{metrics.PARENT_TAG}` = '{parent_run_id}'"):

@@ -1,0 +1,219 @@
+"""Sweeps and searches on a real single-node Slurm cluster (Debian's slurm-wlm and munge,
+accounting off), through Hydra's submitit launcher, read back with MlflowClient."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+from pathlib import Path
+
+import optuna
+import pytest
+from mlflow import MlflowClient
+
+from conftest import TINY, experiment_runs, run_train, start_train, wait_for
+
+pytestmark = pytest.mark.slow
+
+SLURM = [
+    "hydra/launcher=slurm",
+    "hydra.launcher.cpus_per_task=1",
+    "hydra.launcher.mem_gb=1",
+    "hydra.launcher.timeout_min=10",
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _start_munge() -> int | None:
+    """Starts munged as the munge user unless one answers; returns the pid it started."""
+    if subprocess.run("munge -n | unmunge", shell=True, capture_output=True).returncode == 0:
+        return None
+    run_dir = Path("/run/munge")
+    run_dir.mkdir(exist_ok=True)
+    shutil.chown(run_dir, "munge", "munge")
+    subprocess.run(["runuser", "-u", "munge", "--", shutil.which("munged")], check=True)
+    wait_for(
+        lambda: (
+            subprocess.run("munge -n | unmunge", shell=True, capture_output=True).returncode == 0
+        ),
+        timeout=20,
+    )
+    return int((run_dir / "munged.pid").read_text())
+
+
+def _config(folder: Path, node: str) -> str:
+    return "\n".join(
+        [
+            "ClusterName=bnlab",
+            f"SlurmctldHost={node}(127.0.0.1)",
+            "SlurmUser=root",
+            f"SlurmctldPort={_free_port()}",
+            f"SlurmdPort={_free_port()}",
+            "AuthType=auth/munge",
+            f"StateSaveLocation={folder}/state",
+            f"SlurmdSpoolDir={folder}/spool",
+            f"SlurmctldPidFile={folder}/slurmctld.pid",
+            f"SlurmdPidFile={folder}/slurmd.pid",
+            f"SlurmctldLogFile={folder}/slurmctld.log",
+            f"SlurmdLogFile={folder}/slurmd.log",
+            "ProctrackType=proctrack/linuxproc",
+            "TaskPlugin=task/none",
+            "SelectType=select/cons_tres",
+            "SelectTypeParameters=CR_CPU",
+            "AccountingStorageType=accounting_storage/none",
+            "JobAcctGatherType=jobacct_gather/none",
+            "JobCompType=jobcomp/none",
+            "MpiDefault=none",
+            "ReturnToService=2",
+            # A cancelled job gets SIGKILL 5 s after SIGTERM (submitit ignores SIGTERM).
+            "KillWait=5",
+            f"NodeName={node} NodeAddr=127.0.0.1 CPUs={os.cpu_count()} RealMemory=4000",
+            f"PartitionName=debug Nodes={node} Default=YES MaxTime=INFINITE State=UP",
+            "",
+        ]
+    )
+
+
+@pytest.fixture(scope="module")
+def slurm(tmp_path_factory):
+    """slurmctld and slurmd on loopback ports, with their own config (SLURM_CONF)."""
+    missing = [
+        name for name in ("slurmctld", "slurmd", "munged", "sbatch") if not shutil.which(name)
+    ]
+    if missing or os.geteuid() != 0:
+        reason = f"needs root and Slurm ({', '.join(missing) or 'not root'})"
+        if os.environ.get("CI"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    folder = tmp_path_factory.mktemp("slurm")
+    (folder / "state").mkdir()
+    (folder / "spool").mkdir()
+    node = socket.gethostname().split(".")[0]
+    conf = folder / "slurm.conf"
+    conf.write_text(_config(folder, node))
+    env = {**os.environ, "SLURM_CONF": str(conf)}
+    munge_pid = _start_munge()
+    subprocess.run(["slurmctld", "-i"], env=env, check=True)
+    subprocess.run(["slurmd"], env=env, check=True)
+
+    def idle() -> bool:
+        done = subprocess.run(["sinfo", "-h", "-o", "%T"], env=env, capture_output=True, text=True)
+        return done.stdout.strip() == "idle"
+
+    wait_for(idle, timeout=60)
+    yield {"SLURM_CONF": str(conf)}
+    subprocess.run(["scancel", "--user", "root"], env=env)
+    for name in ("slurmd", "slurmctld"):
+        pid_file = folder / f"{name}.pid"
+        if pid_file.exists():
+            os.kill(int(pid_file.read_text()), signal.SIGTERM)
+    if munge_pid:
+        os.kill(munge_pid, signal.SIGTERM)
+
+
+def _jobs(client: MlflowClient) -> tuple[list, list]:
+    runs = experiment_runs(client)
+    parents = [r for r in runs if r.data.tags.get("role") in ("sweep", "search")]
+    return parents, [r for r in runs if r.data.tags.get("role") == "job"]
+
+
+def test_a_sweep_on_slurm_is_recorded_through_the_store(slurm, tmp_path: Path) -> None:
+    store = f"sqlite:///{tmp_path}/mlflow.db"
+    done = run_train(
+        ["-m", "bn=true,false", *TINY, *SLURM, f"tracking.uri={store}"], cwd=tmp_path, env=slurm
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    [parent], jobs = _jobs(MlflowClient(tracking_uri=store))
+    assert len(jobs) == 2 and parent.data.tags["jobs.finished"] == "2"
+    for run in jobs:
+        assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert run.data.tags["threads"] == "1"  # cpus_per_task
+        assert run.data.tags["slurm_job_id"]
+        assert run.info.status == "FINISHED"
+
+
+def test_scancel_mid_job_leaves_no_running_run_and_the_relaunch_trains_what_is_missing(
+    slurm, tmp_path: Path
+) -> None:
+    store = f"sqlite:///{tmp_path}/mlflow.db"
+    args = [
+        "-m",
+        "bn=true,false",
+        "data.limit=320",
+        "train.steps=600",
+        "train.eval_every=20",
+        *SLURM,
+        f"tracking.uri={store}",
+        "tracking.heartbeat_seconds=2",
+        "tracking.stale_after_seconds=8",
+    ]
+    client = MlflowClient(tracking_uri=store)
+
+    def running_job() -> str | None:
+        if client.get_experiment_by_name("bn-trick") is None:
+            return None
+        for run in _jobs(client)[1]:
+            if run.info.status == "RUNNING" and client.get_metric_history(
+                run.info.run_id, "val/accuracy"
+            ):
+                return run.data.tags["slurm_job_id"]
+        return None
+
+    sweep = start_train(
+        args, cwd=tmp_path, env=slurm, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    try:
+        wait_for(lambda: running_job() is not None, timeout=240)
+        victim = running_job()
+        subprocess.run(["scancel", victim], env={**os.environ, **slurm}, check=True)
+        out, err = sweep.communicate(timeout=400)
+    finally:
+        sweep.kill()
+    assert sweep.returncode == 1, err[-3000:]
+    assert "1 job(s) failed" in err
+    _, jobs = _jobs(client)
+    assert not [r for r in jobs if r.info.status == "RUNNING"]
+    outcomes = sorted(r.data.tags["outcome"] for r in jobs)
+    assert outcomes == ["finished", "killed"]
+    [killed] = [r for r in jobs if r.data.tags["outcome"] == "killed"]
+    assert killed.data.tags["slurm_job_id"] == victim
+
+    again = run_train(args, cwd=tmp_path, env=slurm)
+    assert again.returncode == 0, again.stderr[-3000:]
+    _, jobs = _jobs(client)
+    complete = [r for r in jobs if r.data.tags["outcome"] == "finished"]
+    assert sorted(r.data.params["model.bn"] for r in complete) == ["false", "true"]
+    assert len(jobs) == 3  # the killed run, the survivor, and the one retrained cell
+
+
+def test_a_search_on_slurm_reports_to_its_storage_and_resumes(slurm, tmp_path: Path) -> None:
+    storage = f"sqlite:///{tmp_path}/optuna.db"
+    args = [
+        "-m",
+        "hparams_search=lr_bn",
+        *TINY,
+        *SLURM,
+        "hydra.sweeper.n_jobs=2",
+        f"hydra.sweeper.storage={storage}",
+        f"tracking.uri=sqlite:///{tmp_path}/mlflow.db",
+    ]
+    done = run_train([*args, "hydra.sweeper.n_trials=2"], cwd=tmp_path, env=slurm)
+    assert done.returncode == 0, done.stderr[-3000:]
+    trials = optuna.load_study(study_name="lr_bn", storage=storage).trials
+    assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE"]
+    assert all(set(t.intermediate_values) == {10, 20} for t in trials)
+    again = run_train([*args, "hydra.sweeper.n_trials=3"], cwd=tmp_path, env=slurm)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert len(optuna.load_study(study_name="lr_bn", storage=storage).trials) == 3
+    [parent], jobs = _jobs(MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db"))
+    assert len(jobs) == 3
+    assert {r.data.tags["mlflow.parentRunId"] for r in jobs} == {parent.info.run_id}
+    assert all(r.data.tags.get("slurm_job_id") for r in jobs)

@@ -3,6 +3,7 @@ cannot be reached fails in seconds with one line, before any run is recorded."""
 
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
 
@@ -34,12 +35,18 @@ def test_presets_compose_and_set_each_jobs_cpus() -> None:
     ("args", "env", "message"),
     [
         (["hydra/launcher=ray_cluster"], {"RAY_ADDRESS": "127.0.0.1:9"}, "no Ray cluster answers"),
-        (["hydra/launcher=slurm"], {"PATH": "/usr/bin:/bin"}, "sbatch is not on PATH"),
+        (["hydra/launcher=slurm"], {"PATH": "NO_SLURM"}, "sbatch is not on PATH"),
     ],
 )
 def test_an_unreachable_cluster_fails_fast_before_anything_is_recorded(
     tmp_path: Path, args: list[str], env: dict[str, str], message: str
 ) -> None:
+    if env.get("PATH") == "NO_SLURM":
+        # A PATH with git (for provenance) and nothing of Slurm.
+        tools = tmp_path / "bin"
+        tools.mkdir()
+        (tools / "git").symlink_to(shutil.which("git"))
+        env = {"PATH": str(tools)}
     started = time.monotonic()
     done = run_train(["-m", *args, *TINY], cwd=tmp_path, env=env)
     assert done.returncode == 2

@@ -148,8 +148,8 @@ def test_scancel_mid_job_leaves_no_running_run_and_the_relaunch_trains_what_is_m
         "-m",
         "bn=true,false",
         "data.limit=320",
-        "train.steps=600",
-        "train.eval_every=20",
+        "train.steps=2000",
+        "train.eval_every=50",
         *SLURM,
         f"tracking.uri={store}",
         "tracking.heartbeat_seconds=2",
@@ -164,7 +164,9 @@ def test_scancel_mid_job_leaves_no_running_run_and_the_relaunch_trains_what_is_m
             if run.info.status == "RUNNING" and client.get_metric_history(
                 run.info.run_id, "val/accuracy"
             ):
-                return run.data.tags["slurm_job_id"]
+                tags = run.data.tags
+                # One task of the array: `scancel ARRAY_TASK`, not the whole array.
+                return f"{tags['slurm_array_job_id']}_{tags['slurm_array_task_id']}"
         return None
 
     sweep = start_train(
@@ -184,7 +186,7 @@ def test_scancel_mid_job_leaves_no_running_run_and_the_relaunch_trains_what_is_m
     outcomes = sorted(r.data.tags["outcome"] for r in jobs)
     assert outcomes == ["finished", "killed"]
     [killed] = [r for r in jobs if r.data.tags["outcome"] == "killed"]
-    assert killed.data.tags["slurm_job_id"] == victim
+    assert victim.endswith(f"_{killed.data.tags['slurm_array_task_id']}")
 
     again = run_train(args, cwd=tmp_path, env=slurm)
     assert again.returncode == 0, again.stderr[-3000:]

@@ -212,12 +212,13 @@ def test_a_restart_mid_sweep_loses_nothing_and_a_relaunch_completes_the_grid(
     if sweep.returncode == 1:
         assert "job(s) failed" in err
     jobs = [r for r in experiment_runs(client, experiment) if r.data.tags.get("role") == "job"]
+    shown = (out + err)[-4000:]
     for run in jobs:
         assert run.info.status != "RUNNING"
         if run.data.tags.get("outcome") == "finished":
             assert complete_history(client, run.info.run_id, 300, 30), run.info.run_name
         else:
-            assert run.data.tags.get("error"), run.info.run_name
+            assert run.data.tags.get("error"), f"{run.info.run_name}: {shown}"
 
     again = run_train(args, cwd=tmp_path, env=env)
     assert again.returncode == 0, again.stderr[-3000:]

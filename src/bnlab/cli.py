@@ -33,6 +33,10 @@ def run(main: Callable[[], Any]) -> None:
             raise
         exit_on_user_error(error)
     except KeyboardInterrupt:
+        if sweep.launcher_stuck():
+            # Not the user's Ctrl-C: the sweep's watchdog found every job ended.
+            interrupts.clear()
+            sweep.launcher_failed(RuntimeError("it waited for a job whose process died"))
         sweep.abort()
         print("interrupted", file=sys.stderr)
         sys.exit(130)

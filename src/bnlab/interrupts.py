@@ -37,3 +37,8 @@ def check() -> None:
     """Raises KeyboardInterrupt if a stop was asked for, even if the first one was swallowed."""
     if _requested.is_set():
         raise KeyboardInterrupt("stop requested")
+
+
+def clear() -> None:
+    """Forgets a stop this process asked of itself (see `sweep.SweepRecorder`'s watchdog)."""
+    _requested.clear()

@@ -15,6 +15,7 @@ from typing import TypeVar
 
 import requests.exceptions
 import sqlalchemy.exc
+from mlflow.exceptions import RestException
 
 from bnlab import interrupts
 
@@ -36,6 +37,8 @@ TRANSIENT_TYPES = (
 )
 # MLflow's error code for a database error it classifies as temporary.
 TRANSIENT_CODES = ("TEMPORARILY_UNAVAILABLE",)
+# A tracking server answers 500 (INTERNAL_ERROR) and 503 while its database restarts.
+TRANSIENT_SERVER_CODES = ("INTERNAL_ERROR", "TEMPORARILY_UNAVAILABLE", "RESOURCE_EXHAUSTED")
 
 # Jitter has its own generator: `keras.utils.set_random_seed` reseeds the global
 # one, and parallel jobs with the same seed would otherwise retry in lockstep.
@@ -50,7 +53,10 @@ def is_transient(error: BaseException) -> bool:
         seen.add(id(current))
         if isinstance(current, TRANSIENT_TYPES):
             return True
-        if getattr(current, "error_code", None) in TRANSIENT_CODES:
+        code = getattr(current, "error_code", None)
+        if code in TRANSIENT_CODES:
+            return True
+        if isinstance(current, RestException) and code in TRANSIENT_SERVER_CODES:
             return True
         current = current.__cause__ or current.__context__
     return False

@@ -9,6 +9,7 @@ and an Optuna search record their parent runs through the same `SweepRecorder`.
 
 from __future__ import annotations
 
+import _thread
 import copy
 import itertools
 import json
@@ -28,6 +29,7 @@ from bnlab import cluster, interrupts, links, metrics, provenance, tracking
 from bnlab.config import ConfigError, spell_override, validate
 from bnlab.data import check_source
 from bnlab.errors import USER_ERRORS, exit_on_user_error
+from bnlab.heartbeat import Heartbeat
 from bnlab.progress import Progress
 from bnlab.redaction import redact_hydra_folder, redact_text
 
@@ -83,6 +85,41 @@ class SweepRecorder:
         self.run = run
         self.sweep_id = sweep_id
         self.progress = progress
+        # Set by the watchdog when the launcher waits for a job that the store shows dead.
+        self.launcher_stuck = False
+        self._stuck_since: float | None = None
+        self._watchdog = (
+            Heartbeat(store.stale_after_seconds / 4, self._watch, f"sweep {sweep_id} watchdog")
+            if progress is not None
+            else None
+        )
+
+    def _watch(self) -> None:
+        """Ends a launch whose launcher waits forever for a job whose process died.
+
+        Without Slurm accounting, submitit cannot see that a cancelled job ended and
+        waits for its result for ever. The store knows: every job of the launch is
+        recorded, none is live, and one is still RUNNING with a stopped heartbeat. When
+        that lasts `stale_after_seconds`, the main thread is interrupted and the sweep
+        closes from the store (`launcher_failed`).
+        """
+        jobs = self.store.sweep_jobs(self.run_id)
+        dead = [job for job in jobs if job.get("status") == "RUNNING"]
+        ended = len(jobs) >= self.progress.total and not self.store.live_children(self.run_id)
+        if not (ended and dead):
+            self._stuck_since = None
+            return
+        if self._stuck_since is None:
+            self._stuck_since = time.monotonic()
+        elif time.monotonic() - self._stuck_since > self.store.stale_after_seconds:
+            log.warning(
+                "Every job has ended in the store, but the launcher still waits for %d whose "
+                "process died; closing the sweep from the store",
+                len(dead),
+            )
+            self.launcher_stuck = True
+            self._watchdog.stop()
+            _thread.interrupt_main()
 
     @property
     def run_id(self) -> str:
@@ -181,6 +218,8 @@ class SweepRecorder:
             The jobs that failed or were killed.
         """
         self.run.stop_heartbeat()
+        if self._watchdog is not None:
+            self._watchdog.stop()
         self.store.close_stale_children(self.run_id)
         counts, jobs = self.store.write_counts(self.run_id)
         if self.progress is not None:
@@ -247,6 +286,11 @@ def abort() -> None:
 def active() -> SweepRecorder | None:
     """The sweep this process opened and has not closed yet, if any."""
     return _active
+
+
+def launcher_stuck() -> bool:
+    """Whether this process's sweep was interrupted by its own watchdog (see `_watch`)."""
+    return _active is not None and _active.launcher_stuck
 
 
 def launcher_failed(error: BaseException) -> None:

@@ -477,11 +477,14 @@ class Store:
         for child in self._search(f"tags.`{metrics.PARENT_TAG}` = '{parent_run_id}'"):
             if child.info.status == "RUNNING":
                 run_id = child.info.run_id
-                retry(
-                    lambda run_id=run_id: self.client.set_tag(
-                        run_id, metrics.OUTCOME_TAG, metrics.KILLED
-                    )
+                reason = (
+                    "still RUNNING when its sweep ended: its process was killed, or it kept "
+                    "its results offline (unsent/ where it ran)"
                 )
+                tags = [RunTag(metrics.OUTCOME_TAG, metrics.KILLED)]
+                if metrics.ERROR_TAG not in child.data.tags:
+                    tags.append(RunTag(metrics.ERROR_TAG, reason))
+                retry(lambda run_id=run_id, tags=tags: self.client.log_batch(run_id, tags=tags))
                 retry(lambda run_id=run_id: self.client.set_terminated(run_id, status="KILLED"))
 
 

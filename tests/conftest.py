@@ -166,3 +166,36 @@ def tracking_stack():
     if previous is None:
         os.environ.pop("PGPASSFILE", None)
     shutil.rmtree(folder.parent, ignore_errors=True)
+
+
+def sweep_runs(client: MlflowClient) -> tuple[list, list]:
+    """A store's parent runs (sweeps and searches) and job runs."""
+    runs = experiment_runs(client)
+    parents = [r for r in runs if r.data.tags.get("role") in ("sweep", "search")]
+    return parents, [r for r in runs if r.data.tags.get("role") == "job"]
+
+
+def stop_one_job_mid_sweep(
+    args: list[str], cwd: Path, env: dict, client: MlflowClient, stop: Callable
+) -> tuple[int, str]:
+    """Starts a sweep, calls `stop(run)` on the first job run that has logged an
+    evaluation, and returns the sweep's exit status and its stderr."""
+
+    def training():
+        if client.get_experiment_by_name("bn-trick") is None:
+            return None
+        for run in sweep_runs(client)[1]:
+            if run.info.status == "RUNNING" and client.get_metric_history(
+                run.info.run_id, "val/accuracy"
+            ):
+                return run
+        return None
+
+    sweep = start_train(args, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        wait_for(lambda: training() is not None, timeout=240)
+        stop(training())
+        _, err = sweep.communicate(timeout=400)
+    finally:
+        sweep.kill()
+    return sweep.returncode, err

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -14,17 +13,12 @@ import optuna
 import pytest
 from mlflow import MlflowClient
 
-from conftest import TESTS_DIR, TINY, experiment_runs, run_train, start_train, wait_for
+from bnlab.stack import free_port
+from conftest import TESTS_DIR, TINY, run_train, stop_one_job_mid_sweep, sweep_runs
 
 pytestmark = pytest.mark.slow
 
 RAY = str(Path(sys.executable).with_name("ray"))
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def _ray(args: list[str], cwd: Path) -> None:
@@ -42,7 +36,7 @@ def ray_cluster(tmp_path_factory):
             pytest.fail(reason)
         pytest.skip(reason)
     head, worker = tmp_path_factory.mktemp("head"), tmp_path_factory.mktemp("worker")
-    port = _free_port()
+    port = free_port()
     _ray(["stop", "--force"], head)
     _ray(
         ["start", "--head", f"--port={port}", "--num-cpus=1", "--include-dashboard=false"],
@@ -51,12 +45,6 @@ def ray_cluster(tmp_path_factory):
     _ray(["start", f"--address=127.0.0.1:{port}", "--num-cpus=1"], worker)
     yield {"address": f"127.0.0.1:{port}", "nodes": (head, worker)}
     _ray(["stop", "--force"], head)
-
-
-def _jobs(client: MlflowClient) -> tuple[list, list]:
-    runs = experiment_runs(client)
-    parents = [r for r in runs if r.data.tags.get("role") in ("sweep", "search")]
-    return parents, [r for r in runs if r.data.tags.get("role") == "job"]
 
 
 def test_a_sweep_on_ray_is_recorded_through_the_store_alone(ray_cluster, tmp_path: Path) -> None:
@@ -77,7 +65,7 @@ def test_a_sweep_on_ray_is_recorded_through_the_store_alone(ray_cluster, tmp_pat
         env={"RAY_ADDRESS": ray_cluster["address"]},
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    [parent], jobs = _jobs(MlflowClient(tracking_uri=store))
+    [parent], jobs = sweep_runs(MlflowClient(tracking_uri=store))
     assert len(jobs) == 4 and parent.data.tags["jobs.finished"] == "4"
     for run in jobs:
         assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id
@@ -108,29 +96,20 @@ def test_a_killed_ray_worker_leaves_no_running_run_and_the_relaunch_trains_what_
     env = {"RAY_ADDRESS": ray_cluster["address"]}
     client = MlflowClient(tracking_uri=store)
 
-    def training() -> bool:
-        if client.get_experiment_by_name("bn-trick") is None:
-            return False
-        running = [r for r in _jobs(client)[1] if r.info.status == "RUNNING"]
-        return any(client.get_metric_history(r.info.run_id, "val/accuracy") for r in running)
-
-    sweep = start_train(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    try:
-        wait_for(training, timeout=240)
+    def kill_a_worker(run) -> None:
         [victim, *_] = _ray_task_pids()
         os.kill(victim, signal.SIGKILL)
-        out, err = sweep.communicate(timeout=400)
-    finally:
-        sweep.kill()
-    assert sweep.returncode == 1, err[-3000:]
+
+    returncode, err = stop_one_job_mid_sweep(args, tmp_path, env, client, kill_a_worker)
+    assert returncode == 1, err[-3000:]
     assert "1 job(s) failed" in err
-    _, jobs = _jobs(client)
+    _, jobs = sweep_runs(client)
     assert not [r for r in jobs if r.info.status == "RUNNING"]
     assert [r.data.tags["outcome"] for r in jobs].count("killed") == 1
 
     again = run_train(args, cwd=tmp_path, env=env)
     assert again.returncode == 0, again.stderr[-3000:]
-    _, jobs = _jobs(client)
+    _, jobs = sweep_runs(client)
     complete = [r for r in jobs if r.data.tags["outcome"] == "finished"]
     assert sorted(r.data.params["model.bn"] for r in complete) == ["false", "true"]
 
@@ -183,6 +162,6 @@ def test_a_search_on_ray_prunes_across_nodes_and_resumes(ray_cluster, tmp_path: 
     assert [t.state.name for t in trials] == ["COMPLETE", "PRUNED"]
     assert max(trials[1].intermediate_values) < 60
     # The second launch resumed the study of the first, under the same search parent.
-    [parent], jobs = _jobs(MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db"))
+    [parent], jobs = sweep_runs(MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db"))
     assert len(jobs) == 2
     assert {r.data.tags["mlflow.parentRunId"] for r in jobs} == {parent.info.run_id}

@@ -14,7 +14,8 @@ import optuna
 import pytest
 from mlflow import MlflowClient
 
-from conftest import TINY, experiment_runs, run_train, start_train, wait_for
+from bnlab.stack import free_port
+from conftest import TINY, run_train, stop_one_job_mid_sweep, sweep_runs, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -24,12 +25,6 @@ SLURM = [
     "hydra.launcher.mem_gb=1",
     "hydra.launcher.timeout_min=10",
 ]
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def _start_munge() -> int | None:
@@ -55,8 +50,8 @@ def _config(folder: Path, node: str) -> str:
             "ClusterName=bnlab",
             f"SlurmctldHost={node}(127.0.0.1)",
             "SlurmUser=root",
-            f"SlurmctldPort={_free_port()}",
-            f"SlurmdPort={_free_port()}",
+            f"SlurmctldPort={free_port()}",
+            f"SlurmdPort={free_port()}",
             "AuthType=auth/munge",
             f"StateSaveLocation={folder}/state",
             f"SlurmdSpoolDir={folder}/spool",
@@ -119,19 +114,13 @@ def slurm(tmp_path_factory):
         os.kill(munge_pid, signal.SIGTERM)
 
 
-def _jobs(client: MlflowClient) -> tuple[list, list]:
-    runs = experiment_runs(client)
-    parents = [r for r in runs if r.data.tags.get("role") in ("sweep", "search")]
-    return parents, [r for r in runs if r.data.tags.get("role") == "job"]
-
-
 def test_a_sweep_on_slurm_is_recorded_through_the_store(slurm, tmp_path: Path) -> None:
     store = f"sqlite:///{tmp_path}/mlflow.db"
     done = run_train(
         ["-m", "bn=true,false", *TINY, *SLURM, f"tracking.uri={store}"], cwd=tmp_path, env=slurm
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    [parent], jobs = _jobs(MlflowClient(tracking_uri=store))
+    [parent], jobs = sweep_runs(MlflowClient(tracking_uri=store))
     assert len(jobs) == 2 and parent.data.tags["jobs.finished"] == "2"
     for run in jobs:
         assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id
@@ -156,41 +145,27 @@ def test_scancel_mid_job_leaves_no_running_run_and_the_relaunch_trains_what_is_m
         "tracking.stale_after_seconds=8",
     ]
     client = MlflowClient(tracking_uri=store)
+    cancelled = []
 
-    def running_job() -> str | None:
-        if client.get_experiment_by_name("bn-trick") is None:
-            return None
-        for run in _jobs(client)[1]:
-            if run.info.status == "RUNNING" and client.get_metric_history(
-                run.info.run_id, "val/accuracy"
-            ):
-                tags = run.data.tags
-                # One task of the array: `scancel ARRAY_TASK`, not the whole array.
-                return f"{tags['slurm_array_job_id']}_{tags['slurm_array_task_id']}"
-        return None
+    def cancel(run) -> None:
+        # One task of the array (ARRAY_TASK), not the whole array.
+        tags = run.data.tags
+        cancelled.append(f"{tags['slurm_array_job_id']}_{tags['slurm_array_task_id']}")
+        subprocess.run(["scancel", cancelled[0]], env={**os.environ, **slurm}, check=True)
 
-    sweep = start_train(
-        args, cwd=tmp_path, env=slurm, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
-    try:
-        wait_for(lambda: running_job() is not None, timeout=240)
-        victim = running_job()
-        subprocess.run(["scancel", victim], env={**os.environ, **slurm}, check=True)
-        out, err = sweep.communicate(timeout=400)
-    finally:
-        sweep.kill()
-    assert sweep.returncode == 1, err[-3000:]
+    returncode, err = stop_one_job_mid_sweep(args, tmp_path, slurm, client, cancel)
+    assert returncode == 1, err[-3000:]
     assert "1 job(s) failed" in err
-    _, jobs = _jobs(client)
+    _, jobs = sweep_runs(client)
     assert not [r for r in jobs if r.info.status == "RUNNING"]
     outcomes = sorted(r.data.tags["outcome"] for r in jobs)
     assert outcomes == ["finished", "killed"]
     [killed] = [r for r in jobs if r.data.tags["outcome"] == "killed"]
-    assert victim.endswith(f"_{killed.data.tags['slurm_array_task_id']}")
+    assert cancelled[0].endswith(f"_{killed.data.tags['slurm_array_task_id']}")
 
     again = run_train(args, cwd=tmp_path, env=slurm)
     assert again.returncode == 0, again.stderr[-3000:]
-    _, jobs = _jobs(client)
+    _, jobs = sweep_runs(client)
     complete = [r for r in jobs if r.data.tags["outcome"] == "finished"]
     assert sorted(r.data.params["model.bn"] for r in complete) == ["false", "true"]
     assert len(jobs) == 3  # the killed run, the survivor, and the one retrained cell
@@ -215,7 +190,7 @@ def test_a_search_on_slurm_reports_to_its_storage_and_resumes(slurm, tmp_path: P
     again = run_train([*args, "hydra.sweeper.n_trials=3"], cwd=tmp_path, env=slurm)
     assert again.returncode == 0, again.stderr[-3000:]
     assert len(optuna.load_study(study_name="lr_bn", storage=storage).trials) == 3
-    [parent], jobs = _jobs(MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db"))
+    [parent], jobs = sweep_runs(MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db"))
     assert len(jobs) == 3
     assert {r.data.tags["mlflow.parentRunId"] for r in jobs} == {parent.info.run_id}
     assert all(r.data.tags.get("slurm_job_id") for r in jobs)

@@ -12,21 +12,15 @@ gives it (one). The target is 1.5x the sequential sweep's speed.
 from __future__ import annotations
 
 import argparse
-import socket
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
+from bnlab.stack import free_port
 from devtools.study_benchmark import ROOT, count_jobs, timed
 
 TARGET_SPEEDUP = 1.5
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def main(argv: list[str]) -> None:
@@ -51,7 +45,7 @@ def main(argv: list[str]) -> None:
         if name != "ray":
             seconds[name] = timed(command, folder, f"{name}.log")
             continue
-        port = _free_port()
+        port = free_port()
         subprocess.run(
             [
                 ray,

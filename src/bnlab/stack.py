@@ -89,7 +89,8 @@ class Stack:
         return cls(**json.loads(path.read_text()))
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on now."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
@@ -324,7 +325,7 @@ def up(
     if stack is None:
         _check_reachable(folder)
         folder.chmod(0o711)
-        stack = Stack(str(folder), host, port or _free_port(), pg_port or _free_port(), workers)
+        stack = Stack(str(folder), host, port or free_port(), pg_port or free_port(), workers)
         password = secrets.token_urlsafe(24)
         stack.pgpass.write_text(f"127.0.0.1:{stack.pg_port}:*:{USER}:{password}\n")
         stack.pgpass.chmod(0o600)

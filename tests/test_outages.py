@@ -26,6 +26,32 @@ def test_retry_gives_up_at_its_deadline_with_the_cause() -> None:
     assert time.monotonic() - started < 2.5
 
 
+def test_a_server_error_answer_is_retried_but_a_bad_request_is_not() -> None:
+    from mlflow.exceptions import RestException
+
+    from bnlab import tracking  # noqa: F401  (registers MLflow's server error type)
+
+    answers = [{"error_code": "INTERNAL_ERROR", "message": "database restarting"}] * 2
+    calls = []
+
+    def restarting() -> str:
+        calls.append(1)
+        if answers:
+            raise RestException(answers.pop())
+        return "written"
+
+    assert retries.retry(restarting, deadline=10.0) == "written" and len(calls) == 3
+
+    def refused_write() -> None:
+        calls.append(1)
+        raise RestException({"error_code": "BAD_REQUEST", "message": "no such run"})
+
+    calls.clear()
+    with pytest.raises(RestException):
+        retries.retry(refused_write, deadline=10.0)
+    assert calls == [1]
+
+
 def test_retry_does_not_retry_what_is_not_transient() -> None:
     calls = []
 

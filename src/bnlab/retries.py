@@ -15,7 +15,6 @@ from typing import TypeVar
 
 import requests.exceptions
 import sqlalchemy.exc
-from mlflow.exceptions import RestException
 
 from bnlab import interrupts
 
@@ -39,6 +38,16 @@ TRANSIENT_TYPES = (
 TRANSIENT_CODES = ("TEMPORARILY_UNAVAILABLE",)
 # A tracking server answers 500 (INTERNAL_ERROR) and 503 while its database restarts.
 TRANSIENT_SERVER_CODES = ("INTERNAL_ERROR", "TEMPORARILY_UNAVAILABLE", "RESOURCE_EXHAUSTED")
+# The error types that carry a server's answer; `tracking` names MLflow's (RestException),
+# so that this module stays free of mlflow.
+_server_error_types: tuple[type[BaseException], ...] = ()
+
+
+def treat_as_server_errors(*types: type[BaseException]) -> None:
+    """Registers the types of errors that carry a tracking server's answer and its code."""
+    global _server_error_types
+    _server_error_types = tuple(types)
+
 
 # Jitter has its own generator: `keras.utils.set_random_seed` reseeds the global
 # one, and parallel jobs with the same seed would otherwise retry in lockstep.
@@ -56,7 +65,7 @@ def is_transient(error: BaseException) -> bool:
         code = getattr(current, "error_code", None)
         if code in TRANSIENT_CODES:
             return True
-        if isinstance(current, RestException) and code in TRANSIENT_SERVER_CODES:
+        if isinstance(current, _server_error_types) and code in TRANSIENT_SERVER_CODES:
             return True
         current = current.__cause__ or current.__context__
     return False

@@ -26,17 +26,24 @@ from typing import Any
 import mlflow
 from mlflow import MlflowClient
 from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunTag
-from mlflow.exceptions import MlflowException
+from mlflow.exceptions import MlflowException, RestException
 
 from bnlab import interrupts, metrics, spool
 from bnlab.config import ConfigError, TrackingConfig
 from bnlab.heartbeat import Heartbeat
 from bnlab.links import redact
 from bnlab.redaction import redact_file, redact_text
-from bnlab.retries import StoreUnavailable, retry, set_deadline, sqlite_schema_lock
+from bnlab.retries import (
+    StoreUnavailable,
+    retry,
+    set_deadline,
+    sqlite_schema_lock,
+    treat_as_server_errors,
+)
 from bnlab.tracking_read import search_all
 
 log = logging.getLogger(__name__)
+treat_as_server_errors(RestException)
 # MLflow's system-metrics monitor logs its start and stop at INFO for every job.
 logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)
 

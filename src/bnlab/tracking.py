@@ -445,16 +445,12 @@ class Store:
             )
         )
         run_id = run.info.run_id
-        params = [Param(key, value) for key, value in journal.params.items()]
-        for start in range(0, len(params), 100):
-            chunk = params[start : start + 100]
-            retry(lambda chunk=chunk: self.client.log_batch(run_id, params=chunk))
-        points = [Metric(key, value, stamp, step) for key, value, stamp, step in journal.metrics]
-        for start in range(0, len(points), 1000):
-            chunk = points[start : start + 1000]
-            retry(lambda chunk=chunk: self.client.log_batch(run_id, metrics=chunk))
+        # The run's own logger writes it, in the batches a job's writes use.
+        logger = RunLogger(self.client, run_id)
+        logger.log_params(journal.params)
+        logger.log_history(journal.metrics)
         for dataset in journal.datasets:
-            RunLogger(self.client, run_id).log_dataset(**dataset)
+            logger.log_dataset(**dataset)
         for path, folder in saved.artifacts:
             retry(lambda path=path, folder=folder: self.client.log_artifact(run_id, path, folder))
         retry(
@@ -629,6 +625,12 @@ class RunLogger:
             due = time.monotonic() - self._last_flush >= FLUSH_SECONDS
         if due:
             self.flush()
+
+    def log_history(self, points: list[tuple[str, float, int, int]]) -> None:
+        """Writes metric points as they were logged: (key, value, timestamp in ms, step)."""
+        with self._lock:
+            self._buffer += [Metric(key, value, stamp, step) for key, value, stamp, step in points]
+        self.flush()
 
     def flush(self) -> None:
         """Writes the queued metrics, at most 1,000 values per call."""

@@ -3,8 +3,10 @@ next launch records it instead of training the cell again."""
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
+import threading
 from pathlib import Path
 
 import pytest
@@ -12,6 +14,7 @@ from mlflow import MlflowClient
 
 from bnlab import metrics, spool, tracking
 from bnlab.config import TrackingConfig
+from bnlab.retries import StoreUnavailable
 from conftest import experiment_runs, run_train, start_train, wait_for
 
 
@@ -55,6 +58,39 @@ def test_a_saved_run_is_recorded_once_complete_and_replaces_its_partial_run(
     assert {"config.yaml", "curves"} <= artifacts
     assert client.get_run(partial.run_id).info.lifecycle_stage == "deleted"
     assert store.record_pending(root) == 0
+
+
+class _RefusingClient:
+    """A store that refuses every write, once all `writers` are inside a call at once."""
+
+    def __init__(self, writers: int) -> None:
+        self.together = threading.Barrier(writers, timeout=10)
+
+    def log_batch(self, *args: object, **kwargs: object) -> None:
+        self.together.wait()
+        raise StoreUnavailable("the store refused the write")
+
+
+def test_an_outage_met_by_two_threads_at_once_is_announced_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The heartbeat's flush and the job's own write can meet the outage together.
+    logger = tracking.RunLogger(_RefusingClient(writers=2), "run-1")  # type: ignore[arg-type]
+    logger.keep_offline(tmp_path / "unsent")
+    writers = [
+        threading.Thread(target=logger.set_tags, args=({"phase": "train"},)),
+        threading.Thread(target=logger.log_params, args=({"optimizer.lr": 0.01},)),
+    ]
+    with caplog.at_level(logging.WARNING):
+        for writer in writers:
+            writer.start()
+        for writer in writers:
+            writer.join(timeout=20)
+    announced = [r for r in caplog.records if "stopped taking writes" in r.getMessage()]
+    assert logger.offline and len(announced) == 1
+    # Both writes are kept for the spool, though neither reached the store.
+    assert logger.journal.tags["phase"] == "train"
+    assert logger.journal.params["optimizer.lr"] == "0.01"
 
 
 def _refuse_writes(database: Path) -> list[str]:

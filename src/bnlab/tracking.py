@@ -512,6 +512,8 @@ class RunLogger:
         self.journal = spool.Journal(run_id=run_id, start_time=start_time)
         self.spool_root: Path | None = None
         self.offline = False
+        # The heartbeat's flush and the job's own writes can both meet the outage.
+        self._offline_lock = threading.Lock()
 
     def keep_offline(self, root: Path) -> None:
         """When the store stops taking writes, go on offline and save the run under `root`."""
@@ -529,7 +531,11 @@ class RunLogger:
             self._go_offline(error)
 
     def _go_offline(self, error: BaseException) -> None:
-        self.offline = True
+        """Stops writing to the store; says so once, whichever thread met the outage first."""
+        with self._offline_lock:
+            if self.offline:
+                return
+            self.offline = True
         log.warning(
             "The tracking store stopped taking writes (%s); run %s goes on offline and is "
             "kept in %s when it ends",

@@ -1,4 +1,4 @@
-"""Retries for transient store errors, and the lock that serialises a new SQLite store.
+"""Retries for transient store errors, and the file locks that serialise work across processes.
 
 Kept apart from the modules that talk to MLflow: it decides on exception types
 (SQLAlchemy's, requests') found anywhere in an error's chain, never on text.
@@ -36,8 +36,9 @@ TRANSIENT_TYPES = (
 )
 # MLflow's error code for a database error it classifies as temporary.
 TRANSIENT_CODES = ("TEMPORARILY_UNAVAILABLE",)
-# A tracking server answers 500 (INTERNAL_ERROR) and 503 while its database restarts.
-TRANSIENT_SERVER_CODES = ("INTERNAL_ERROR", "TEMPORARILY_UNAVAILABLE", "RESOURCE_EXHAUSTED")
+# A tracking server answers 500 (INTERNAL_ERROR) and 503 while its database restarts:
+# the store failed on its side, not because of what was written.
+STORE_SIDE_CODES = ("INTERNAL_ERROR", "TEMPORARILY_UNAVAILABLE", "RESOURCE_EXHAUSTED")
 # The error types that carry a server's answer; `tracking` names MLflow's (RestException),
 # so that this module stays free of mlflow.
 _server_error_types: tuple[type[BaseException], ...] = ()
@@ -65,7 +66,7 @@ def is_transient(error: BaseException) -> bool:
         code = getattr(current, "error_code", None)
         if code in TRANSIENT_CODES:
             return True
-        if isinstance(current, _server_error_types) and code in TRANSIENT_SERVER_CODES:
+        if isinstance(current, _server_error_types) and code in STORE_SIDE_CODES:
             return True
         current = current.__cause__ or current.__context__
     return False
@@ -141,11 +142,21 @@ def sqlite_schema_lock(uri: str) -> Iterator[None]:
     beside the database makes the others wait until the schema is complete. The
     folder must exist: config validation checks it before any store is opened.
     """
-    if not uri.startswith("sqlite:///") or fcntl is None:
+    if not uri.startswith("sqlite:///"):
         yield
         return
     database = Path(uri.removeprefix("sqlite:///")).resolve()
-    with open(database.with_name(database.name + ".lock"), "a") as lock:
+    with file_lock(database.with_name(database.name + ".lock")):
+        yield
+
+
+@contextlib.contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """Holds an exclusive lock on the file `path` (created if missing) across processes."""
+    if fcntl is None:
+        yield
+        return
+    with open(path, "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             yield

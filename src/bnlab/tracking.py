@@ -6,7 +6,6 @@ writes, `tracking_read` reads runs back for the report.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import math
@@ -34,7 +33,9 @@ from bnlab.heartbeat import Heartbeat
 from bnlab.links import redact
 from bnlab.redaction import redact_file, redact_text
 from bnlab.retries import (
+    STORE_SIDE_CODES,
     StoreUnavailable,
+    file_lock,
     retry,
     set_deadline,
     sqlite_schema_lock,
@@ -418,7 +419,7 @@ class Store:
         if not root.is_dir():
             return 0
         recorded = 0
-        with _folder_lock(root):
+        with file_lock(root / ".lock"):
             for saved in spool.pending(root):
                 journal = saved.journal
                 if journal.store != redact(self.uri) or journal.experiment != self.experiment:
@@ -770,30 +771,11 @@ class RunLogger:
 METRIC_DIGITS = 6
 
 
-# MLflow error codes of a store that failed on its side (a database that refused the write).
-STORE_SIDE_CODES = ("INTERNAL_ERROR", "TEMPORARILY_UNAVAILABLE", "RESOURCE_EXHAUSTED")
-
-
 def _store_side(error: BaseException) -> bool:
     """Whether a write failed because of the store, not because of what was written."""
     return isinstance(error, StoreUnavailable) or getattr(error, "error_code", None) in (
         STORE_SIDE_CODES
     )
-
-
-@contextlib.contextmanager
-def _folder_lock(folder: Path):
-    try:
-        import fcntl
-    except ImportError:  # Windows: no cross-process lock
-        yield
-        return
-    with open(folder / ".lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def _rounded(value: float) -> float:

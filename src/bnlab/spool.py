@@ -24,6 +24,7 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 RUN_FILE = "run.json"
+ARTIFACTS = "artifacts"  # the run's artifact files, laid out as in the store
 
 
 @dataclass
@@ -51,7 +52,7 @@ class Journal:
     def save(self, root: Path) -> Path:
         """Writes the journal to `root/<run id>/`; returns that folder."""
         folder = Path(root) / self.run_id
-        artifacts = folder / "artifacts"
+        artifacts = folder / ARTIFACTS
         artifacts.mkdir(parents=True, exist_ok=True)
         for path, text in self.texts.items():
             _target(artifacts, path).write_text(text)
@@ -82,17 +83,6 @@ class Saved:
 
     folder: Path
     journal: Journal
-
-    @property
-    def artifacts(self) -> list[tuple[Path, str | None]]:
-        """(file, artifact folder) for every saved artifact."""
-        root = self.folder / "artifacts"
-        found = []
-        for path in sorted(root.rglob("*")):
-            if path.is_file():
-                parent = path.parent.relative_to(root).as_posix()
-                found.append((path, None if parent == "." else parent))
-        return found
 
 
 def pending(root: Path) -> list[Saved]:

@@ -283,11 +283,6 @@ def abort() -> None:
             print(f"warning: could not close sweep {recorder.sweep_id}: {error}", file=sys.stderr)
 
 
-def active() -> SweepRecorder | None:
-    """The sweep this process opened and has not closed yet, if any."""
-    return _active
-
-
 def launcher_stuck() -> bool:
     """Whether this process's sweep was interrupted by its own watchdog (see `_watch`)."""
     return _active is not None and _active.launcher_stuck

@@ -452,8 +452,7 @@ class Store:
         logger.log_history(journal.metrics)
         for dataset in journal.datasets:
             logger.log_dataset(**dataset)
-        for path, folder in saved.artifacts:
-            retry(lambda path=path, folder=folder: self.client.log_artifact(run_id, path, folder))
+        retry(lambda: self.client.log_artifacts(run_id, str(saved.folder / spool.ARTIFACTS)))
         retry(
             lambda: self.client.set_terminated(
                 run_id, status=journal.status, end_time=journal.end_time or None
@@ -697,7 +696,7 @@ class RunLogger:
             )
             self._send(lambda: self.client.log_artifacts(self.run_id, str(path), "model"))
             if self.offline:
-                shutil.copytree(path, self.spool_root / self.run_id / "artifacts" / "model")
+                shutil.copytree(path, self.spool_root / self.run_id / spool.ARTIFACTS / "model")
 
     def log_dataset(self, name: str, digest: str, source: str, profile: str) -> None:
         """Records the training data as an MLflow dataset input (the UI's Dataset column)."""

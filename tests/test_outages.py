@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from bnlab import interrupts, links, retries
+from bnlab import interrupts, retries
+from bnlab.redaction import redact_text
 from conftest import TINY, run_train
 
 # Nothing listens on the discard port of the loopback interface: connections are refused.
@@ -81,9 +82,16 @@ def test_after_ctrl_c_a_failing_store_call_is_tried_once(monkeypatch) -> None:
 
 
 def test_passwords_are_redacted_from_shown_uris() -> None:
-    assert links.redact(DEAD_SERVER) == "http://alice:***@127.0.0.1:9"
-    assert links.redact("postgresql://bob:pw@db/mlflow") == "postgresql://bob:***@db/mlflow"
-    assert links.redact("sqlite:///mlflow.db") == "sqlite:///mlflow.db"
+    assert redact_text(DEAD_SERVER) == "http://alice:***@127.0.0.1:9"
+    assert redact_text("postgresql://bob:pw@db/mlflow") == "postgresql://bob:***@db/mlflow"
+    assert redact_text("sqlite:///mlflow.db") == "sqlite:///mlflow.db"
+    # An unescaped '@' in the password, an IPv6 host, and URIs inside other text.
+    assert redact_text("http://u:p@ss@db:5000/x@y") == "http://u:***@db:5000/x@y"
+    assert redact_text("http://u:pw@[::1]:5000") == "http://u:***@[::1]:5000"
+    assert (
+        redact_text("tracking.uri=http://u:pw@h:5000,storage='postgresql://x:y@z/db'")
+        == "tracking.uri=http://u:***@h:5000,storage='postgresql://x:***@z/db'"
+    )
 
 
 @pytest.mark.slow

@@ -14,17 +14,6 @@ from urllib.parse import urlsplit, urlunsplit
 LOCAL_UI = "http://127.0.0.1:5000"
 
 
-def redact(uri: str) -> str:
-    """A URI as it may be shown: any password replaced by ***."""
-    parts = urlsplit(uri)
-    if parts.password is None:
-        return uri
-    user = parts.username or ""
-    host = parts.hostname or ""
-    netloc = f"{user}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
-
-
 def ui_base(uri: str, ui: str | None = None) -> str:
     """The UI's address for a tracking URI (or `ui` when given), without credentials."""
     if ui:

@@ -14,12 +14,15 @@ import re
 from pathlib import Path
 
 # scheme://user:password@ -- the password is what is hidden; the user stays readable.
-_CREDENTIALS = re.compile(r"(\b[a-zA-Z][a-zA-Z0-9+.\-]*://[^\s/:@'\"\[\],]*:)[^\s@'\"\[\],]+@")
+# A password may hold an unescaped '@': it runs to the last '@' before the host.
+_CREDENTIALS = re.compile(
+    r"(\b[a-zA-Z][a-zA-Z0-9+.\-]*://[^\s/:@'\"\[\],]*:)[^\s@'\"\[\],]+(?:@[^\s@/'\"\[\],]+)*@"
+)
 HIDDEN = "***"
 
 
 def redact_text(text: str) -> str:
-    """`text` with the password of every URI in it replaced by ***."""
+    """`text` (a URI, or any text holding URIs) with every URI's password replaced by ***."""
     if "://" not in text:
         return text
     return _CREDENTIALS.sub(rf"\g<1>{HIDDEN}@", text)

@@ -30,7 +30,6 @@ from mlflow.exceptions import MlflowException, RestException
 from bnlab import interrupts, metrics, spool
 from bnlab.config import ConfigError, TrackingConfig
 from bnlab.heartbeat import Heartbeat
-from bnlab.links import redact
 from bnlab.redaction import redact_file, redact_text
 from bnlab.retries import (
     STORE_SIDE_CODES,
@@ -156,7 +155,7 @@ class Store:
             return retry(self._get_or_create_experiment, deadline=seconds)
         except StoreUnavailable as error:
             raise ConfigError(
-                f"tracking.uri: no tracking store answers at {redact(self.uri)} "
+                f"tracking.uri: no tracking store answers at {redact_text(self.uri)} "
                 f"within {seconds:g} s ({error})"
             ) from error
 
@@ -289,7 +288,7 @@ class Store:
 
     def _describe_journal(self, logger: RunLogger) -> None:
         logger.journal.experiment = self.experiment
-        logger.journal.store = redact(self.uri)
+        logger.journal.store = redact_text(self.uri)
 
     def adopt_run(self, run_id: str, tags: Mapping[str, str], name: str | None = None) -> RunLogger:
         """Logs into a run someone else created, e.g. the run of `mlflow run`.
@@ -422,7 +421,7 @@ class Store:
         with file_lock(root / ".lock"):
             for saved in spool.pending(root):
                 journal = saved.journal
-                if journal.store != redact(self.uri) or journal.experiment != self.experiment:
+                if journal.store != redact_text(self.uri) or journal.experiment != self.experiment:
                     continue
                 self._record_spooled(saved)
                 spool.forget(saved)

@@ -176,27 +176,39 @@ def sweep_runs(client: MlflowClient) -> tuple[list, list]:
     return parents, [r for r in runs if r.data.tags.get("role") == "job"]
 
 
-def stop_one_job_mid_sweep(
-    args: list[str], cwd: Path, env: dict, client: MlflowClient, stop: Callable
-) -> tuple[int, str]:
-    """Starts a sweep, calls `stop(run)` on the first job run that has logged an
-    evaluation, and returns the sweep's exit status and its stderr."""
+def disrupt_mid_sweep(
+    args: list[str],
+    cwd: Path,
+    client: MlflowClient,
+    act: Callable,
+    env: dict | None = None,
+    experiment: str = "bn-trick",
+) -> tuple[int, str, str]:
+    """Starts a sweep, calls `act(run)` once a job run is training (RUNNING, with an
+    evaluation logged), and returns the sweep's exit status, stdout and stderr."""
 
     def training():
-        if client.get_experiment_by_name("bn-trick") is None:
+        found = client.get_experiment_by_name(experiment)
+        if found is None:
             return None
-        for run in sweep_runs(client)[1]:
-            if run.info.status == "RUNNING" and client.get_metric_history(
-                run.info.run_id, "val/accuracy"
-            ):
+        for run in client.search_runs(
+            [found.experiment_id], "tags.role = 'job' and attributes.status = 'RUNNING'"
+        ):
+            if client.get_metric_history(run.info.run_id, "val/accuracy"):
                 return run
         return None
 
+    found = []
+
+    def is_training() -> bool:
+        found[:] = [training()]
+        return found[0] is not None
+
     sweep = start_train(args, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        wait_for(lambda: training() is not None, timeout=240)
-        stop(training())
-        _, err = sweep.communicate(timeout=400)
+        wait_for(is_training, timeout=240)
+        act(found[0])
+        out, err = sweep.communicate(timeout=400)
     finally:
         sweep.kill()
-    return sweep.returncode, err
+    return sweep.returncode, out, err

@@ -14,7 +14,7 @@ import pytest
 from mlflow import MlflowClient
 
 from bnlab.stack import free_port
-from conftest import TESTS_DIR, TINY, run_train, stop_one_job_mid_sweep, sweep_runs
+from conftest import TESTS_DIR, TINY, disrupt_mid_sweep, run_train, sweep_runs
 
 pytestmark = pytest.mark.slow
 
@@ -100,7 +100,7 @@ def test_a_killed_ray_worker_leaves_no_running_run_and_the_relaunch_trains_what_
         [victim, *_] = _ray_task_pids()
         os.kill(victim, signal.SIGKILL)
 
-    returncode, err = stop_one_job_mid_sweep(args, tmp_path, env, client, kill_a_worker)
+    returncode, _, err = disrupt_mid_sweep(args, tmp_path, client, kill_a_worker, env)
     assert returncode == 1, err[-3000:]
     assert "1 job(s) failed" in err
     _, jobs = sweep_runs(client)

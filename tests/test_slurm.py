@@ -15,7 +15,7 @@ import pytest
 from mlflow import MlflowClient
 
 from bnlab.stack import free_port
-from conftest import TINY, run_train, stop_one_job_mid_sweep, sweep_runs, wait_for
+from conftest import TINY, disrupt_mid_sweep, run_train, sweep_runs, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -153,7 +153,7 @@ def test_scancel_mid_job_leaves_no_running_run_and_the_relaunch_trains_what_is_m
         cancelled.append(f"{tags['slurm_array_job_id']}_{tags['slurm_array_task_id']}")
         subprocess.run(["scancel", cancelled[0]], env={**os.environ, **slurm}, check=True)
 
-    returncode, err = stop_one_job_mid_sweep(args, tmp_path, slurm, client, cancel)
+    returncode, _, err = disrupt_mid_sweep(args, tmp_path, client, cancel, slurm)
     assert returncode == 1, err[-3000:]
     assert "1 job(s) failed" in err
     _, jobs = sweep_runs(client)

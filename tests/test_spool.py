@@ -15,7 +15,7 @@ from mlflow import MlflowClient
 from bnlab import metrics, spool, tracking
 from bnlab.config import TrackingConfig
 from bnlab.retries import StoreUnavailable
-from conftest import experiment_runs, run_train, start_train, wait_for
+from conftest import disrupt_mid_sweep, experiment_runs, run_train
 
 
 def _journal(run_id: str, store: str) -> spool.Journal:
@@ -120,24 +120,15 @@ def test_a_job_whose_store_refuses_writes_keeps_its_results_and_the_relaunch_rec
     ]
     database = tmp_path / "mlflow.db"
     client = MlflowClient(tracking_uri=f"sqlite:///{database}")
-
-    def first_job_has_points() -> bool:
-        if not database.exists() or client.get_experiment_by_name("bn-trick") is None:
-            return False
-        jobs = [r for r in experiment_runs(client) if r.data.tags.get("role") == "job"]
-        return any(client.get_metric_history(r.info.run_id, "val/accuracy") for r in jobs)
-
-    sweep = start_train(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     undo: list[str] = []
     try:
-        wait_for(first_job_has_points, timeout=240)
-        undo = _refuse_writes(database)
-        out, err = sweep.communicate(timeout=400)
+        returncode, out, err = disrupt_mid_sweep(
+            args, tmp_path, client, lambda run: undo.extend(_refuse_writes(database))
+        )
     finally:
-        sweep.kill()
         if undo:
             subprocess.run(undo, check=True)
-    assert sweep.returncode != 0
+    assert returncode != 0
     kept = spool.pending(tmp_path / "unsent")
     assert len(kept) == 1, (out + err)[-3000:]
     shown = (out + err).splitlines()

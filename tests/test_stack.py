@@ -14,11 +14,10 @@ from mlflow import MlflowClient
 from conftest import (
     ROOT,
     TINY,
+    disrupt_mid_sweep,
     experiment_runs,
     run_train,
     stack_command,
-    start_train,
-    wait_for,
 )
 from fault_injection import fail_when
 
@@ -187,29 +186,19 @@ def test_a_restart_mid_sweep_loses_nothing_and_a_relaunch_completes_the_grid(
     env = tracking_stack.environment()
     client = MlflowClient(tracking_uri=tracking_stack.tracking_uri)
 
-    def training() -> bool:
-        found = client.get_experiment_by_name(experiment)
-        if found is None:
-            return False
-        running = client.search_runs(
-            [found.experiment_id], "tags.role = 'job' and attributes.status = 'RUNNING'"
-        )
-        return any(client.get_metric_history(r.info.run_id, "val/accuracy") for r in running)
-
-    sweep = start_train(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    try:
-        wait_for(training, timeout=240)
+    def restart(run) -> None:
         assert stack_command("down", tracking_stack.root, "--only", part).returncode == 0
         time.sleep(3)
         restarted = stack_command("up", tracking_stack.root, "--only", part)
         assert restarted.returncode == 0, restarted.stderr
-        out, err = sweep.communicate(timeout=400)
+
+    try:
+        returncode, out, err = disrupt_mid_sweep(args, tmp_path, client, restart, env, experiment)
     finally:
-        sweep.kill()
         stack_command("up", tracking_stack.root)
     # Each job either rode out the outage or ended with a clear, listed error.
-    assert sweep.returncode in (0, 1), err[-3000:]
-    if sweep.returncode == 1:
+    assert returncode in (0, 1), err[-3000:]
+    if returncode == 1:
         assert "job(s) failed" in err
     jobs = [r for r in experiment_runs(client, experiment) if r.data.tags.get("role") == "job"]
     shown = (out + err)[-4000:]
@@ -231,12 +220,22 @@ def test_a_restart_mid_sweep_loses_nothing_and_a_relaunch_completes_the_grid(
         assert complete_history(client, run.info.run_id, 300, 30), run.info.run_name
 
 
-def test_down_keeps_the_data_and_up_brings_it_back(tracking_stack) -> None:
+def test_down_keeps_the_data_and_up_brings_it_back(tracking_stack, tmp_path: Path) -> None:
+    # Its own run, so the test holds whichever tests ran before it.
     client = MlflowClient(tracking_uri=tracking_stack.tracking_uri)
-    before = {run.info.run_id for run in experiment_runs(client, "load")}
+    kept = client.create_run(client.create_experiment("kept")).info.run_id
+    client.log_metric(kept, "val/accuracy", 0.5, step=10)
+    client.log_text(kept, "kept across down and up", "note.txt")
+    client.set_terminated(kept)
+    before = {run.info.run_id for run in experiment_runs(client, "kept")}
     assert stack_command("down", tracking_stack.root).returncode == 0
     status = stack_command("status", tracking_stack.root)
     assert status.returncode != 0 and "server: down" in status.stdout
     up = stack_command("up", tracking_stack.root)
     assert up.returncode == 0, up.stderr
-    assert {run.info.run_id for run in experiment_runs(client, "load")} == before
+    assert {run.info.run_id for run in experiment_runs(client, "kept")} == before == {kept}
+    assert [(p.step, p.value) for p in client.get_metric_history(kept, "val/accuracy")] == [
+        (10, 0.5)
+    ]
+    note = Path(client.download_artifacts(kept, "note.txt", str(tmp_path)))
+    assert note.read_text() == "kept across down and up"

@@ -83,6 +83,15 @@ def test_range_errors_name_the_key(override: str, key: str) -> None:
         validate(compose_config([override]))
 
 
+def test_bn_impl_defaults_to_the_fused_kernel_on_tensorflow_and_is_in_the_identity() -> None:
+    from bnlab.identity import identity_hash
+
+    fused = validate(compose_config([]))
+    keras_layer = validate(compose_config(["model.bn_impl=keras"]))
+    assert fused.model.bn_impl == "fused" and keras_layer.model.bn_impl == "keras"
+    assert identity_hash(fused) != identity_hash(keras_layer)
+
+
 def test_flatten_uses_dotted_keys() -> None:
     flat = flatten(compose_config([]))
     assert flat["optimizer.lr"] == 0.001
@@ -122,6 +131,7 @@ BAD_INPUT = [
     (["tracking.uri=sqlite:////proc/x.db"], "tracking.uri"),
     (["tracking.stale_after_seconds=1", "tracking.heartbeat_seconds=5"], "tracking.stale"),
     (["-m", "lr=interval(0.001,0.1)"], "lr"),
+    (["model.bn_impl=cudnn"], "model.bn_impl"),
 ]
 
 

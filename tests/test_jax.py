@@ -19,10 +19,10 @@ pytestmark = pytest.mark.skipif(
 
 SCRIPT = """
 import json, keras
-from bnlab.config import ModelConfig
+from bnlab.config import ModelConfig, default_bn_impl
 from bnlab.model import build_model
-print(json.dumps({"backend": keras.backend.backend(),
-                  "params": build_model(ModelConfig(bn=True)).count_params()}))
+print(json.dumps({"backend": keras.backend.backend(), "bn_impl": default_bn_impl(),
+                  "params": build_model(ModelConfig(bn=True, bn_impl="keras")).count_params()}))
 """
 
 
@@ -35,7 +35,11 @@ def test_model_builds_under_jax() -> None:
         timeout=300,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    assert json.loads(done.stdout.strip().splitlines()[-1]) == {"backend": "jax", "params": 94_024}
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == {
+        "backend": "jax",
+        "bn_impl": "keras",
+        "params": 94_024,
+    }
 
 
 def test_training_job_runs_under_jax(tmp_path: Path) -> None:
@@ -51,4 +55,14 @@ def test_training_job_runs_under_jax(tmp_path: Path) -> None:
     [run] = client.search_runs([client.get_experiment_by_name("bn-trick").experiment_id])
     assert run.data.tags["keras_backend"] == "jax"
     assert run.data.tags["jax_version"]
+    # XLA fuses Keras's own BN layer; TensorFlow's fused kernel is not there to use.
+    assert run.data.params["model.bn_impl"] == "keras"
     assert run.data.metrics["val/best_accuracy"] > 0.3
+
+
+def test_the_fused_kernel_is_refused_under_jax_before_any_work(tmp_path: Path) -> None:
+    done = run_train(["model.bn_impl=fused"], cwd=tmp_path, env={"KERAS_BACKEND": "jax"})
+    assert done.returncode == 2, done.stderr[-3000:]
+    [line] = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert "model.bn_impl" in line and "model.bn_impl=keras" in line
+    assert not (tmp_path / "mlflow.db").exists()

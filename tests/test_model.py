@@ -5,23 +5,31 @@ from __future__ import annotations
 import pytest
 from keras import layers
 
-from bnlab.config import ACTIVATIONS, ModelConfig
+from bnlab.batchnorm import FusedBatchNormalization
+from bnlab.config import ACTIVATIONS, ModelConfig, default_bn_impl
 from bnlab.model import build_model
+
+BN_LAYERS = {"keras": layers.BatchNormalization, "fused": FusedBatchNormalization}
 
 
 def kinds(model) -> list[str]:
     return [type(layer).__name__ for layer in model.layers]
 
 
-def test_bn_model_has_bn_after_every_conv_and_dense_and_no_biases() -> None:
-    model = build_model(ModelConfig(bn=True))
+@pytest.mark.parametrize("impl", BN_LAYERS)
+def test_bn_model_has_bn_after_every_conv_and_dense_and_no_biases(impl: str) -> None:
+    model = build_model(ModelConfig(bn=True, bn_impl=impl))
     for index, layer in enumerate(model.layers):
         if isinstance(layer, (layers.Conv2D, layers.Dense)):
             assert layer.use_bias is False
-            assert isinstance(model.layers[index + 1], layers.BatchNormalization)
+            assert isinstance(model.layers[index + 1], BN_LAYERS[impl])
             assert isinstance(model.layers[index + 2], layers.Activation)
-    assert kinds(model).count("BatchNormalization") == 5
+    assert kinds(model).count(BN_LAYERS[impl].__name__) == 5
     assert model.layers[-1].get_config()["activation"] == "softmax"
+
+
+def test_tensorflow_defaults_to_the_fused_kernel() -> None:
+    assert default_bn_impl() == "fused"
 
 
 def test_plain_model_has_biases_and_no_bn() -> None:
@@ -44,10 +52,11 @@ def test_architecture_is_the_blogs() -> None:
     assert model.output_shape == (None, 10)
 
 
-def test_parameter_counts() -> None:
+@pytest.mark.parametrize("impl", BN_LAYERS)
+def test_parameter_counts(impl: str) -> None:
     plain = build_model(ModelConfig(bn=False))
     assert plain.count_params() == 93_322
-    with_bn = build_model(ModelConfig(bn=True))
+    with_bn = build_model(ModelConfig(bn=True, bn_impl=impl))
     assert with_bn.count_params() == 94_024
     trainable = sum(int(w.numpy().size) for w in with_bn.trainable_weights)
     assert trainable == 93_556
@@ -56,5 +65,5 @@ def test_parameter_counts() -> None:
 @pytest.mark.parametrize("activation", ACTIVATIONS)
 @pytest.mark.parametrize("bn", [True, False])
 def test_every_activation_builds(activation: str, bn: bool) -> None:
-    model = build_model(ModelConfig(bn=bn, activation=activation))
+    model = build_model(ModelConfig(bn=bn, activation=activation, bn_impl="fused"))
     assert model.count_params() == (94_024 if bn else 93_322)

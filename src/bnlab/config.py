@@ -6,6 +6,9 @@ range checks that types cannot express, in one place, before any work starts.
 
 from __future__ import annotations
 
+import json
+import os
+import sys
 import tempfile
 import uuid
 from dataclasses import asdict, dataclass, field
@@ -19,6 +22,9 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 ACTIVATIONS = ("relu", "sigmoid", "tanh", "elu", "selu", "gelu", "swish", "softplus")
 OPTIMIZERS = ("adam", "sgd", "rmsprop")
 DATASETS = ("mnist_small", "mnist")
+# BN implementations, each with the Keras backends it runs on: TensorFlow's fused
+# kernel (bnlab/batchnorm.py), or Keras's own layer, which XLA fuses under JAX.
+BN_IMPLS = {"fused": ("tensorflow",), "keras": ("tensorflow", "jax", "torch")}
 TRACKING_SCHEMES = ("sqlite:///", "http://", "https://", "postgresql", "mysql")
 
 # The top-level shorthands users sweep, and the group key each one sets. What is
@@ -38,6 +44,7 @@ MAX_SEED = 2**32 - 1
 # Experiment names become folder names and URL parts; keep them short and plain.
 MAX_EXPERIMENT_NAME = 200
 SWEEP_ID_RESOLVER = "bnlab_sweep_id"
+BN_IMPL_RESOLVER = "bnlab_bn_impl"
 
 
 class ConfigError(ValueError):
@@ -60,6 +67,10 @@ class ModelConfig:
     # 0.99 averages over ~100 steps, so on a 1,000-step schedule the validation curve
     # of a BN model lags its training accuracy by hundreds of steps; 0.9 tracks it.
     bn_momentum: float = 0.9
+    # How BN is computed: "fused" (TensorFlow's fused kernel, 2x faster on the CPU than
+    # Keras's layer) or "keras" (keras.layers.BatchNormalization). Same arithmetic; the
+    # default is the faster one for the backend, and the choice is part of the identity.
+    bn_impl: str = "${" + BN_IMPL_RESOLVER + ":}"
 
 
 @dataclass
@@ -197,6 +208,7 @@ def _check_ranges(config: Config) -> None:
         )
     if config.model.name != "cnn":
         _fail("model.name", f"unknown model '{config.model.name}' (accepted: cnn)")
+    _check_bn_impl(config.model.bn_impl)
     if len(config.model.filters) != 3 or min(config.model.filters) < 1:
         _fail("model.filters", "must be three positive filter counts")
     if not 0 <= config.model.bn_momentum < 1:
@@ -258,6 +270,40 @@ def _check_ranges(config: Config) -> None:
         _check_tracking_uri(tracking.uri)
 
 
+def keras_backend() -> str:
+    """The Keras backend this process runs, read as Keras reads it, without starting one.
+
+    Keras takes $KERAS_BACKEND, else the `backend` of keras.json in $KERAS_HOME (or
+    ~/.keras), else TensorFlow. Once Keras is imported, it is asked directly.
+    """
+    if "keras" in sys.modules:
+        return sys.modules["keras"].backend.backend()
+    if os.environ.get("KERAS_BACKEND"):
+        return os.environ["KERAS_BACKEND"]
+    home = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras"))
+    try:
+        return str(json.loads((home / "keras.json").read_text())["backend"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return "tensorflow"
+
+
+def default_bn_impl() -> str:
+    """The faster BN implementation on this process's backend: fused on TensorFlow."""
+    return "fused" if keras_backend() == "tensorflow" else "keras"
+
+
+def _check_bn_impl(impl: str) -> None:
+    if impl not in BN_IMPLS:
+        _fail("model.bn_impl", f"unknown implementation '{impl}' (accepted: fused, keras)")
+    backend = keras_backend()
+    if backend not in BN_IMPLS[impl]:
+        _fail(
+            "model.bn_impl",
+            f"'{impl}' needs the TensorFlow backend, and this one is {backend} "
+            "(use model.bn_impl=keras)",
+        )
+
+
 def _check_experiment_name(name: str) -> None:
     key = "tracking.experiment"
     if not name.strip():
@@ -300,6 +346,8 @@ def register_configs() -> None:
     # each job's config, wherever that job runs, so all jobs see one sweep id.
     if not OmegaConf.has_resolver(SWEEP_ID_RESOLVER):
         OmegaConf.register_new_resolver(SWEEP_ID_RESOLVER, _new_sweep_id, use_cache=True)
+    if not OmegaConf.has_resolver(BN_IMPL_RESOLVER):
+        OmegaConf.register_new_resolver(BN_IMPL_RESOLVER, default_bn_impl)
     store = ConfigStore.instance()
     store.store(name="base_config", node=Config)
     store.store(group="model", name="base_model", node=ModelConfig)

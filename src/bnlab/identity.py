@@ -20,8 +20,9 @@ from typing import Any
 
 from bnlab.config import Config, trained_values
 
-# The modules whose code decides what a job trains: data, model, training loop.
-TRAINING_CODE = ("data.py", "model.py", "training.py")
+# The modules whose code decides what a job trains: data, model (with its BN
+# layer), training loop.
+TRAINING_CODE = ("data.py", "model.py", "batchnorm.py", "training.py")
 PACKAGE_DIR = Path(__file__).resolve().parent
 
 

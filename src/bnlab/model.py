@@ -5,6 +5,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
+from bnlab.batchnorm import batch_normalization
 from bnlab.config import ModelConfig, OptimizerConfig
 from bnlab.data import IMAGE_SHAPE, NUM_CLASSES
 
@@ -13,7 +14,7 @@ def _block(x, layer: layers.Layer, activation: str, config: ModelConfig):
     """Applies `layer`, then BN and the activation, or the activation alone."""
     x = layer(x)
     if config.bn:
-        x = layers.BatchNormalization(momentum=config.bn_momentum)(x)
+        x = batch_normalization(config.bn_impl, config.bn_momentum)(x)
     return layers.Activation(activation)(x)
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
+
 @keras.saving.register_keras_serializable(package="bnlab")
 class FusedBatchNormalization(layers.Layer):
     """BN over the last axis of a 2-D or 4-D input, with TensorFlow's fused kernel.

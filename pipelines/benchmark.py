@@ -2,6 +2,7 @@
 
 python pipelines/benchmark.py                  # training loop vs the notebook's; tracking cost
 python pipelines/benchmark.py --steps 300 --repeats 1
+python pipelines/benchmark.py --bn             # steps/s: plain, Keras's BN, fused BN; 1 thread
 python pipelines/benchmark.py --study          # main job (36 jobs) vs the 12-job sequential sweep
 python pipelines/benchmark.py --cluster        # blog grid: joblib and Ray (2 workers) vs sequential
 python pipelines/benchmark.py --stack          # tracking cost, server vs SQLite; jobs at once
@@ -16,6 +17,10 @@ if __name__ == "__main__":
         main(sys.argv[1:])
     elif "--stack" in sys.argv[1:]:
         from devtools.stack_benchmark import main
+
+        main(sys.argv[1:])
+    elif "--bn" in sys.argv[1:]:
+        from devtools.bn_benchmark import main
 
         main(sys.argv[1:])
     elif "--study" in sys.argv[1:]:

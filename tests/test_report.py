@@ -125,6 +125,26 @@ def test_other_configs_missing_cells_and_failures_do_not_crash(store, store_uri,
     assert ("tanh", 0.001) in summary.index
 
 
+def test_the_page_names_the_bn_implementation_and_never_mixes_two(store, store_uri, tmp_path):
+    fused = {"model.bn_impl": "fused"}
+    for activation in ACTIVATIONS:
+        for lr in LRS:
+            for bn in (True, False):
+                for seed in (0, 1):
+                    synthetic.log_run(
+                        store, bn=bn, lr=lr, activation=activation, seed=seed, extra_params=fused
+                    )
+    # One run of Keras's layer in a cell the fused runs cover: left out, not averaged in.
+    synthetic.log_run(
+        store, bn=True, lr=0.01, activation="relu", seed=0, extra_params={"model.bn_impl": "keras"}
+    )
+    build_report(store_uri, "bn-trick", tmp_path / "r", log_artifacts=False)
+    page = (tmp_path / "r" / "index.html").read_text()
+    assert "TensorFlow&#x27;s fused kernel (model.bn_impl=fused) in 12 of 12 BN run(s)" in page
+    assert "other settings left out" in page and "model.bn_impl" in page
+    assert len(pd.read_csv(tmp_path / "r" / "per_seed.csv")) == 24
+
+
 def test_empty_and_unknown_experiments_fail_with_one_line(store, store_uri, tmp_path):
     with pytest.raises(ReportError, match="no training runs"):
         build_report(store_uri, "bn-trick", tmp_path / "r")

@@ -97,6 +97,29 @@ def select(runs: pd.DataFrame, curves: pd.DataFrame) -> Selection:
     return Selection(runs.reset_index(drop=True), curves.sort_values("step"), notes)
 
 
+# How each BN implementation (`model.bn_impl`) is named on the report page.
+BN_IMPL_NAMES = {
+    "fused": "TensorFlow's fused kernel (model.bn_impl=fused)",
+    "keras": "keras.layers.BatchNormalization (model.bn_impl=keras)",
+}
+
+
+def bn_implementation_note(runs: pd.DataFrame) -> str | None:
+    """Which BN implementation produced the compared BN runs, as one sentence.
+
+    Runs recorded before `model.bn_impl` existed used Keras's layer.
+    """
+    bn_runs = runs[runs[VARIANT].map(_as_bool)] if not runs.empty else runs
+    if bn_runs.empty:
+        return None
+    impls = (
+        bn_runs["model.bn_impl"] if "model.bn_impl" in bn_runs else pd.Series(index=bn_runs.index)
+    )
+    counts = impls.fillna("keras").astype(str).value_counts()
+    parts = [f"{BN_IMPL_NAMES.get(impl, impl)} in {count}" for impl, count in counts.items()]
+    return f"BN computed with {'; '.join(parts)} of {len(bn_runs)} BN run(s)"
+
+
 def steps_to_target(curve: pd.DataFrame, target: float) -> float:
     """The first step whose validation accuracy reaches `target`, or NaN."""
     reached = curve.loc[curve["value"] >= target, "step"]

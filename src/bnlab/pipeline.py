@@ -151,6 +151,9 @@ def _grid_section(
     best = analysis.best_learning_rates(variants)
     facts = analysis.claims(seeds, target)
     notes = list(selection.notes)
+    implementation = analysis.bn_implementation_note(selection.runs)
+    if implementation:
+        notes.append(implementation)
     activations = sorted(selection.runs["activation"].unique())
     lrs = sorted(selection.runs["lr"].unique())
     present = set(zip(variants["activation"], variants["lr"], variants["bn"], strict=True))

@@ -92,6 +92,16 @@ def test_passwords_are_redacted_from_shown_uris() -> None:
         redact_text("tracking.uri=http://u:pw@h:5000,storage='postgresql://x:y@z/db'")
         == "tracking.uri=http://u:***@h:5000,storage='postgresql://x:***@z/db'"
     )
+    # Hydra's escaped form (launch lines, the overrides tag, .hydra/overrides.yaml), the
+    # same inside a Python list (each backslash doubled), quoted, and with escaped
+    # characters in the password itself.
+    escaped = r"#0 : lr=0.001 tracking.uri=http\://bob\:S3cretPW@127.0.0.1\:55000"
+    assert redact_text(escaped) == r"#0 : lr=0.001 tracking.uri=http\://bob\:***@127.0.0.1\:55000"
+    listed = repr(["lr=0.001", r"tracking.uri=http\://bob\:S3cretPW@127.0.0.1\:55000"])
+    assert "S3cretPW" not in redact_text(listed) and "bob" in redact_text(listed)
+    quoted = """tracking.uri="http://bob:S3cretPW@h:1" 'tracking.uri="http://bob:S3c@h:1"'"""
+    assert "S3c" not in redact_text(quoted)
+    assert "S3cr" not in redact_text(r"tracking.uri=http\://bob\:S3cr\=et\,PW@h\:1")
 
 
 @pytest.mark.slow

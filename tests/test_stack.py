@@ -118,13 +118,45 @@ def test_a_sweep_through_the_server_keeps_artifacts_there_and_no_password_anywhe
         assert (tracking_stack.root / "artifacts").rglob(f"{run.info.run_id}/artifacts/train.log")
         assert run.data.params["tracking.uri"] == f"http://bnlab:***@127.0.0.1:{port}"
     shown = [done.stdout, done.stderr, failed.stdout, failed.stderr, report.stdout, report.stderr]
+    assert_no_secret(client, runs, shown, tmp_path)
+
+
+def test_a_password_on_the_command_line_of_a_joblib_sweep_is_hidden_in_every_form(
+    tracking_stack, tmp_path: Path
+) -> None:
+    # Hydra escapes the URI's colons in its launch lines and the jobs' overrides
+    # (`http\://bnlab\:PW@...`), a form the redaction once let through.
+    uri = f"http://bnlab:{SECRET}@127.0.0.1:{tracking_stack.port}"
+    done = run_train(
+        [
+            "-m",
+            "lr=0.001,0.002,0.003,0.004",
+            *TINY,
+            "hydra/launcher=joblib",
+            "hydra.launcher.n_jobs=4",
+            f"tracking.uri={uri}",
+            "tracking.experiment=cli-password",
+        ],
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "tracking.uri=http\\://bnlab\\:***@127.0.0.1" in done.stdout + done.stderr
+    client = MlflowClient(tracking_uri=f"http://127.0.0.1:{tracking_stack.port}")
+    runs = experiment_runs(client, "cli-password")
+    assert len([run for run in runs if run.data.tags.get("role") == "job"]) == 4
+    assert_no_secret(client, runs, [done.stdout, done.stderr], tmp_path)
+
+
+def assert_no_secret(client: MlflowClient, runs: list, shown: list[str], folder: Path) -> None:
+    """SECRET is on no console line, in no run's name, params, tags or text artifacts,
+    and in no file under `folder` (Hydra's saved configs among them)."""
     assert not [line for text in shown for line in text.splitlines() if SECRET in line]
     for run in runs:
         recorded = [run.info.run_name, *run.data.params.values(), *run.data.tags.values()]
         assert not [value for value in recorded if SECRET in str(value)], run.info.run_name
         for path in _text_artifacts(client, run.info.run_id):
             assert SECRET not in Path(client.download_artifacts(run.info.run_id, path)).read_text()
-    written = [path for path in tmp_path.rglob("*") if path.is_file()]
+    written = [path for path in folder.rglob("*") if path.is_file()]
     assert any(path.name == "overrides.yaml" for path in written)
     assert any(path.name == "multirun.yaml" for path in written)
     leaking = [path for path in written if SECRET.encode() in path.read_bytes()]

@@ -14,9 +14,13 @@ import re
 from pathlib import Path
 
 # scheme://user:password@ -- the password is what is hidden; the user stays readable.
-# A password may hold an unescaped '@': it runs to the last '@' before the host.
+# A password may hold an unescaped '@': it runs to the last '@' before the host. Hydra
+# writes overrides escaped (`http\://bob\:pw@host\:5000` in its launch lines, the
+# `overrides` tag and its saved files), and a Python list shows each backslash doubled,
+# so any backslashes may stand before a ':' and any escaped character in the password.
 _CREDENTIALS = re.compile(
-    r"(\b[a-zA-Z][a-zA-Z0-9+.\-]*://[^\s/:@'\"\[\],]*:)[^\s@'\"\[\],]+(?:@[^\s@/'\"\[\],]+)*@"
+    r"(\b[a-zA-Z][a-zA-Z0-9+.\-]*\\*://[^\s/:@'\"\[\],]*:)"
+    r"(?:\\.|[^\s@'\"\[\],\\])+(?:@[^\s@/'\"\[\],]+)*@"
 )
 HIDDEN = "***"
 

@@ -92,6 +92,23 @@ def test_bn_impl_defaults_to_the_fused_kernel_on_tensorflow_and_is_in_the_identi
     assert identity_hash(fused) != identity_hash(keras_layer)
 
 
+def test_a_batch_that_just_fits_the_training_split_is_accepted() -> None:
+    from bnlab.config import train_split_size
+    from bnlab.data import load_data
+
+    config = validate(compose_config(["train.batch_size=3900"]))
+    # The bound is never above the real split, so whatever passes validation fits it.
+    assert train_split_size(config.data) <= len(load_data(config.data).y_train)
+    assert train_split_size(config.data) >= 3900
+
+
+def test_an_evaluation_interval_longer_than_the_run_evaluates_once_at_its_end() -> None:
+    from bnlab.training import _intervals
+
+    config = validate(compose_config(["train.steps=30", "train.eval_every=50"]))
+    assert _intervals(config) == [(30, 1)]
+
+
 def test_flatten_uses_dotted_keys() -> None:
     flat = flatten(compose_config([]))
     assert flat["optimizer.lr"] == 0.001
@@ -132,6 +149,49 @@ BAD_INPUT = [
     (["tracking.stale_after_seconds=1", "tracking.heartbeat_seconds=5"], "tracking.stale"),
     (["-m", "lr=interval(0.001,0.1)"], "lr"),
     (["model.bn_impl=cudnn"], "model.bn_impl"),
+    # Infinity and literals that overflow to it, in every kind of float field.
+    (["lr=inf"], "lr"),
+    (["lr=1e400"], "lr"),
+    (["optimizer.lr=-inf"], "lr"),
+    (["optimizer.momentum=nan"], "optimizer.momentum"),
+    (["model.bn_momentum=inf"], "model.bn_momentum"),
+    (["data.val_fraction=inf"], "data.val_fraction"),
+    (["tracking.heartbeat_seconds=inf"], "tracking.heartbeat_seconds"),
+    (["tracking.deadline_seconds=1e400"], "tracking.deadline_seconds"),
+    # A batch larger than the training split, with or without data.limit.
+    (["train.batch_size=100000"], "train.batch_size"),
+    (["train.batch_size=4000"], "train.batch_size"),
+    (["data=mnist", "train.batch_size=60000"], "train.batch_size"),
+    # Launcher settings, before the sweep's parent run is recorded.
+    (["-m", "bn=true,false", "hydra/launcher=joblib", "hydra.launcher.n_jobs=0"], "n_jobs"),
+    (["-m", "bn=true,false", "hydra/launcher=joblib", "hydra.launcher.n_jobs=-99"], "n_jobs"),
+    (
+        [
+            "-m",
+            "bn=true,false",
+            "hydra/launcher=ray_cluster",
+            "hydra.launcher.ray.remote.num_cpus=0",
+        ],
+        "hydra.launcher.ray.remote.num_cpus",
+    ),
+    (
+        [
+            "-m",
+            "bn=true,false",
+            "hydra/launcher=ray_cluster",
+            "hydra.launcher.ray.remote.num_gpus=-1",
+        ],
+        "hydra.launcher.ray.remote.num_gpus",
+    ),
+    (
+        ["-m", "bn=true,false", "hydra/launcher=slurm", "hydra.launcher.cpus_per_task=0"],
+        "cpus_per_task",
+    ),
+    (["-m", "bn=true,false", "hydra/launcher=slurm", "hydra.launcher.mem_gb=0"], "mem_gb"),
+    (
+        ["-m", "bn=true,false", "hydra/launcher=slurm", "hydra.launcher.timeout_min=0"],
+        "timeout_min",
+    ),
 ]
 
 

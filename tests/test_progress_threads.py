@@ -29,7 +29,11 @@ def test_progress_line_counts_from_the_jobs_and_times_by_the_trained_ones() -> N
         "4/4 done (0 trained, 4 skipped), 0:01 elapsed, ETA 0:00"
     )
     failed = jobs(finished=1, **{metrics.FAILED: 1, metrics.KILLED: 1})
-    assert "3 trained, 0 skipped, 2 failed" in progress.line(failed, 10, 4000.0)
+    # The same outcome words as the sweep's summary ("1 failed, 1 killed").
+    assert "3 trained, 0 skipped, 1 failed, 1 killed" in progress.line(failed, 10, 4000.0)
+    killed = jobs(finished=1, **{metrics.KILLED: 2})
+    assert "3 trained, 0 skipped, 2 killed" in progress.line(killed, 10, 60.0)
+    assert "failed" not in progress.line(killed, 10, 60.0)
     assert "1:06:40 elapsed" in progress.line(failed, 10, 4000.0)
 
 

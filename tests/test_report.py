@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -143,6 +144,72 @@ def test_the_page_names_the_bn_implementation_and_never_mixes_two(store, store_u
     assert "TensorFlow&#x27;s fused kernel (model.bn_impl=fused) in 12 of 12 BN run(s)" in page
     assert "other settings left out" in page and "model.bn_impl" in page
     assert len(pd.read_csv(tmp_path / "r" / "per_seed.csv")) == 24
+
+
+@pytest.mark.parametrize("out", ["/proc/x", "/proc/x/y", "FILE"])
+def test_an_unwritable_out_folder_fails_with_one_line(store, store_uri, tmp_path, out) -> None:
+    fill(store, seeds=(0,))
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "pipelines" / "report.py"),
+            "--tracking-uri",
+            store_uri,
+            "--out",
+            out.replace("FILE", str(a_file)),
+            "--no-log",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert done.stderr.splitlines() == [line for line in done.stderr.splitlines() if line]
+    [line] = done.stderr.splitlines()
+    assert line.startswith("error: --out: cannot write the report to")
+    assert a_file.read_text() == ""
+
+
+@pytest.mark.slow
+def test_a_report_killed_while_it_writes_leaves_every_file_whole(store, store_uri, tmp_path):
+    fill(store, seeds=(0, 1))
+    out = tmp_path / "report"
+    command = [
+        sys.executable,
+        str(ROOT / "pipelines" / "report.py"),
+        "--tracking-uri",
+        store_uri,
+        "--out",
+        str(out),
+        "--no-log",
+    ]
+    first = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr[-2000:]
+    complete = {path.name: path.read_bytes() for path in out.iterdir()}
+    # kill -9 at a spread of moments, from start-up to the last files being written.
+    for delay in (1.0, 2.0, 2.5, 3.0, 3.5, 4.0, 5.0, 6.0):
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(delay)
+        process.kill()
+        process.wait()
+        names = {path.name for path in out.iterdir() if not path.name.endswith(".partial")}
+        assert names == set(complete), delay
+        # A kill mid-write leaves at most a hidden temporary file, which the next report
+        # removes; never a truncated report file.
+        assert all(p.name.startswith(".") for p in out.iterdir() if p.name.endswith(".partial"))
+        for name in names:
+            data = (out / name).read_bytes()
+            assert len(data) == len(complete[name]) or name.endswith((".html", ".png")), name
+            assert data, name
+        assert (out / "index.html").read_text().rstrip().endswith("</html>")
+        for name in ("per_seed.csv", "summary.csv", "best_lr.csv"):
+            assert len(pd.read_csv(out / name)) > 0
+        json.loads((out / "claims.json").read_text())
+    again = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert not list(out.glob(".*.partial"))
 
 
 def test_empty_and_unknown_experiments_fail_with_one_line(store, store_uri, tmp_path):

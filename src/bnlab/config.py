@@ -6,7 +6,9 @@ range checks that types cannot express, in one place, before any work starts.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 import os
 import sys
 import tempfile
@@ -22,6 +24,12 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 ACTIVATIONS = ("relu", "sigmoid", "tanh", "elu", "selu", "gelu", "swish", "softplus")
 OPTIMIZERS = ("adam", "sgd", "rmsprop")
 DATASETS = ("mnist_small", "mnist")
+# Images in each dataset's training pool, before validation (and test) are held out, so a
+# batch larger than the training split is refused before any data are read.
+POOL_SIZES = {"mnist_small": 5000, "mnist": 60000}
+# The stratified split rounds each of the 10 classes' shares: the training split may
+# hold up to this many images fewer than its fraction of the pool.
+SPLIT_ROUNDING = 10
 # BN implementations, each with the Keras backends it runs on: TensorFlow's fused
 # kernel (bnlab/batchnorm.py), or Keras's own layer, which XLA fuses under JAX.
 BN_IMPLS = {"fused": ("tensorflow",), "keras": ("tensorflow", "jax", "torch")}
@@ -200,7 +208,32 @@ def _fail(key: str, message: str) -> None:
     raise ConfigError(f"{key}: {message}")
 
 
+def _check_finite(config: Config) -> None:
+    """Every float of every schema is a finite number: inf, -inf, nan and literals that
+    overflow (1e400 reads as inf) are refused with the key."""
+    shorthand_of = {key: shorthand for shorthand, key in SHORTHANDS.items()}
+    groups = [("", config)] + [
+        (f"{group.name}.", getattr(config, group.name))
+        for group in dataclasses.fields(config)
+        if dataclasses.is_dataclass(getattr(config, group.name))
+    ]
+    for prefix, node in groups:
+        for setting in dataclasses.fields(node):
+            value = getattr(node, setting.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                key = f"{prefix}{setting.name}"
+                _fail(shorthand_of.get(key, key), f"must be a finite number, got {value}")
+
+
+def train_split_size(data: DataConfig) -> int:
+    """The fewest images the training split of `data` can hold (before `data.limit`)."""
+    pool = POOL_SIZES[data.name]
+    held_out = data.val_fraction + (data.test_fraction if data.name == "mnist_small" else 0)
+    return int(pool * (1 - held_out)) - SPLIT_ROUNDING
+
+
 def _check_ranges(config: Config) -> None:
+    _check_finite(config)
     if config.model.activation not in ACTIVATIONS:
         _fail(
             "activation",
@@ -235,6 +268,12 @@ def _check_ranges(config: Config) -> None:
         _fail("data.test_fraction", f"must be in (0, 0.5), got {data.test_fraction}")
     if data.limit is not None and data.limit < config.train.batch_size:
         _fail("data.limit", f"must be >= train.batch_size ({config.train.batch_size})")
+    if config.train.batch_size > train_split_size(data):
+        _fail(
+            "train.batch_size",
+            f"must be at most the training split of {data.name} (about "
+            f"{train_split_size(data)} images), got {config.train.batch_size}",
+        )
     if data.path is not None and not Path(data.path).is_file():
         _fail("data.path", f"no such file: {data.path} (give the path of an MNIST .npz)")
     train = config.train

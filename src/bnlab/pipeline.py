@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import subprocess
 import sys
 import uuid
@@ -34,6 +35,22 @@ class ReportFiles:
     run_id: str | None
     # Printed by the commands: how to open the experiment's runs in the MLflow UI.
     browse: list[str] = field(default_factory=list)
+
+
+def write_atomic(path: Path, content: str | bytes) -> None:
+    """Writes `path` through a temporary file beside it, renamed into place when complete.
+
+    A report killed while it writes leaves each file whole, old or new, never truncated.
+    """
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    try:
+        if isinstance(content, bytes):
+            partial.write_bytes(content)
+        else:
+            partial.write_text(content)
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 def _check_store(uri: str) -> None:
@@ -87,7 +104,15 @@ def build_report(
     if grid_runs.empty and study is None:
         scope = f"sweep {parent_run_id}" if parent_run_id else f"experiment '{experiment}'"
         raise ReportError(f"no training runs in {scope}")
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        write_atomic(out / ".writable", "")
+        (out / ".writable").unlink()
+    except OSError as error:
+        raise ReportError(f"--out: cannot write the report to {out} ({error.strerror})") from error
+    # What a report killed mid-write left: its temporary files, never a report file.
+    for stale in out.rglob(".*.partial"):
+        stale.unlink(missing_ok=True)
     experiment_id = tracking_read.experiment_id(uri, experiment)
     sections = []
     footer = report.Footer(runs_table=links.runs_table(uri, experiment_id, ui_url))
@@ -103,7 +128,9 @@ def build_report(
         page.images |= section.images
         page.tables |= section.tables
         page.notes += section.notes
-    (out / "index.html").write_text(
+    # The page last: once it is replaced, every file it describes is complete.
+    write_atomic(
+        out / "index.html",
         report.render_html(
             f"Batch Normalization report — {experiment}",
             page.sentences,
@@ -111,7 +138,7 @@ def build_report(
             page.tables,
             page.notes,
             footer,
-        )
+        ),
     )
     run_id = tracking.log_report(uri, experiment, out, parent_run_id) if log_artifacts else None
     return ReportFiles(out, run_id, links.browse_lines(uri, experiment_id, ui_url))
@@ -182,17 +209,18 @@ def _grid_section(
         "Learning-rate sensitivity": report.figure_png(report.plot_lr_sensitivity(variants)),
     }
     for name, png in zip(("comparison.png", "lr_sensitivity.png"), images.values(), strict=True):
-        (out / name).write_bytes(png)
-    seeds.to_csv(out / "per_seed.csv", index=False)
-    table.to_csv(out / "summary.csv", index=False)
-    best.to_csv(out / "best_lr.csv", index=False)
-    (out / "summary.md").write_text(
+        write_atomic(out / name, png)
+    write_atomic(out / "per_seed.csv", seeds.to_csv(index=False))
+    write_atomic(out / "summary.csv", table.to_csv(index=False))
+    write_atomic(out / "best_lr.csv", best.to_csv(index=False))
+    write_atomic(
+        out / "summary.md",
         f"# Summary (target validation accuracy {target})\n\n"
         + report.markdown_table(analysis.display_table(table))
         + "\n## Each variant at its own best learning rate\n\n"
-        + report.markdown_table(best)
+        + report.markdown_table(best),
     )
-    (out / "claims.json").write_text(json.dumps(facts, indent=2))
+    write_atomic(out / "claims.json", json.dumps(facts, indent=2))
     section = Section(
         analysis.plain_language(facts, best, target),
         images,
@@ -235,8 +263,8 @@ def _study_section(runs: pd.DataFrame, study: str, storage: str, out: Path) -> S
     for name, png in zip(
         ("history.png", "importances.png", "lr_vs_accuracy.png"), images.values(), strict=True
     ):
-        (folder / name).write_bytes(png)
-    trials.to_csv(folder / "trials.csv", index=False)
+        write_atomic(folder / name, png)
+    write_atomic(folder / "trials.csv", trials.to_csv(index=False))
     states = trials["state"].value_counts().to_dict() if not trials.empty else {}
     sentences = [
         f"Study {study}: {len(trials)} trials ("

@@ -33,8 +33,13 @@ def line(jobs: list[dict[str, Any]], total: int, elapsed: float) -> str:
     done = [job for job in jobs if job["outcome"] not in ("running", "unknown")]
     skipped = sum(job["outcome"] == metrics.SKIPPED for job in done)
     trained = len(done) - skipped
-    failed = sum(job["outcome"] in (metrics.FAILED, metrics.KILLED) for job in done)
-    detail = f"{trained} trained, {skipped} skipped" + (f", {failed} failed" if failed else "")
+    # The outcome words of the sweep's summary and the runs' `outcome` tags, one per kind.
+    ended_badly = [
+        f", {count} {outcome}"
+        for outcome in (metrics.FAILED, metrics.KILLED)
+        if (count := sum(job["outcome"] == outcome for job in done))
+    ]
+    detail = f"{trained} trained, {skipped} skipped" + "".join(ended_badly)
     left = max(total - len(done), 0)
     if left == 0:
         eta = "ETA 0:00"

@@ -25,7 +25,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-from bnlab import cluster, interrupts, links, metrics, provenance, tracking
+from bnlab import cluster, interrupts, links, metrics, provenance, threads, tracking
 from bnlab.config import ConfigError, spell_override, validate
 from bnlab.data import check_source
 from bnlab.errors import USER_ERRORS, exit_on_user_error
@@ -362,6 +362,7 @@ class ExperimentCallback(Callback):
 
     def _start_sweep(self, config: DictConfig) -> None:
         hydra_cfg = config.hydra
+        cluster.check_settings(hydra_cfg.launcher, threads.cpus())
         cluster.check_reachable(hydra_cfg.launcher)
         grid = hydra_cfg.sweeper.get("_target_") == BASIC_SWEEPER
         if not grid:

@@ -17,6 +17,8 @@ import os
 import sys
 from typing import Any
 
+from bnlab import cluster
+
 # The variables each backend reads at start-up. TensorFlow's inter-op pool stays at
 # one thread: a sequential CNN has no independent ops to run side by side.
 _INTRA = ("TF_NUM_INTRAOP_THREADS", "OMP_NUM_THREADS")
@@ -43,17 +45,17 @@ def per_job(launcher: Any, configured: int = 0) -> int | None:
         return configured
     if launcher is None:
         return None
-    target = str(launcher.get("_target_", ""))
-    if target.endswith("JoblibLauncher"):
+    found = cluster.kind(launcher)
+    if found == "joblib":
         workers = int(launcher.get("n_jobs") or -1)
         if workers < 0:  # joblib's convention: -1 is every CPU, -2 all but one, ...
             workers = max(1, cpus() + 1 + workers)
         return max(1, cpus() // workers)
-    if "hydra_ray_launcher" in target:
+    if found in ("ray", "ray_aws"):
         remote = (launcher.get("ray") or {}).get("remote") or {}
         value = remote.get("num_cpus")
         return int(value) if value else None
-    if "hydra_submitit_launcher" in target:
+    if found in ("slurm", "submitit_local"):
         value = launcher.get("cpus_per_task")
         return int(value) if value else None
     return None

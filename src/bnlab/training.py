@@ -42,6 +42,9 @@ class TrainResult:
 
 def batch_indices(num_samples: int, batch_size: int, seed: int) -> Iterator[np.ndarray]:
     """Yields the sample indices of each step: a fresh shuffle every epoch, no sample twice."""
+    if not 1 <= batch_size <= num_samples:
+        # Config validation refuses this first; without the check the loop never yields.
+        raise ValueError(f"train.batch_size: {batch_size} does not fit {num_samples} images")
     rng = np.random.default_rng(seed)
     while True:
         order = rng.permutation(num_samples)

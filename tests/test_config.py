@@ -162,6 +162,12 @@ BAD_INPUT = [
     (["train.batch_size=100000"], "train.batch_size"),
     (["train.batch_size=4000"], "train.batch_size"),
     (["data=mnist", "train.batch_size=60000"], "train.batch_size"),
+    # Hydra's grammar rejects these: the line names the key and shows the value quoted.
+    (["tracking.experiment=実験 BN"], "tracking.experiment: Hydra could not parse"),
+    (["tracking.uri=http://[::1"], "tracking.uri: Hydra could not parse"),
+    # Quoted, it parses, and the URI itself is refused.
+    (['tracking.uri="http://[::1"'], "tracking.uri: not a valid URI"),
+    (["tracking.uri=http://127.0.0.1:port"], "tracking.uri: not a valid URI"),
     # Launcher settings, before the sweep's parent run is recorded.
     (["-m", "bn=true,false", "hydra/launcher=joblib", "hydra.launcher.n_jobs=0"], "n_jobs"),
     (["-m", "bn=true,false", "hydra/launcher=joblib", "hydra.launcher.n_jobs=-99"], "n_jobs"),
@@ -211,6 +217,38 @@ def test_bad_input_exits_with_one_line_before_any_work(
     # Nothing was recorded: no tracking store, no job ran.
     assert not (tmp_path / "mlflow.db").exists()
     assert not Path("/nonexistent_dir").exists()
+
+
+def test_an_unparseable_value_is_shown_quoted_the_way_that_works(tmp_path: Path) -> None:
+    done = run_train(["tracking.experiment=実験 BN"], cwd=tmp_path, timeout=120)
+    [line] = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert line == (
+        "error: tracking.experiment: Hydra could not parse 実験 BN; quote it: "
+        """'tracking.experiment="実験 BN"'"""
+    )
+
+
+@pytest.mark.parametrize("sweep", [[], ["-m", "bn=true,false"]], ids=["run", "sweep"])
+@pytest.mark.parametrize("kind", ["random bytes", "another SQLite database"])
+def test_a_store_that_is_not_an_mlflow_store_is_refused_and_left_untouched(
+    tmp_path: Path, kind: str, sweep: list[str]
+) -> None:
+    import os
+    import sqlite3
+
+    store = tmp_path / "mlflow.db"
+    if kind == "random bytes":
+        store.write_bytes(os.urandom(4096))
+    else:
+        with sqlite3.connect(store) as connection:
+            connection.execute("CREATE TABLE trials (number INTEGER)")
+    before = store.read_bytes(), store.stat().st_mtime_ns
+    done = run_train([*sweep, *TINY], cwd=tmp_path, timeout=120)
+    assert done.returncode == 2, done.stderr[-2000:]
+    [line] = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert line.startswith("error: tracking.uri: ") and "mlflow.db" in line
+    assert "Traceback" not in done.stderr
+    assert (store.read_bytes(), store.stat().st_mtime_ns) == before
 
 
 def test_a_deleted_experiment_says_how_to_restore_it(tmp_path: Path) -> None:

@@ -97,6 +97,12 @@ def test_a_job_waits_for_a_live_run_with_its_identity_and_reuses_it(
     assert final[metrics.OBJECTIVE] == pytest.approx(0.77)
     [only] = experiment_runs(client)  # the waiting job's own claim was withdrawn
     assert only.info.run_id == rival.run_id
+    # ... closed before it was deleted: no deleted run stays RUNNING.
+    from mlflow.entities import ViewType
+
+    experiment = client.get_experiment_by_name("bn-trick").experiment_id
+    [withdrawn] = client.search_runs([experiment], run_view_type=ViewType.DELETED_ONLY)
+    assert withdrawn.info.status == "KILLED"
 
 
 def test_a_job_trains_when_the_run_it_waits_for_dies(tiny_cfg, store_uri: str, client) -> None:

@@ -162,3 +162,101 @@ def test_a_job_whose_store_refuses_writes_keeps_its_results_and_the_relaunch_rec
         if r.data.tags.get("role") == "sweep" and r.info.status == "FINISHED"
     ]
     assert parent.data.tags["jobs.skipped"] == "1" and parent.data.tags["jobs.finished"] == "1"
+
+
+def test_an_entry_is_renamed_into_place_whole_and_a_failed_save_leaves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / "unsent"
+    folder = _journal("run-1", "sqlite:///x.db").save(root)
+    assert sorted(path.name for path in root.iterdir()) == ["run-1"]
+    assert (folder / spool.RUN_FILE).is_file()
+    assert (folder / "artifacts" / "curves" / "learning_curve.png").read_bytes() == b"\x89PNG fake"
+
+    # A full disk while the second entry's run.json is written.
+    real_write_text = Path.write_text
+
+    def disk_full(path: Path, *args: object, **kwargs: object) -> int:
+        if path.name == spool.RUN_FILE:
+            raise OSError(28, "No space left on device")
+        return real_write_text(path, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        _journal("run-2", "sqlite:///x.db").save(root)
+    monkeypatch.undo()
+    # No partial entry, visible or staged: only the first, complete one.
+    assert sorted(path.name for path in root.iterdir()) == ["run-1"]
+    assert [saved.journal.run_id for saved in spool.pending(root)] == ["run-1"]
+
+
+def test_a_run_the_spool_cannot_keep_is_said_in_one_line_naming_it(tmp_path: Path) -> None:
+    logger = tracking.RunLogger(_RefusingClient(writers=1), "run-9")  # type: ignore[arg-type]
+    blocked = tmp_path / "unsent"
+    blocked.write_text("a file where the spool folder should be")
+    logger.keep_offline(blocked)
+    logger.log_params({"optimizer.lr": 0.01})
+    with pytest.raises(tracking.ResultsLost) as lost:
+        logger.end(metrics.FINISHED)
+    message = str(lost.value)
+    assert len(message.splitlines()) == 1
+    assert "run run-9 (finished)" in message and "results were lost" in message
+
+
+CORRUPT = b"\xad\xde not UTF-8 \xff"
+
+
+def _corrupt_entry(root: Path) -> Path:
+    folder = root / "0123corrupt"
+    (folder / "artifacts").mkdir(parents=True)
+    (folder / "artifacts" / "config.yaml").write_text("lr: 0.01\n")
+    (folder / spool.RUN_FILE).write_bytes(CORRUPT)
+    return folder
+
+
+def test_a_corrupt_entry_is_moved_aside_whole_and_the_others_are_recorded(
+    tmp_path: Path, store_uri: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    root = tmp_path / "unsent"
+    _journal("good-run", store_uri).save(root)
+    _corrupt_entry(root)
+    store = tracking.open_store(TrackingConfig(uri=store_uri))
+    with caplog.at_level(logging.WARNING):
+        assert store.record_pending(root) == 1
+    [line] = [r.getMessage() for r in caplog.records if "cannot be read" in r.getMessage()]
+    assert "0123corrupt" in line and "quarantine" in line
+    # Kept, never deleted: the same bytes, in the quarantine folder.
+    aside = root / spool.QUARANTINE / "0123corrupt"
+    assert (aside / spool.RUN_FILE).read_bytes() == CORRUPT
+    assert (aside / "artifacts" / "config.yaml").is_file()
+    assert spool.pending(root) == []
+
+
+@pytest.mark.slow
+def test_a_corrupt_entry_blocks_neither_a_sweep_nor_a_run_nor_sync(tmp_path: Path) -> None:
+    import sys
+
+    from conftest import ROOT, TINY
+
+    _corrupt_entry(tmp_path / "unsent")
+    sweep = run_train(["-m", "bn=true,false", *TINY], cwd=tmp_path)
+    assert sweep.returncode == 0, sweep.stderr[-3000:]
+    assert "Traceback" not in sweep.stderr
+    assert len([line for line in sweep.stderr.splitlines() if "cannot be read" in line]) == 1
+    _corrupt_entry(tmp_path / "unsent")  # a second one, for the single run and for sync
+    single = run_train(TINY, cwd=tmp_path)
+    assert single.returncode == 0, single.stderr[-3000:]
+    _corrupt_entry(tmp_path / "unsent2")
+    sync = subprocess.run(
+        [sys.executable, str(ROOT / "pipelines" / "sync.py"), str(tmp_path / "unsent2")],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert sync.returncode == 0, sync.stderr[-3000:]
+    assert "Traceback" not in sync.stderr and "Recorded 0 run(s)" in sync.stdout
+    assert (tmp_path / "unsent2" / spool.QUARANTINE / "0123corrupt" / spool.RUN_FILE).is_file()
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
+    jobs = [r for r in experiment_runs(client) if r.data.tags.get("role") == "job"]
+    assert sorted(r.data.tags["outcome"] for r in jobs) == ["finished", "finished"]

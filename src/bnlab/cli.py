@@ -7,7 +7,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from bnlab import interrupts, sweep
+from bnlab import interrupts, sweep, tracking
 from bnlab.errors import USER_ERRORS, exit_on_user_error
 
 
@@ -40,6 +40,9 @@ def run(main: Callable[[], Any]) -> None:
         sweep.abort()
         print("interrupted", file=sys.stderr)
         sys.exit(130)
+    except tracking.ResultsLost as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(1)
     except Exception as error:
         # A launcher that gave up on one job: the other jobs finish, then the list.
         sweep.launcher_failed(error)

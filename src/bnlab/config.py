@@ -10,8 +10,10 @@ import dataclasses
 import json
 import math
 import os
+import sqlite3
 import sys
 import tempfile
+import urllib.parse
 import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -362,9 +364,17 @@ def _check_tracking_uri(uri: str) -> None:
             f"unsupported URI '{uri}' (accepted: sqlite:///FILE, http(s)://HOST:PORT, "
             "postgresql://..., mysql://...)",
         )
+    try:
+        parts = urllib.parse.urlsplit(uri)
+        parts.port  # noqa: B018  (parsing the port is the check: 'host:abc' raises)
+    except ValueError as error:
+        _fail("tracking.uri", f"not a valid URI ({error})")
+    if uri.startswith(("http://", "https://")) and not parts.hostname:
+        _fail("tracking.uri", "names no host (e.g. http://127.0.0.1:5000)")
     if uri.startswith("sqlite:///"):
         # SQLite creates the file, and MLflow its folders, wherever the URI points:
         # a mistyped path must fail here, not leave folders behind.
+        _check_sqlite_store(Path(uri.removeprefix("sqlite:///")).expanduser())
         folder = Path(uri.removeprefix("sqlite:///")).expanduser().absolute().parent
         if not folder.is_dir():
             _fail("tracking.uri", f"directory {folder} does not exist (create it first)")
@@ -373,6 +383,36 @@ def _check_tracking_uri(uri: str) -> None:
                 pass
         except OSError:
             _fail("tracking.uri", f"directory {folder} is not writable")
+
+
+# The first bytes of every SQLite 3 database file.
+SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def _check_sqlite_store(path: Path) -> None:
+    """An existing file must be an MLflow store, or an empty one: MLflow would otherwise
+    write its tables into someone else's database, or fail on a file that isn't one.
+    The file is only read, never written."""
+    if not path.is_file() or path.stat().st_size == 0:
+        return
+    key = "tracking.uri"
+    try:
+        with path.open("rb") as file:
+            header = file.read(len(SQLITE_HEADER))
+    except OSError as error:
+        _fail(key, f"cannot read {path} ({error.strerror})")
+    if header != SQLITE_HEADER:
+        _fail(key, f"{path} is not a SQLite database (point tracking.uri at an MLflow store)")
+    try:
+        connection = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True)
+        try:
+            tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master")}
+        finally:
+            connection.close()
+    except sqlite3.Error as error:
+        _fail(key, f"{path} cannot be read as a SQLite database ({error})")
+    if tables and not {"experiments", "runs", "alembic_version"} <= tables:
+        _fail(key, f"{path} is a SQLite database, but not an MLflow store")
 
 
 def _new_sweep_id() -> str:

@@ -5,7 +5,12 @@ from __future__ import annotations
 import sys
 from typing import NoReturn
 
-from hydra.errors import ConfigCompositionException, HydraException, MissingConfigException
+from hydra.errors import (
+    ConfigCompositionException,
+    HydraException,
+    MissingConfigException,
+    OverrideParseException,
+)
 from omegaconf.errors import (
     ConfigAttributeError,
     ConfigKeyError,
@@ -25,6 +30,8 @@ def one_line(error: BaseException) -> str:
     """Condenses Hydra's and OmegaConf's multi-line messages to one line naming the key."""
     if isinstance(error, ConfigCompositionException) and error.__cause__ is not None:
         error = error.__cause__
+    if isinstance(error, OverrideParseException):
+        return _unparsed(error.override)
     if isinstance(error, MissingConfigException) and error.options is not None:
         missing = str(error).splitlines()[0]
         options = [option for option in error.options if not option.startswith("base_")]
@@ -39,6 +46,17 @@ def one_line(error: BaseException) -> str:
         return f"{key}: {message}" if key else message
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     return "; ".join(line for line in lines if not line.startswith("object_type"))
+
+
+def _unparsed(override: str) -> str:
+    """Names the key of an override Hydra's grammar rejected, and shows it quoted."""
+    key, _, value = override.partition("=")
+    quote = "'" if '"' in value else '"'
+    outer = '"' if quote == "'" else "'"
+    return (
+        f"{key.lstrip('+~')}: Hydra could not parse {value}; quote it: "
+        f"{outer}{key}={quote}{value}{quote}{outer}"
+    )
 
 
 def exit_on_user_error(error: BaseException) -> NoReturn:

@@ -240,6 +240,12 @@ def run(cfg: DictConfig, on_eval: EvalHook | None = None) -> dict[str, float]:
         if reporter is not None:
             reporter.record(result.outcome, run_logger and run_logger.run_id)
         return final
+    except tracking.ResultsLost as error:
+        # Nothing is left to close: the store refused the run and the spool the journal.
+        log.error("%s", error)
+        if context.multirun:
+            return {metrics.OBJECTIVE: math.nan}
+        raise
     except BaseException as error:
         outcome = metrics.FAILED if isinstance(error, Exception) else metrics.KILLED
         if run_logger is not None:

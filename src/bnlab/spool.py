@@ -5,7 +5,10 @@ artifacts, figures and files) in a `Journal` as it goes. When the store stops
 taking writes (a call fails past `tracking.deadline_seconds`, or the store
 refuses it), the job carries on offline and, when it ends, saves the journal in
 the spool folder (`tracking.spool_dir`, by default `unsent/` in the folder the
-command runs from): one folder per run with `run.json` and `artifacts/`.
+command runs from): one folder per run with `run.json` and `artifacts/`, built in a
+hidden staging folder and renamed into place when complete, so a partial entry
+never appears. An entry that cannot be read is moved aside, whole, to
+`quarantine/` in the spool folder, and the others are recorded.
 
 The next launch from that folder records each saved run in the store as a
 complete run (`tracking.Store.record_spooled`) before any job looks for its
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -25,6 +29,13 @@ log = logging.getLogger(__name__)
 
 RUN_FILE = "run.json"
 ARTIFACTS = "artifacts"  # the run's artifact files, laid out as in the store
+# Entries that could not be read, moved here (never deleted) for a person to look at.
+QUARANTINE = "quarantine"
+
+
+def staging(root: Path, run_id: str) -> Path:
+    """The hidden folder a run's entry is built in before it is renamed into place."""
+    return Path(root) / f".{run_id}.partial"
 
 
 @dataclass
@@ -50,8 +61,23 @@ class Journal:
     files: dict[str, str] = field(default_factory=dict)
 
     def save(self, root: Path) -> Path:
-        """Writes the journal to `root/<run id>/`; returns that folder."""
+        """Writes the journal to `root/<run id>/`; returns that folder.
+
+        The entry is built in `staging(root, run id)` (which may already hold files
+        copied there, such as a model) and renamed into place whole. When a write
+        fails (a full disk), the staging folder is removed and the error raised.
+        """
         folder = Path(root) / self.run_id
+        build = staging(root, self.run_id)
+        try:
+            self._write(build)
+            os.replace(build, folder)
+        except OSError:
+            shutil.rmtree(build, ignore_errors=True)
+            raise
+        return folder
+
+    def _write(self, folder: Path) -> None:
         artifacts = folder / ARTIFACTS
         artifacts.mkdir(parents=True, exist_ok=True)
         for path, text in self.texts.items():
@@ -64,11 +90,7 @@ class Journal:
         record = asdict(self)
         for key in ("texts", "blobs", "files"):
             record.pop(key)
-        # Written last, through a rename: a folder without run.json is not yet complete.
-        partial = folder / (RUN_FILE + ".part")
-        partial.write_text(json.dumps(record, indent=1))
-        partial.replace(folder / RUN_FILE)
-        return folder
+        (folder / RUN_FILE).write_text(json.dumps(record, indent=1))
 
 
 def _target(artifacts: Path, path: str) -> Path:
@@ -86,13 +108,41 @@ class Saved:
 
 
 def pending(root: Path) -> list[Saved]:
-    """The complete runs saved under `root`, oldest first."""
+    """The complete runs saved under `root`, oldest first.
+
+    An entry whose `run.json` cannot be read (not UTF-8, not JSON, not a journal) is
+    moved to `root/quarantine/`, with one line saying so, and left out.
+    """
     saved = []
     for run_file in sorted(Path(root).glob(f"*/{RUN_FILE}")):
-        record = json.loads(run_file.read_text())
-        record["metrics"] = [tuple(point) for point in record["metrics"]]
-        saved.append(Saved(run_file.parent, Journal(**record)))
+        try:
+            record = json.loads(run_file.read_text())
+            record["metrics"] = [tuple(point) for point in record["metrics"]]
+            saved.append(Saved(run_file.parent, Journal(**record)))
+        except (OSError, ValueError, TypeError, KeyError) as error:
+            _quarantine(run_file.parent, error)
     return sorted(saved, key=lambda entry: entry.journal.start_time)
+
+
+def _quarantine(folder: Path, error: BaseException) -> None:
+    aside = folder.parent / QUARANTINE / folder.name
+    copies = 0
+    while aside.exists():  # an entry of the same name was moved aside before
+        copies += 1
+        aside = folder.parent / QUARANTINE / f"{folder.name}-{copies}"
+    try:
+        aside.parent.mkdir(exist_ok=True)
+        os.replace(folder, aside)
+        where = f"moved to {aside}"
+    except OSError as move_error:
+        where = f"left in place ({move_error.strerror})"
+    log.warning(
+        "Spool entry %s cannot be read (%s: %s); %s, the other entries go on",
+        folder.name,
+        type(error).__name__,
+        str(error).splitlines()[0][:120] if str(error) else "",
+        where,
+    )
 
 
 def forget(saved: Saved) -> None:

@@ -695,7 +695,9 @@ class RunLogger:
             )
             self._send(lambda: self.client.log_artifacts(self.run_id, str(path), "model"))
             if self.offline:
-                shutil.copytree(path, self.spool_root / self.run_id / spool.ARTIFACTS / "model")
+                shutil.copytree(
+                    path, spool.staging(self.spool_root, self.run_id) / spool.ARTIFACTS / "model"
+                )
 
     def log_dataset(self, name: str, digest: str, source: str, profile: str) -> None:
         """Records the training data as an MLflow dataset input (the UI's Dataset column)."""
@@ -729,8 +731,10 @@ class RunLogger:
         )
 
     def discard(self) -> None:
-        """Deletes a run that never started its work (a claim that lost to a rival)."""
+        """Closes, then deletes, a run that never started its work (a claim that lost to a
+        rival), so no deleted run stays RUNNING."""
         self._stop_background()
+        retry(lambda: self.client.set_terminated(self.run_id, status="KILLED"))
         retry(lambda: self.client.delete_run(self.run_id))
 
     def end_status(self, status: str) -> None:
@@ -753,7 +757,14 @@ class RunLogger:
         if self.owned:
             self._send(lambda: self.client.set_terminated(self.run_id, status=status))
         if self.offline:
-            folder = self.journal.save(self.spool_root)
+            try:
+                folder = self.journal.save(self.spool_root)
+            except OSError as error:
+                raise ResultsLost(
+                    f"run {self.run_id} ({outcome}): its results were lost: the store did not "
+                    f"take them and the spool folder {self.spool_root} could not keep them "
+                    f"({error.strerror or error})"
+                ) from error
             log.warning(
                 "Kept the results of run %s (%s) in %s: the store did not take them. The next "
                 "launch from this folder records them, or: python pipelines/sync.py %s",
@@ -762,6 +773,10 @@ class RunLogger:
                 folder,
                 self.spool_root,
             )
+
+
+class ResultsLost(RuntimeError):
+    """Neither the store nor the spool took a finished job's results; one line says which."""
 
 
 # Significant digits kept of a metric: float32 results carry about seven, and an

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import bnlab  # noqa: F401  (telemetry off before mlflow is used)
 from bnlab import spool, tracking
-from bnlab.config import ConfigError, TrackingConfig
+from bnlab.config import ConfigError, TrackingConfig, check_tracking_uri
 
 
 def main() -> int:
@@ -25,6 +25,11 @@ def main() -> int:
     args = parser.parse_args()
     if not args.folder.is_dir():
         print(f"error: {args.folder}: no such folder", file=sys.stderr)
+        return 2
+    try:
+        check_tracking_uri(args.tracking_uri, "--tracking-uri")
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
         return 2
     experiments = sorted({saved.journal.experiment for saved in spool.pending(args.folder)})
     recorded = 0

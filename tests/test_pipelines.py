@@ -138,3 +138,36 @@ def test_mlflow_run_entry_points_nest_and_record(project: Path, tmp_path: Path) 
     assert "report/index.html" in {
         a.path for a in client.list_artifacts(reported.info.run_id, "report")
     }
+
+
+BAD_PATHS = [
+    (["report.py", "--tracking-uri", "foo://nowhere"], "--tracking-uri"),
+    (["report.py", "--tracking-uri", "http://[::1"], "--tracking-uri: not a valid URI"),
+    (["report.py", "--tracking-uri", "sqlite:////proc/x/mlflow.db"], "--tracking-uri"),
+    (["report.py", "--study", "s", "--optuna-storage", "bogus://x"], "--optuna-storage"),
+    (["report.py", "--out", "/proc/x"], "--out"),
+    (["sync.py", "no-such-folder"], "no-such-folder"),
+    (["sync.py", "SPOOL", "--tracking-uri", "http://[::1"], "--tracking-uri: not a valid URI"),
+]
+
+
+@pytest.mark.parametrize(("args", "key"), BAD_PATHS, ids=[" ".join(a) for a, _ in BAD_PATHS])
+def test_pipelines_refuse_bad_paths_with_one_line(args: list[str], key: str, tmp_path: Path):
+    # A store with one run, so only the path under test is wrong.
+    from bnlab import tracking
+    from devtools import synthetic_store
+
+    store = tracking.Store(f"sqlite:///{tmp_path}/mlflow.db", "bn-trick")
+    synthetic_store.log_run(store, bn=True, lr=0.01, activation="relu", seed=0)
+    (tmp_path / "SPOOL").mkdir()
+    script, *rest = args
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "pipelines" / script), *rest],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 2, done.stderr[-2000:]
+    [line] = done.stderr.splitlines()
+    assert line.startswith("error: ") and key in line

@@ -242,7 +242,8 @@ def test_a_corrupt_entry_blocks_neither_a_sweep_nor_a_run_nor_sync(tmp_path: Pat
     sweep = run_train(["-m", "bn=true,false", *TINY], cwd=tmp_path)
     assert sweep.returncode == 0, sweep.stderr[-3000:]
     assert "Traceback" not in sweep.stderr
-    assert len([line for line in sweep.stderr.splitlines() if "cannot be read" in line]) == 1
+    shown = (sweep.stdout + sweep.stderr).splitlines()
+    assert len([line for line in shown if "cannot be read" in line]) == 1
     _corrupt_entry(tmp_path / "unsent")  # a second one, for the single run and for sync
     single = run_train(TINY, cwd=tmp_path)
     assert single.returncode == 0, single.stderr[-3000:]

@@ -308,7 +308,7 @@ def _check_ranges(config: Config) -> None:
         _fail("train.threads", f"must be >= 0 (0: from the launcher), got {train.threads}")
     if tracking.enabled:
         _check_experiment_name(tracking.experiment)
-        _check_tracking_uri(tracking.uri)
+        check_tracking_uri(tracking.uri)
 
 
 def keras_backend() -> str:
@@ -357,7 +357,21 @@ def _check_experiment_name(name: str) -> None:
         _fail(key, f"must not look like a path ('/', '\\' or '..'), got '{name}'")
 
 
-def _check_tracking_uri(uri: str) -> None:
+def check_tracking_uri(uri: str, key: str = "tracking.uri", mlflow_store: bool = True) -> None:
+    """Refuses, in one line naming `key`, a URI that no store can be opened at.
+
+    Used for `tracking.uri` and by the pipelines for `--tracking-uri` and an Optuna
+    storage (`mlflow_store=False`: its SQLite file is Optuna's, not MLflow's).
+    """
+    try:
+        _check_store_uri(uri, mlflow_store)
+    except ConfigError as error:
+        if key == "tracking.uri":
+            raise
+        raise ConfigError(str(error).replace("tracking.uri", key, 1)) from error
+
+
+def _check_store_uri(uri: str, mlflow_store: bool) -> None:
     if not uri.startswith(TRACKING_SCHEMES):
         _fail(
             "tracking.uri",
@@ -374,7 +388,8 @@ def _check_tracking_uri(uri: str) -> None:
     if uri.startswith("sqlite:///"):
         # SQLite creates the file, and MLflow its folders, wherever the URI points:
         # a mistyped path must fail here, not leave folders behind.
-        _check_sqlite_store(Path(uri.removeprefix("sqlite:///")).expanduser())
+        if mlflow_store:
+            _check_sqlite_store(Path(uri.removeprefix("sqlite:///")).expanduser())
         folder = Path(uri.removeprefix("sqlite:///")).expanduser().absolute().parent
         if not folder.is_dir():
             _fail("tracking.uri", f"directory {folder} does not exist (create it first)")
@@ -409,7 +424,11 @@ def _check_sqlite_store(path: Path) -> None:
             tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master")}
         finally:
             connection.close()
-    except sqlite3.Error as error:
+    except sqlite3.OperationalError:
+        # Locked, or a journal left by a process that died mid-write, which only a writer
+        # may roll back: the file is a database, and MLflow's own connection recovers it.
+        return
+    except sqlite3.DatabaseError as error:
         _fail(key, f"{path} cannot be read as a SQLite database ({error})")
     if tables and not {"experiments", "runs", "alembic_version"} <= tables:
         _fail(key, f"{path} is a SQLite database, but not an MLflow store")

@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from bnlab import analysis, links, report, search, tracking, tracking_read
-from bnlab.config import ConfigError
+from bnlab.config import ConfigError, check_tracking_uri
 from bnlab.redaction import redact_text
 
 log = logging.getLogger(__name__)
@@ -95,6 +95,12 @@ def build_report(
     """
     if not 0 < target < 1:
         raise ReportError(f"--target must be in (0, 1), got {target}")
+    try:
+        check_tracking_uri(uri, "--tracking-uri")
+        if study is not None:
+            check_tracking_uri(optuna_storage, "--optuna-storage", mlflow_store=False)
+    except ConfigError as error:
+        raise ReportError(str(error)) from error
     _check_store(uri)
     try:
         runs, curves = tracking_read.load_runs(uri, experiment, parent_run_id)

@@ -9,6 +9,7 @@ with a page of traceback.
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import socket
@@ -74,7 +75,7 @@ def check_settings(launcher: Any, cpus: int) -> None:
         if value is None:
             continue
         number_ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        if not number_ok or value != value or value in (float("inf"), float("-inf")):
+        if not number_ok or not math.isfinite(value):
             raise ConfigError(f"hydra.launcher.{path}: must be a number, got {value!r}")
         if value < least:
             raise ConfigError(f"hydra.launcher.{path}: must be >= {least}, got {value}")

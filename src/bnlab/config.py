@@ -257,7 +257,7 @@ def _check_ranges(config: Config) -> None:
         )
     if not 0 <= config.train.seed <= MAX_SEED:
         _fail("seed", f"must be in [0, {MAX_SEED}], got {config.train.seed}")
-    if not config.optimizer.lr > 0 or config.optimizer.lr != config.optimizer.lr:
+    if not config.optimizer.lr > 0:
         _fail("lr", f"must be a number > 0, got {config.optimizer.lr}")
     if not 0 <= config.optimizer.momentum < 1:
         _fail("optimizer.momentum", f"must be in [0, 1), got {config.optimizer.momentum}")

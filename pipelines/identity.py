@@ -2,7 +2,7 @@
 
 python pipelines/identity.py                          # the default job
 python pipelines/identity.py lr=0.05 bn=false         # any overrides of src/train.py
-python pipelines/identity.py optimizer.lr=0.05        # same identity as lr=0.05
+python pipelines/identity.py optimizer.learning_rate=0.05        # same identity as lr=0.05
 """
 
 import sys

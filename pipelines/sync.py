@@ -13,7 +13,9 @@ from pathlib import Path
 
 import bnlab  # noqa: F401  (telemetry off before mlflow is used)
 from bnlab import spool, tracking
-from bnlab.config import ConfigError, TrackingConfig, check_tracking_uri
+from bnlab.config import TrackingConfig
+from bnlab.keys import ConfigError
+from bnlab.store_uri import check_tracking_uri
 
 
 def main() -> int:

@@ -91,10 +91,9 @@ def test_model_with_fused_bn_saves_and_loads_through_mlflow(tmp_path: Path) -> N
     import mlflow.keras
 
     from bnlab.batchnorm import FusedBatchNormalization
-    from bnlab.config import ModelConfig
-    from bnlab.model import build_model
+    from bnlab.plugins.cnn import build_cnn
 
-    model = build_model(ModelConfig(bn=True, bn_impl="fused"))
+    model = build_cnn(input_shape=(28, 28, 1), num_classes=10, bn=True, bn_impl="fused")
     x = batch((4, 28, 28, 1), seed=3)
     model(x, training=True)  # moves the moving statistics off their initial values
     mlflow.keras.save_model(model, str(tmp_path / "model"))

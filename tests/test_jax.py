@@ -19,10 +19,11 @@ pytestmark = pytest.mark.skipif(
 
 SCRIPT = """
 import json, keras
-from bnlab.config import ModelConfig, default_bn_impl
-from bnlab.model import build_model
+from bnlab.plugins.bn_switch import default_bn_impl
+from bnlab.plugins.cnn import build_cnn
+model = build_cnn(input_shape=(28, 28, 1), num_classes=10, bn=True, bn_impl="keras")
 print(json.dumps({"backend": keras.backend.backend(), "bn_impl": default_bn_impl(),
-                  "params": build_model(ModelConfig(bn=True, bn_impl="keras")).count_params()}))
+                  "params": model.count_params()}))
 """
 
 

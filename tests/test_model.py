@@ -6,10 +6,16 @@ import pytest
 from keras import layers
 
 from bnlab.batchnorm import FusedBatchNormalization
-from bnlab.config import ACTIVATIONS, ModelConfig, default_bn_impl
-from bnlab.model import build_model
+from bnlab.plugins.bn_switch import ACTIVATIONS, default_bn_impl
+from bnlab.plugins.cnn import build_cnn
+from bnlab.plugins.mlp import build_mlp
 
 BN_LAYERS = {"keras": layers.BatchNormalization, "fused": FusedBatchNormalization}
+
+
+def build_model(**settings):
+    """The blog's CNN for 28x28 grey images and 10 classes."""
+    return build_cnn(input_shape=(28, 28, 1), num_classes=10, **settings)
 
 
 def kinds(model) -> list[str]:
@@ -18,7 +24,7 @@ def kinds(model) -> list[str]:
 
 @pytest.mark.parametrize("impl", BN_LAYERS)
 def test_bn_model_has_bn_after_every_conv_and_dense_and_no_biases(impl: str) -> None:
-    model = build_model(ModelConfig(bn=True, bn_impl=impl))
+    model = build_model(bn=True, bn_impl=impl)
     for index, layer in enumerate(model.layers):
         if isinstance(layer, (layers.Conv2D, layers.Dense)):
             assert layer.use_bias is False
@@ -33,7 +39,7 @@ def test_tensorflow_defaults_to_the_fused_kernel() -> None:
 
 
 def test_plain_model_has_biases_and_no_bn() -> None:
-    model = build_model(ModelConfig(bn=False))
+    model = build_model(bn=False)
     assert "BatchNormalization" not in kinds(model)
     trainable = [
         layer for layer in model.layers if isinstance(layer, (layers.Conv2D, layers.Dense))
@@ -42,7 +48,7 @@ def test_plain_model_has_biases_and_no_bn() -> None:
 
 
 def test_architecture_is_the_blogs() -> None:
-    model = build_model(ModelConfig(bn=False))
+    model = build_model(bn=False)
     convs = [layer for layer in model.layers if isinstance(layer, layers.Conv2D)]
     assert [conv.filters for conv in convs] == [32, 64, 64]
     assert all(conv.kernel_size == (3, 3) for conv in convs)
@@ -54,9 +60,9 @@ def test_architecture_is_the_blogs() -> None:
 
 @pytest.mark.parametrize("impl", BN_LAYERS)
 def test_parameter_counts(impl: str) -> None:
-    plain = build_model(ModelConfig(bn=False))
+    plain = build_model(bn=False)
     assert plain.count_params() == 93_322
-    with_bn = build_model(ModelConfig(bn=True, bn_impl=impl))
+    with_bn = build_model(bn=True, bn_impl=impl)
     assert with_bn.count_params() == 94_024
     trainable = sum(int(w.numpy().size) for w in with_bn.trainable_weights)
     assert trainable == 93_556
@@ -65,5 +71,22 @@ def test_parameter_counts(impl: str) -> None:
 @pytest.mark.parametrize("activation", ACTIVATIONS)
 @pytest.mark.parametrize("bn", [True, False])
 def test_every_activation_builds(activation: str, bn: bool) -> None:
-    model = build_model(ModelConfig(bn=bn, activation=activation, bn_impl="fused"))
+    model = build_model(bn=bn, activation=activation, bn_impl="fused")
     assert model.count_params() == (94_024 if bn else 93_322)
+
+
+def test_the_data_set_the_input_shape_and_the_classes() -> None:
+    model = build_cnn(input_shape=(32, 32, 3), num_classes=7, bn=False)
+    assert model.input_shape == (None, 32, 32, 3) and model.output_shape == (None, 7)
+
+
+@pytest.mark.parametrize("impl", BN_LAYERS)
+def test_the_mlp_has_bn_after_every_dense_and_no_biases_with_bn(impl: str) -> None:
+    model = build_mlp(input_shape=(8, 8, 1), num_classes=10, bn=True, bn_impl=impl)
+    dense = [layer for layer in model.layers if isinstance(layer, layers.Dense)]
+    assert [layer.units for layer in dense] == [64, 64, 10]
+    assert not any(layer.use_bias for layer in dense)
+    assert kinds(model).count(BN_LAYERS[impl].__name__) == 3
+    plain = build_mlp(input_shape=(8, 8, 1), num_classes=10, bn=False)
+    assert "BatchNormalization" not in kinds(plain)
+    assert all(layer.use_bias for layer in plain.layers if isinstance(layer, layers.Dense))

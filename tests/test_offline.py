@@ -7,7 +7,8 @@ import subprocess
 import sys
 
 from bnlab import job, tracking
-from bnlab.config import spell_override, validate
+from bnlab.config import validate
+from bnlab.keys import spell_override
 from conftest import compose_config
 
 TELEMETRY_STATE = "from mlflow.telemetry.utils import is_telemetry_disabled; " + (

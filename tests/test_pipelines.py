@@ -121,7 +121,7 @@ def test_mlflow_run_entry_points_nest_and_record(project: Path, tmp_path: Path) 
         for r in experiment_runs(client)
         if r.data.tags.get("mlflow.project.entryPoint") == "train"
     ]
-    assert trained.data.params["optimizer.lr"] == "0.05"
+    assert trained.data.params["optimizer.learning_rate"] == "0.05"
     assert trained.data.params["model.activation"] == "sigmoid"
     assert trained.data.params["train.steps"] == "20"
     assert trained.data.tags["outcome"] == "finished"

@@ -115,12 +115,17 @@ def test_report_of_one_sweep_uses_only_its_jobs_and_logs_to_the_parent(
 def test_other_configs_missing_cells_and_failures_do_not_crash(store, store_uri, tmp_path):
     fill(store, seeds=(0,), skip={("relu", 0.01, False)})
     synthetic.log_run(
-        store, bn=True, lr=0.01, activation="relu", seed=0, extra_params={"optimizer.name": "sgd"}
+        store,
+        bn=True,
+        lr=0.01,
+        activation="relu",
+        seed=0,
+        extra_params={"optimizer._target_": "keras.optimizers.SGD"},
     )
     synthetic.log_run(store, bn=False, lr=0.001, activation="tanh", seed=0, outcome=metrics.FAILED)
     build_report(store_uri, "bn-trick", tmp_path / "r", log_artifacts=False)
     page = (tmp_path / "r" / "index.html").read_text()
-    assert "other settings left out" in page and "optimizer.name" in page
+    assert "other settings left out" in page and "optimizer._target_" in page
     assert "missing from the grid" in page and "relu, lr=0.01, no BN" in page
     summary = read_summary(tmp_path / "r")
     assert ("tanh", 0.001) in summary.index

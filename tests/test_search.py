@@ -127,7 +127,9 @@ def test_tiny_search_matches_between_optuna_and_mlflow_and_resumes(
         assert run.data.tags["study"] == storage.name
         assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id
         assert run.data.metrics["objective"] == pytest.approx(trial.value)
-        assert float(run.data.params["optimizer.lr"]) == pytest.approx(trial.params["lr"])
+        assert float(run.data.params["optimizer.learning_rate"]) == pytest.approx(
+            trial.params["lr"]
+        )
         assert run.data.params["model.bn"] == str(trial.params["bn"]).lower()
         assert set(trial.intermediate_values) == {10, 20}
     best = storage.study(tmp_path).best_trial

@@ -26,7 +26,7 @@ def test_job_records_everything_a_user_browses(tiny_cfg, client, tmp_path: Path)
     assert run.info.status == "FINISHED"
     assert run.info.run_name == "BN relu lr=0.01 s0"
     params = run.data.params
-    assert params["optimizer.lr"] == "0.01" and params["lr"] == "0.01"
+    assert params["optimizer.learning_rate"] == "0.01" and params["lr"] == "0.01"
     assert params["model.bn"] == "true" and params["train.steps"] == "20"
     assert params["data.limit"] == "320"
     for name in metrics.CURVE_METRICS:

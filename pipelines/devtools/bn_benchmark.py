@@ -17,9 +17,9 @@ import json
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+from bnlab.config import CONF_DIR
+
 MODELS = {
     "plain (no BN)": ["bn=false"],
     "BN, keras.layers.BatchNormalization": ["bn=true", "model.bn_impl=keras"],
@@ -50,7 +50,7 @@ def measure(steps: int, repeats: int) -> dict[str, float]:
     x, y = data.x_train[order], data.y_train[order]
     models = {}
     for name, config in configs.items():
-        models[name] = compile_model(config, batches_per_call=BATCHES_PER_CALL)
+        models[name] = compile_model(config, data, batches_per_call=BATCHES_PER_CALL)
         # Warm-up: tracing and the first calls' allocations are not timed.
         models[name].fit(
             x[: 2 * BATCHES_PER_CALL * batch],

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 
 from bnlab import metrics, tracking
+from bnlab.identity import SCHEME
 
 CHANCE = metrics.CHANCE_ACCURACY
 
@@ -67,7 +68,13 @@ def log_run(
     outcome = outcome or natural
     name = f"bn={str(bn).lower()} lr={lr:g} activation={activation} seed={seed}"
     run = store.start_run(
-        name, {metrics.ROLE_TAG: "job", metrics.OUTCOME_TAG: "running"}, parent_run_id
+        name,
+        {
+            metrics.ROLE_TAG: "job",
+            metrics.OUTCOME_TAG: "running",
+            metrics.IDENTITY_SCHEME_TAG: str(SCHEME),
+        },
+        parent_run_id,
     )
     params = {
         "bn": bn,
@@ -75,13 +82,13 @@ def log_run(
         "activation": activation,
         "seed": seed,
         "model.bn": bn,
-        "optimizer.lr": lr,
+        "optimizer.learning_rate": lr,
         "model.activation": activation,
         "train.seed": seed,
-        "optimizer.name": "adam",
+        "optimizer._target_": "keras.optimizers.Adam",
         "train.steps": points * eval_every,
         "train.eval_every": eval_every,
-        "data.name": "mnist_small",
+        "data._target_": "bnlab.plugins.mnist.load_mnist_small",
         **(extra_params or {}),
     }
     run.log_params(params)

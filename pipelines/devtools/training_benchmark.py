@@ -17,18 +17,15 @@ import argparse
 import statistics
 import tempfile
 import time
-from pathlib import Path
 
 import keras
 import numpy as np
 from hydra import compose, initialize_config_dir
 
 from bnlab import job
-from bnlab.config import register_configs, validate
+from bnlab.config import CONF_DIR, register_configs, validate
 from bnlab.data import load_data
 from bnlab.training import compile_model, train_model
-
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
 
 def notebook_generator(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int):
@@ -43,7 +40,7 @@ def notebook_generator(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int)
 
 def notebook_loop(config, data) -> None:
     """Keras fit on a generator, validation every `eval_every` steps."""
-    model = compile_model(config, batches_per_call=1)
+    model = compile_model(config, data, batches_per_call=1)
     model.fit(
         notebook_generator(data.x_train, data.y_train, config.train.batch_size, config.train.seed),
         steps_per_epoch=config.train.eval_every,

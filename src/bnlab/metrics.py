@@ -38,6 +38,7 @@ RUN_NAME_TAG = "mlflow.runName"
 ROLE_TAG = "role"  # job, sweep, search or report
 OUTCOME_TAG = "outcome"  # one of the outcomes above
 IDENTITY_TAG = "identity"  # bnlab.identity.identity_hash of a job
+IDENTITY_SCHEME_TAG = "identity_scheme"  # bnlab.identity.SCHEME when the job was recorded
 # CPU threads the job's backend was pinned to ("default" when left alone).
 THREADS_TAG = "threads"
 SWEEP_ID_TAG = "sweep_id"  # the launch a job or parent belongs to

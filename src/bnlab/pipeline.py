@@ -14,13 +14,14 @@ from pathlib import Path
 import pandas as pd
 
 from bnlab import analysis, links, report, search, tracking, tracking_read
-from bnlab.config import ConfigError, check_tracking_uri
+from bnlab.config import CONF_DIR, ConfigError
 from bnlab.redaction import redact_text
+from bnlab.store_uri import check_tracking_uri, sqlite_path
 
 log = logging.getLogger(__name__)
 
 TRAIN_SCRIPT = Path(__file__).resolve().parents[1] / "train.py"
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+
 # The main job: the article's grid, three seeds per cell (conf/experiment/study.yaml).
 STUDY_OVERRIDES = ["+experiment=study"]
 
@@ -55,7 +56,8 @@ def write_atomic(path: Path, content: str | bytes) -> None:
 
 def _check_store(uri: str) -> None:
     # Opening a SQLite URI creates the file: a mistyped path must not leave an empty store.
-    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
+    database = sqlite_path(uri)
+    if database is not None and not database.is_file():
         raise ReportError(f"no tracking store at {uri} (run a sweep first, or pass --tracking-uri)")
 
 
@@ -301,7 +303,7 @@ def _study_tracking(overrides: list[str]) -> tuple[str, str, bool, str | None]:
     tracking_overrides = [
         override.input_line
         for override in OverridesParser.create().parse_overrides(overrides)
-        if override.get_key_element().lstrip("+~").startswith("tracking")
+        if override.get_key_element().lstrip("+~").startswith(("tracking", "experiment"))
     ]
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose(config_name="config", overrides=tracking_overrides)
@@ -310,7 +312,7 @@ def _study_tracking(overrides: list[str]) -> tuple[str, str, bool, str | None]:
 
 
 def run_study(overrides: list[str], out: Path | None = None, target: float = 0.9) -> int:
-    """Runs the saved study (the blog's grid x 3 seeds) as one sweep, then its report.
+    """Runs a saved study (by default the blog's grid x 3 seeds) as one sweep, then its report.
 
     Re-running resumes the sweep (complete jobs are skipped) and refreshes the
     report. The sweep's parent run is found in the store by the sweep id this
@@ -319,13 +321,15 @@ def run_study(overrides: list[str], out: Path | None = None, target: float = 0.9
     Returns:
         The exit status: the sweep's, or the report's if the sweep succeeded.
     """
+    # A saved study on the command line (+experiment=digits) replaces the main job's.
+    if not any(override.lstrip("+").startswith("experiment=") for override in overrides):
+        overrides = [*STUDY_OVERRIDES, *overrides]
     uri, experiment, enabled, ui_url = _study_tracking(overrides)
     sweep_id = uuid.uuid4().hex[:12]
     command = [
         sys.executable,
         str(TRAIN_SCRIPT),
         "-m",
-        *STUDY_OVERRIDES,
         *overrides,
         f"tracking.sweep_id={sweep_id}",
     ]

@@ -17,6 +17,7 @@ import requests.exceptions
 import sqlalchemy.exc
 
 from bnlab import interrupts
+from bnlab.store_uri import sqlite_path
 
 try:
     import fcntl
@@ -142,10 +143,11 @@ def sqlite_schema_lock(uri: str) -> Iterator[None]:
     beside the database makes the others wait until the schema is complete. The
     folder must exist: config validation checks it before any store is opened.
     """
-    if not uri.startswith("sqlite:///"):
+    database = sqlite_path(uri)
+    if database is None:
         yield
         return
-    database = Path(uri.removeprefix("sqlite:///")).resolve()
+    database = database.resolve()
     with file_lock(database.with_name(database.name + ".lock")):
         yield
 

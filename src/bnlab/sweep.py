@@ -26,10 +26,10 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from bnlab import cluster, interrupts, links, metrics, provenance, threads, tracking
-from bnlab.config import ConfigError, spell_override, validate
-from bnlab.data import check_source
+from bnlab.config import ConfigError, validate
 from bnlab.errors import USER_ERRORS, exit_on_user_error
 from bnlab.heartbeat import Heartbeat
+from bnlab.keys import spell_override
 from bnlab.progress import Progress
 from bnlab.redaction import redact_hydra_folder, redact_text
 
@@ -67,8 +67,7 @@ def check_jobs(config_name: str, jobs: list[list[str]]) -> None:
     """Composes and validates every job's config; raises on the first bad one."""
     for overrides in jobs:
         job_cfg = compose(config_name=config_name, overrides=overrides)
-        checked = validate(job_cfg, overrides)
-        check_source(checked.data)
+        validate(job_cfg, overrides)
 
 
 class SweepRecorder:
@@ -338,7 +337,6 @@ class ExperimentCallback(Callback):
         try:
             overrides = list(config.hydra.overrides.task)
             checked = validate(_job_config(config), overrides)
-            check_source(checked.data)
             if checked.tracking.enabled:
                 # Reach the store before the job starts: a dead one fails here, in one line.
                 store = tracking.open_store(checked.tracking)

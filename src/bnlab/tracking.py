@@ -40,6 +40,7 @@ from bnlab.retries import (
     sqlite_schema_lock,
     treat_as_server_errors,
 )
+from bnlab.store_uri import sqlite_path
 from bnlab.tracking_read import search_all
 
 log = logging.getLogger(__name__)
@@ -90,10 +91,10 @@ trained with and without BN across learning rates, activations and seeds (Adam, 
 
 def _artifact_location(uri: str, experiment: str) -> str | None:
     """Keeps a SQLite store's artifacts next to its database file."""
-    if not uri.startswith("sqlite:///"):
+    database = sqlite_path(uri)
+    if database is None:
         return None
-    database = Path(uri.removeprefix("sqlite:///")).resolve()
-    return (database.parent / "mlartifacts" / experiment).as_uri()
+    return (database.resolve().parent / "mlartifacts" / experiment).as_uri()
 
 
 @dataclass

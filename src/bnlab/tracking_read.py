@@ -13,7 +13,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from bnlab import metrics
-from bnlab.config import SHORTHANDS
+from bnlab.keys import SHORTHANDS
 from bnlab.provenance import GIT_COMMIT_TAG
 from bnlab.retries import retry
 
@@ -136,6 +136,8 @@ def load_runs(
                 "study": run.data.tags.get(metrics.STUDY_TAG),
                 "trial": run.data.tags.get(metrics.TRIAL_TAG),
                 "identity": run.data.tags.get(metrics.IDENTITY_TAG),
+                # Runs recorded before the identity had a scheme are scheme 1.
+                "identity_scheme": run.data.tags.get(metrics.IDENTITY_SCHEME_TAG, "1"),
                 "sweep_id": run.data.tags.get(metrics.SWEEP_ID_TAG),
                 "commit": run.data.tags.get(GIT_COMMIT_TAG, run.data.tags.get("git_commit")),
                 "experiment_id": run.info.experiment_id,

@@ -84,16 +84,17 @@ def steps_per_execution(config: Config) -> int:
     return max(d for d in range(1, min(common, train.steps_per_execution) + 1) if common % d == 0)
 
 
-def compile_model(config: Config, batches_per_call: int | None = None) -> keras.Model:
-    """Builds and compiles the model of `config`, seeded for reproducibility.
+def compile_model(config: Config, data: Splits, batches_per_call: int | None = None) -> keras.Model:
+    """Builds and compiles the model of `config` for `data`, seeded for reproducibility.
 
     Args:
         config: The experiment config.
+        data: The splits, which give the model its input shape and class count.
         batches_per_call: Keras's steps_per_execution; by default the largest
             value that ends every compiled call on an evaluation step.
     """
     keras.utils.set_random_seed(config.train.seed)
-    model = build_model(config.model)
+    model = build_model(config.model, data)
     model.compile(
         optimizer=build_optimizer(config.optimizer),
         loss="sparse_categorical_crossentropy",
@@ -180,7 +181,7 @@ def train_model(config: Config, data: Splits, on_eval: EvalHook | None = None) -
         The outcome, the metric history and the final metrics.
     """
     train = config.train
-    model = compile_model(config)
+    model = compile_model(config, data)
     stream = batch_indices(len(data.x_train), train.batch_size, train.seed)
     evaluator = _Evaluator(data, on_eval)
     callbacks = [evaluator, keras.callbacks.TerminateOnNaN()]

@@ -51,6 +51,45 @@ def test_study_runs_the_blog_grid_then_reports_and_resumes(tmp_path: Path) -> No
     assert len(json.loads((report / "claims.json").read_text())) == 6
 
 
+def test_the_digits_example_sweeps_resumes_and_reports_through_the_plug_in_points(
+    tmp_path: Path,
+) -> None:
+    # The second experiment (+experiment=digits: an MLP on the 8x8 digits), shrunk.
+    command = [
+        sys.executable,
+        str(ROOT / "pipelines" / "study.py"),
+        "+experiment=digits",
+        *TINY,
+        "seed=0",
+        "lr=0.01,0.05",
+    ]
+    first = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "8/8 done (8 trained, 0 skipped)" in first.stdout + first.stderr
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
+    assert client.get_experiment_by_name("bn-trick") is None
+    jobs = [r for r in experiment_runs(client, "bn-digits") if r.data.tags.get("role") == "job"]
+    assert len(jobs) == 8
+    for run in jobs:
+        assert run.data.params["model._target_"] == "bnlab.plugins.mlp.build_mlp"
+        assert run.data.params["data._target_"] == "bnlab.plugins.digits.load_digits"
+        assert run.data.tags["identity_scheme"] == "2"
+        [dataset] = run.inputs.dataset_inputs
+        assert dataset.dataset.name == "digits"
+        assert json.loads(dataset.dataset.profile)["input_shape"] == [8, 8, 1]
+    assert {r.info.run_name for r in jobs} >= {"BN relu lr=0.01 s0", "no BN sigmoid lr=0.05 s0"}
+    report = tmp_path / "reports" / "bn-digits"
+    assert (report / "index.html").is_file()
+    summary = (report / "summary.csv").read_text()
+    assert "relu" in summary and "sigmoid" in summary
+
+    again = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "8/8 done (0 trained, 8 skipped)" in again.stdout + again.stderr
+    jobs = [r for r in experiment_runs(client, "bn-digits") if r.data.tags.get("role") == "job"]
+    assert len(jobs) == 8
+
+
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
     copy = tmp_path / "project"

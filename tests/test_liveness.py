@@ -111,7 +111,9 @@ def test_a_job_trains_when_the_run_it_waits_for_dies(tiny_cfg, store_uri: str, c
     dying = store.start_run("dying", {metrics.ROLE_TAG: "job", metrics.IDENTITY_TAG: identity})
     final = job.run(tiny_cfg(*FAST_LIVENESS))  # no heartbeat ever comes: stale after 3 s
     assert final["steps"] == 20
-    assert client.get_run(dying.run_id).info.status == "RUNNING"  # a sweep start reaps it
+    # The job that waited closed the dead run before it trained: no ghost stays RUNNING.
+    dead = client.get_run(dying.run_id)
+    assert dead.info.status == "KILLED" and dead.data.tags[metrics.OUTCOME_TAG] == metrics.KILLED
     finished = [run for run in experiment_runs(client) if run.info.status == "FINISHED"]
     assert len(finished) == 1
 
@@ -124,7 +126,7 @@ def _runs(client: MlflowClient) -> list:
 
 
 @pytest.mark.slow
-def test_a_killed_sweep_is_closed_by_the_relaunch_which_trains_only_what_is_missing(
+def test_a_sweep_killed_and_relaunched_at_once_leaves_no_ghost_and_one_run_per_cell(
     tmp_path: Path,
 ) -> None:
     args = ["-m", "bn=true,false", "data.limit=320", "train.steps=400", "train.eval_every=20"]
@@ -146,12 +148,14 @@ def test_a_killed_sweep_is_closed_by_the_relaunch_which_trains_only_what_is_miss
     sweep.wait(timeout=30)
     left = {r.info.run_id for r in _runs(client) if r.info.status == "RUNNING"}
     assert len(left) == 2  # the parent and its job: nobody closed them
-    time.sleep(3.5)
-
+    # Relaunched at once: the dead runs' stamps are still fresh, so the launch cannot reap
+    # them; the job of the dead cell waits for its stamp to stop, then closes both.
     again = run_train([*args, *FAST_LIVENESS], cwd=tmp_path)
     assert again.returncode == 0, again.stderr[-3000:]
     runs = _runs(client)
-    assert all(r.info.status != "RUNNING" for r in runs)
+    assert all(r.info.status != "RUNNING" for r in runs), [
+        (r.info.run_name, r.data.tags) for r in runs if r.info.status == "RUNNING"
+    ]
     for run_id in left:
         closed = client.get_run(run_id)
         assert closed.info.status == "KILLED"

@@ -167,7 +167,7 @@ class TrackingConfig:
     # default the server itself, or `mlflow ui`'s http://127.0.0.1:5000 for a SQLite file.
     ui_url: str | None = None
     # Record CPU, memory, disk and network use (GPU where present) of every job as
-    # system/* metrics, with MLflow's own monitor, sampled this often.
+    # system/* metrics (MLflow's names), written through the run's writer, this often.
     system_metrics: bool = True
     system_metrics_seconds: float = 5.0
     # A RUNNING run whose last stamp is older than this is dead: the next launch

@@ -141,7 +141,7 @@ def _claim(
         run.keep_offline(Path(context.cwd) / config.tracking.spool_dir)
         run.start_heartbeat(config.tracking.heartbeat_seconds)
         if config.tracking.system_metrics:
-            run.start_system_metrics(config.tracking.system_metrics_seconds, store.uri)
+            run.start_system_metrics(config.tracking.system_metrics_seconds)
         if config.train.rerun or searching or adopted:
             return run
         rivals = [

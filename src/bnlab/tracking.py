@@ -27,7 +27,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunTag
 from mlflow.exceptions import MlflowException, RestException
 
-from bnlab import interrupts, metrics, spool
+from bnlab import interrupts, metrics, spool, system_metrics
 from bnlab.config import ConfigError, TrackingConfig
 from bnlab.heartbeat import Heartbeat
 from bnlab.redaction import redact_file, redact_text
@@ -46,7 +46,6 @@ from bnlab.tracking_read import search_all
 log = logging.getLogger(__name__)
 treat_as_server_errors(RestException)
 # MLflow's system-metrics monitor logs its start and stop at INFO for every job.
-logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)
 
 # Longest time a logged metric waits in memory before it is written to the store
 # (a SIGKILL loses at most this much of a job's curve).
@@ -587,24 +586,20 @@ class RunLogger:
         )
         self._stop_background()
 
-    def start_system_metrics(self, seconds: float, uri: str) -> None:
+    def start_system_metrics(self, seconds: float) -> None:
         """Records CPU, memory, disk, network (and GPU where present) as `system/*` metrics.
 
-        MLflow's own monitor, sampling every `seconds` from a background thread;
-        it stops when the run ends.
+        Sampled every `seconds` from a background thread and written through this run's
+        own writer (so an outage keeps them in its journal); stops when the run ends.
         """
-        from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
-
-        self._system_metrics = SystemMetricsMonitor(
-            self.run_id, sampling_interval=seconds, tracking_uri=uri
-        )
-        self._system_metrics.start()
+        beat = system_metrics.sampling(self.log_metrics)
+        self._system_metrics = Heartbeat(seconds, beat, f"system metrics of {self.run_id}")
 
     def _stop_background(self) -> None:
-        self.stop_heartbeat()
         if self._system_metrics is not None:
-            monitor, self._system_metrics = self._system_metrics, None
-            monitor.finish()
+            sampler, self._system_metrics = self._system_metrics, None
+            sampler.stop()
+        self.stop_heartbeat()
 
     def start_heartbeat(self, seconds: float) -> None:
         """Stamps the run every `seconds` from a background thread, flushing metrics too.

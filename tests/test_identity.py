@@ -65,7 +65,7 @@ def test_a_shorthand_and_its_group_key_that_disagree_are_refused(overrides: list
         "search.study=s",
         "search.trial=3",
         "search.parent_run_id=r",
-        "search.pruner=median",
+        "search.storage=sqlite:///elsewhere.db",
     ],
 )
 def test_keys_that_do_not_change_training_leave_the_identity(override: str) -> None:

@@ -78,12 +78,16 @@ def test_space_parses_hydra_sweep_syntax() -> None:
     assert not by_name["momentum"].log
 
 
-@pytest.mark.parametrize("name", search.SAMPLERS)
-def test_every_sampler_is_seeded_and_samples_the_space(name: str) -> None:
+@pytest.mark.parametrize("target", search.SAMPLERS)
+def test_every_sampler_is_instantiated_seeded_and_samples_the_space(target: str) -> None:
     dimensions = search.parse_space({"lr": "choice(0.001, 0.01, 0.1)", "seed": "range(0, 2)"})
+    conf = {"_target_": target, "seed": 3}
+    if target.endswith(("TPESampler", "CmaEsSampler")):
+        conf["n_startup_trials"] = 1
 
     def draws() -> list[dict]:
-        sampler = search.make_sampler(name, 3, dimensions, n_startup_trials=1)
+        sampler = search.make_sampler(conf, dimensions)
+        assert type(sampler).__name__ == target.rsplit(".", 1)[1]
         study_ = optuna.create_study(sampler=sampler, direction="maximize")
         values = []
         for _ in range(4):
@@ -98,9 +102,45 @@ def test_every_sampler_is_seeded_and_samples_the_space(name: str) -> None:
     assert all(p["lr"] in (0.001, 0.01, 0.1) and p["seed"] in (0, 1) for p in first)
 
 
-@pytest.mark.parametrize("name", search.PRUNERS)
-def test_every_pruner_builds(name: str) -> None:
-    assert isinstance(search.make_pruner(name, 1, 0, 3), optuna.pruners.BasePruner)
+@pytest.mark.parametrize("target", search.PRUNERS)
+def test_every_pruner_is_instantiated(target: str) -> None:
+    pruner = search.make_pruner({"_target_": target})
+    assert isinstance(pruner, optuna.pruners.BasePruner)
+    assert type(pruner).__name__ == target.rsplit(".", 1)[1]
+
+
+@pytest.mark.parametrize(
+    ("conf", "key"),
+    [
+        ({"_target_": "optuna.samplers.NoSuchSampler"}, "hydra.sweeper.sampler._target_"),
+        ({"_target_": "optuna.pruners.MedianPruner"}, "hydra.sweeper.sampler._target_"),
+        ({"_target_": "optuna.samplers.TPESampler", "sigma0": 0.5}, "hydra.sweeper.sampler.sigma0"),
+    ],
+)
+def test_a_sampler_that_cannot_be_built_is_refused_naming_the_key(conf: dict, key: str) -> None:
+    with pytest.raises(ConfigError, match=rf"^{key}: "):
+        search.make_sampler(conf, [])
+
+
+def test_a_trial_prunes_through_the_public_storage_and_pruner_api(tmp_path: Path) -> None:
+    from bnlab.config import SearchConfig
+
+    url = f"sqlite:///{tmp_path}/optuna.db"
+    study_ = optuna.create_study(study_name="s", storage=url, direction="maximize")
+    pruner = {"_target_": "optuna.pruners.MedianPruner", "n_startup_trials": 1}
+    study_.set_user_attr(search.PRUNER_ATTR, pruner)
+    for value in (0.9, 0.8):
+        trial = study_.ask()
+        trial.report(value, 10)
+        study_.tell(trial, value)
+    hopeless = study_.ask()
+    reporter = search.TrialReporter(SearchConfig(study="s", storage=url, trial=hopeless.number))
+    assert isinstance(reporter.pruner, optuna.pruners.MedianPruner)
+    assert reporter.report(10, {"val/accuracy": 0.1}) is True
+    reporter.record("pruned", "run-1")
+    stored = optuna.load_study(study_name="s", storage=url).trials[hopeless.number]
+    assert stored.intermediate_values == {10: 0.1}
+    assert stored.user_attrs == {"outcome": "pruned", "mlflow_run_id": "run-1"}
 
 
 @pytest.mark.parametrize(
@@ -135,7 +175,7 @@ def test_tiny_search_matches_between_optuna_and_mlflow_and_resumes(
     best = storage.study(tmp_path).best_trial
     assert float(parent.data.tags["best.value"]) == pytest.approx(best.value)
     assert parent.data.params["search.lr"] == "tag(log, interval(1e-4, 0.5))"
-    assert parent.data.params["sampler"] == "tpe"
+    assert parent.data.params["sampler._target_"] == "optuna.samplers.TPESampler"
     assert parent.info.status == "FINISHED"
 
     report_dir = tmp_path / "report"
@@ -249,7 +289,8 @@ def test_failing_trial_is_recorded_and_the_study_continues(tmp_path: Path) -> No
     done = run_train(
         [
             *SEARCH,
-            "hydra.sweeper.sampler.name=grid",
+            "hydra.sweeper.sampler._target_=optuna.samplers.GridSampler",
+            "hydra.sweeper.sampler.n_startup_trials=null",
             "seed=choice(0,1)",
             *fail_when("train.seed", 1),
             "lr=0.01",
@@ -291,8 +332,13 @@ def test_joblib_launcher_runs_two_trials_at_once(tmp_path: Path, storage: Storag
 
 BAD_SEARCH = [
     (["hydra.sweeper.params.lr=interval(1e-4)"], "hydra.sweeper.params.lr"),
-    (["hydra.sweeper.sampler.name=foo"], "hydra.sweeper.sampler.name"),
-    (["hydra.sweeper.pruner.name=foo"], "hydra.sweeper.pruner.name"),
+    (["hydra.sweeper.sampler._target_=foo.Bar"], "hydra.sweeper.sampler._target_"),
+    (["hydra.sweeper.pruner._target_=foo.Bar"], "hydra.sweeper.pruner._target_"),
+    (
+        ["hydra.sweeper.pruner._target_=optuna.pruners.HyperbandPruner"],
+        "hydra.sweeper.pruner.n_startup_trials",
+    ),
+    (["hydra.sweeper.sampler.sigma0=0.5"], "hydra.sweeper.sampler.sigma0"),
     (["hydra.sweeper.storage=sqlite:////nonexistent/dir/optuna.db"], "hydra.sweeper.storage"),
     (["hydra.sweeper.params.lr=interval(-1, 0.1)"], "lr"),
 ]

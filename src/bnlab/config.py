@@ -188,11 +188,6 @@ class SearchConfig:
     trial: int | None = None
     # The search's MLflow parent run, which the trial's run nests under.
     parent_run_id: str | None = None
-    # The study's pruner, rebuilt in the trial's process (Optuna keeps it out of storage).
-    pruner: str = "none"
-    pruner_startup_trials: int = 3
-    pruner_warmup_steps: int = 0
-    pruner_reduction_factor: int = 3
 
 
 @dataclass

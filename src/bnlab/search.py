@@ -6,8 +6,10 @@ launching process, and by each trial's job to report its validation curve.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,14 +17,29 @@ import optuna
 import pandas as pd
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, RangeSweep
+from hydra.utils import get_class, instantiate
 
 from bnlab import metrics
 from bnlab.config import ConfigError, SearchConfig
 
 log = logging.getLogger(__name__)
 
-SAMPLERS = ("tpe", "random", "grid", "cmaes")
-PRUNERS = ("median", "hyperband", "none")
+# The samplers and pruners the saved searches and the tests use; any other class of
+# Optuna's (or of your own) is one `_target_` away.
+SAMPLERS = (
+    "optuna.samplers.TPESampler",
+    "optuna.samplers.RandomSampler",
+    "optuna.samplers.GridSampler",
+    "optuna.samplers.CmaEsSampler",
+)
+PRUNERS = (
+    "optuna.pruners.MedianPruner",
+    "optuna.pruners.HyperbandPruner",
+    "optuna.pruners.NopPruner",
+)
+# The study user attribute that holds its pruner's settings: Optuna keeps the pruner out
+# of storage, and each trial's process rebuilds it from these.
+PRUNER_ATTR = "pruner"
 DIRECTIONS = ("maximize", "minimize")
 # Trial user attributes a job writes: its outcome and its MLflow run.
 OUTCOME_ATTR = "outcome"
@@ -120,39 +137,48 @@ def override_for(name: str, value: Any) -> str:
     return f"{name}={format_value(value)}"
 
 
+def settings(conf: Any) -> dict[str, Any]:
+    """A sampler's or pruner's config as `_target_` plus the arguments it sets (no nulls)."""
+    items = conf.items() if isinstance(conf, Mapping) else vars(conf).items()
+    return {key: value for key, value in items if value is not None}
+
+
+def _build(conf: Mapping[str, Any], key: str, base: type, **extra: Any) -> Any:
+    """Instantiates `conf["_target_"]`, a subclass of `base`, after checking that it takes
+    every argument set; raises ConfigError naming `key` and the argument."""
+    target = conf.get("_target_")
+    try:
+        built_class = get_class(str(target))
+    except Exception as error:
+        raise ConfigError(f"{key}._target_: no class {target}") from error
+    if not (isinstance(built_class, type) and issubclass(built_class, base)):
+        raise ConfigError(f"{key}._target_: {target} is not an {base.__module__}.{base.__name__}")
+    accepted = inspect.signature(built_class).parameters
+    for argument in conf:
+        if argument != "_target_" and argument not in accepted:
+            raise ConfigError(f"{key}.{argument}: {target} takes no {argument}")
+    return instantiate(dict(conf), **extra)
+
+
 def make_sampler(
-    name: str, seed: int | None, dimensions: list[Dimension], n_startup_trials: int
+    conf: Mapping[str, Any], dimensions: list[Dimension], seed_offset: int = 0
 ) -> optuna.samplers.BaseSampler:
-    """Builds a seeded sampler; raises ConfigError for an unknown name."""
-    if name == "tpe":
-        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=n_startup_trials)
-    if name == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    if name == "grid":
-        space = {dimension.name: dimension.choices() for dimension in dimensions}
-        return optuna.samplers.GridSampler(space, seed=seed)
-    if name == "cmaes":
-        return optuna.samplers.CmaEsSampler(seed=seed, n_startup_trials=n_startup_trials)
-    raise ConfigError(
-        f"hydra.sweeper.sampler.name: unknown sampler '{name}' (accepted: {', '.join(SAMPLERS)})"
-    )
+    """Instantiates the sampler's `_target_`; a grid sampler gets the space's values.
+
+    `seed_offset` moves the seed, so a resumed study does not replay its first draws.
+    """
+    conf = dict(conf)
+    if conf.get("seed") is not None:
+        conf["seed"] = int(conf["seed"]) + seed_offset
+    extra = {}
+    if str(conf.get("_target_", "")).endswith("GridSampler"):
+        extra["search_space"] = {dimension.name: dimension.choices() for dimension in dimensions}
+    return _build(conf, "hydra.sweeper.sampler", optuna.samplers.BaseSampler, **extra)
 
 
-def make_pruner(
-    name: str, n_startup_trials: int, n_warmup_steps: int, reduction_factor: int
-) -> optuna.pruners.BasePruner:
-    """Builds a pruner; raises ConfigError for an unknown name."""
-    if name == "median":
-        return optuna.pruners.MedianPruner(
-            n_startup_trials=n_startup_trials, n_warmup_steps=n_warmup_steps
-        )
-    if name == "hyperband":
-        return optuna.pruners.HyperbandPruner(reduction_factor=reduction_factor)
-    if name == "none":
-        return optuna.pruners.NopPruner()
-    raise ConfigError(
-        f"hydra.sweeper.pruner.name: unknown pruner '{name}' (accepted: {', '.join(PRUNERS)})"
-    )
+def make_pruner(conf: Mapping[str, Any]) -> optuna.pruners.BasePruner:
+    """Instantiates the pruner's `_target_` with the arguments it sets."""
+    return _build(conf, "hydra.sweeper.pruner", optuna.pruners.BasePruner)
 
 
 def open_storage(
@@ -180,34 +206,33 @@ def open_storage(
 class TrialReporter:
     """A trial's side in its job: report the validation curve, prune, record the outcome.
 
-    The job reopens its trial through the storage by study name and trial
-    number. Optuna does not store the pruner with the study, so the job
-    rebuilds the study's pruner from the settings the sweeper passed along.
+    The job finds its trial through the storage by study name and trial number, and
+    works through Optuna's public storage and pruner API: intermediate values are
+    stored with `set_trial_intermediate_value`, and the study's pruner (rebuilt from the
+    settings the sweeper stored on the study) judges the stored trial with `prune`.
     """
 
     def __init__(self, config: SearchConfig) -> None:
-        pruner = make_pruner(
-            config.pruner,
-            config.pruner_startup_trials,
-            config.pruner_warmup_steps,
-            config.pruner_reduction_factor,
+        self.storage = open_storage(str(config.storage))
+        self.study = optuna.load_study(study_name=config.study, storage=self.storage)
+        self.pruner = make_pruner(
+            self.study.user_attrs.get(PRUNER_ATTR) or {"_target_": "optuna.pruners.NopPruner"}
         )
-        storage = open_storage(str(config.storage))
-        study = optuna.load_study(study_name=config.study, storage=storage, pruner=pruner)
-        study_id = storage.get_study_id_from_name(str(config.study))
-        trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, int(config.trial))
-        self.trial = optuna.trial.Trial(study, trial_id)
+        study_id = self.storage.get_study_id_from_name(str(config.study))
+        self.trial_id = self.storage.get_trial_id_from_study_id_trial_number(
+            study_id, int(config.trial)
+        )
 
     def report(self, step: int, point: dict[str, float]) -> bool:
         """Reports validation accuracy at `step`; True when the pruner stops the trial."""
-        self.trial.report(point[metrics.VAL_ACCURACY], step)
-        return self.trial.should_prune()
+        self.storage.set_trial_intermediate_value(self.trial_id, step, point[metrics.VAL_ACCURACY])
+        return bool(self.pruner.prune(self.study, self.storage.get_trial(self.trial_id)))
 
     def record(self, outcome: str, run_id: str | None) -> None:
         """Stores the job's outcome (and MLflow run) on the trial, for the sweeper to read."""
-        self.trial.set_user_attr(OUTCOME_ATTR, outcome)
+        self.storage.set_trial_user_attr(self.trial_id, OUTCOME_ATTR, outcome)
         if run_id:
-            self.trial.set_user_attr(RUN_ID_ATTR, run_id)
+            self.storage.set_trial_user_attr(self.trial_id, RUN_ID_ATTR, run_id)
 
 
 def load_trials(storage_url: str, study_name: str) -> pd.DataFrame:

@@ -38,29 +38,48 @@ FINISHED_STATES = (
 
 @dataclass
 class SamplerConf:
-    # tpe (default), random, grid (choice/range dimensions only) or cmaes.
-    name: str = "tpe"
+    """An Optuna sampler, built by hydra.utils.instantiate; null arguments keep Optuna's
+    defaults, and an argument the class does not take is refused naming it."""
+
+    # The sampler's class: TPESampler (default), RandomSampler, GridSampler (choice and
+    # range dimensions only; the space is passed to it), CmaEsSampler, or any other.
+    _target_: str = "optuna.samplers.TPESampler"
     # Seed of the sampler, so a search can be repeated.
     seed: int | None = 0
     # Random trials before TPE or CMA-ES start modelling.
-    n_startup_trials: int = 5
+    n_startup_trials: int | None = None
+    # TPE: model the parameters jointly, and keep parallel trials apart.
+    multivariate: bool | None = None
+    constant_liar: bool | None = None
+    # CMA-ES: initial step size.
+    sigma0: float | None = None
 
 
 @dataclass
 class PrunerConf:
-    # median (default), hyperband or none.
-    name: str = "median"
+    """An Optuna pruner, built by hydra.utils.instantiate like the sampler. Each trial's
+    process rebuilds it from these settings, which the study keeps."""
+
+    # The pruner's class: MedianPruner (default), HyperbandPruner, NopPruner, or any other.
+    _target_: str = "optuna.pruners.MedianPruner"
     # Trials that run to the end before the median pruner prunes anything.
-    n_startup_trials: int = 3
+    n_startup_trials: int | None = None
     # Evaluations of a trial before it can be pruned.
-    n_warmup_steps: int = 0
-    # Hyperband's reduction factor.
-    reduction_factor: int = 3
+    n_warmup_steps: int | None = None
+    # Evaluations between pruning checks.
+    interval_steps: int | None = None
+    # Hyperband's reduction factor and resources.
+    reduction_factor: int | None = None
+    min_resource: int | None = None
+    max_resource: Any = None
 
 
 @dataclass
 class OptunaSweeperConf:
     _target_: str = "hydra_plugins.bnlab_optuna_sweeper.optuna_sweeper.OptunaSweeper"
+    # The sweeper builds its sampler and pruner itself (search.make_sampler and
+    # make_pruner), after checking their arguments: Hydra hands them over as configs.
+    _recursive_: bool = False
     # Study name; the same name and storage resume the study.
     study_name: str = "bnlab"
     # Optuna storage URL (optuna-dashboard opens it too).
@@ -175,18 +194,10 @@ class OptunaSweeper(Sweeper):
         space, fixed = self._split_arguments(arguments)
         dimensions = search.parse_space(space)
         self._check(dimensions, fixed)
-        sampler = search.make_sampler(
-            self.sampler_conf.name,
-            self.sampler_conf.seed,
-            dimensions,
-            self.sampler_conf.n_startup_trials,
-        )
-        pruner = search.make_pruner(
-            self.pruner_conf.name,
-            self.pruner_conf.n_startup_trials,
-            self.pruner_conf.n_warmup_steps,
-            self.pruner_conf.reduction_factor,
-        )
+        sampler_settings = search.settings(self.sampler_conf)
+        pruner_settings = search.settings(self.pruner_conf)
+        sampler = search.make_sampler(sampler_settings, dimensions)
+        pruner = search.make_pruner(pruner_settings)
         storage = search.open_storage(
             self.storage_url, self.heartbeat_seconds, self.stale_after_seconds
         )
@@ -201,14 +212,11 @@ class OptunaSweeper(Sweeper):
             )
         except Exception as error:
             raise ConfigError(f"hydra.sweeper.storage: {str(error).splitlines()[0]}") from error
-        if study.trials and self.sampler_conf.seed is not None:
+        if study.trials:
             # A resumed study must not replay the first launch's random draws.
-            study.sampler = search.make_sampler(
-                self.sampler_conf.name,
-                self.sampler_conf.seed + len(study.trials),
-                dimensions,
-                self.sampler_conf.n_startup_trials,
-            )
+            study.sampler = search.make_sampler(sampler_settings, dimensions, len(study.trials))
+        # Trials rebuild the pruner from the study, wherever they run.
+        study.set_user_attr(search.PRUNER_ATTR, pruner_settings)
         # Trials of a dead launch are failed; those of a live search keep running.
         optuna.storages.fail_stale_trials(study)
         self._open_parent(space)
@@ -242,9 +250,8 @@ class OptunaSweeper(Sweeper):
             name=f"search {self.study_name}",
             params={
                 **{f"search.{name}": expression for name, expression in space.items()},
-                "sampler": self.sampler_conf.name,
-                "sampler.seed": self.sampler_conf.seed,
-                "pruner": self.pruner_conf.name,
+                **{f"sampler.{k}": v for k, v in search.settings(self.sampler_conf).items()},
+                **{f"pruner.{k}": v for k, v in search.settings(self.pruner_conf).items()},
                 "direction": self.direction,
                 "study_name": self.study_name,
                 "storage": self.storage_url,
@@ -288,7 +295,6 @@ class OptunaSweeper(Sweeper):
                         f"search.storage={self.storage_url}",
                         f"search.trial={trial.number}",
                         *parent,
-                        *self._pruner_overrides(),
                     ]
                 )
             results = self.launcher.launch(overrides, initial_job_idx=job_index)
@@ -303,15 +309,6 @@ class OptunaSweeper(Sweeper):
             if exhausted:
                 log.info("The grid of study '%s' is exhausted", self.study_name)
                 break
-
-    def _pruner_overrides(self) -> list[str]:
-        conf = self.pruner_conf
-        return [
-            f"search.pruner={conf.name}",
-            f"search.pruner_startup_trials={conf.n_startup_trials}",
-            f"search.pruner_warmup_steps={conf.n_warmup_steps}",
-            f"search.pruner_reduction_factor={conf.reduction_factor}",
-        ]
 
     def _close_parent(self, interrupted: bool) -> None:
         if self.recorder is not None:

@@ -13,12 +13,14 @@ import math
 import os
 import shutil
 import socket
-from pathlib import Path
+import subprocess
 from typing import Any
 
 from bnlab.config import ConfigError
 
 CONNECT_SECONDS = 3.0
+# How long Ray's CLI may take to say whether this node belongs to a cluster.
+RAY_STATUS_SECONDS = 30.0
 # The launchers this project knows, by the `_target_` their plugins register.
 LAUNCHERS = {
     "hydra._internal.core_plugins.basic_launcher.BasicLauncher": "basic",
@@ -81,10 +83,6 @@ def check_settings(launcher: Any, cpus: int) -> None:
             raise ConfigError(f"hydra.launcher.{path}: must be >= {least}, got {value}")
 
 
-# Where `ray start --head` records the address of the cluster this node belongs to.
-RAY_CURRENT_CLUSTER = Path("/tmp/ray/ray_current_cluster")
-
-
 def check_reachable(launcher: Any) -> None:
     """Raises ConfigError, in one line, when the launcher's cluster cannot be reached."""
     found = kind(launcher)
@@ -98,19 +96,36 @@ def check_reachable(launcher: Any) -> None:
         )
 
 
+def _check_ray_on_this_node(key: str) -> None:
+    """`auto` joins the cluster this node belongs to: Ray's own CLI (`ray status`) says
+    whether there is one, without reading Ray's internal files."""
+    ray = shutil.which("ray")
+    if ray is None:
+        raise ConfigError(f"{key}: Ray is not installed here (pip install -e '.[cluster]')")
+    try:
+        status = subprocess.run(
+            [ray, "status"], capture_output=True, text=True, timeout=RAY_STATUS_SECONDS
+        )
+    except subprocess.TimeoutExpired as error:
+        raise ConfigError(
+            f"{key}: `ray status` did not answer within {RAY_STATUS_SECONDS:g} s"
+        ) from error
+    if status.returncode != 0:
+        raise ConfigError(
+            f"{key}: no Ray cluster runs on this node (start one with `ray start --head`, "
+            "or set RAY_ADDRESS=HOST:PORT)"
+        )
+
+
 def _check_ray(address: str | None) -> None:
     if address in (None, "", "local"):
         return  # ray.init starts a cluster of its own on this machine
     key = "hydra.launcher.ray.init.address"
     if address == "auto":
-        address = os.environ.get("RAY_ADDRESS") or (
-            RAY_CURRENT_CLUSTER.read_text().strip() if RAY_CURRENT_CLUSTER.is_file() else None
-        )
+        address = os.environ.get("RAY_ADDRESS")
         if not address:
-            raise ConfigError(
-                f"{key}: no Ray cluster runs on this node (start one with `ray start --head`, "
-                "or set RAY_ADDRESS=HOST:PORT)"
-            )
+            _check_ray_on_this_node(key)
+            return
     host, _, port = address.removeprefix("ray://").rpartition(":")
     if not host or not port.isdigit():
         raise ConfigError(f"{key}: '{address}' is not HOST:PORT")

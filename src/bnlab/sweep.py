@@ -23,6 +23,7 @@ from hydra import compose
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
+from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from bnlab import cluster, interrupts, links, metrics, provenance, threads, tracking
@@ -35,7 +36,9 @@ from bnlab.redaction import redact_hydra_folder, redact_text
 
 log = logging.getLogger(__name__)
 
-BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
+# A sweeper class that sets this attribute to True checks its own jobs and records its own
+# parent run (the Optuna sweeper); with any other, this callback does both for a grid.
+RECORDS_OWN_PARENT = "records_own_parent"
 
 
 def grid_jobs(config: DictConfig) -> list[list[str]]:
@@ -362,8 +365,7 @@ class ExperimentCallback(Callback):
         hydra_cfg = config.hydra
         cluster.check_settings(hydra_cfg.launcher, threads.cpus())
         cluster.check_reachable(hydra_cfg.launcher)
-        grid = hydra_cfg.sweeper.get("_target_") == BASIC_SWEEPER
-        if not grid:
+        if getattr(get_class(hydra_cfg.sweeper._target_), RECORDS_OWN_PARENT, False):
             return  # the Optuna sweeper checks its space and opens its own parent
         jobs = grid_jobs(config)
         check_jobs(hydra_cfg.job.config_name, jobs)

@@ -109,6 +109,9 @@ ConfigStore.instance().store(
 class OptunaSweeper(Sweeper):
     """Asks Optuna for `n_jobs` trials at a time and launches them as Hydra jobs."""
 
+    # It checks its space and records the search's parent run itself (bnlab.sweep).
+    records_own_parent = True
+
     def __init__(
         self,
         study_name: str,

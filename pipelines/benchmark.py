@@ -6,6 +6,7 @@ python pipelines/benchmark.py --bn             # steps/s: plain, Keras's BN, fus
 python pipelines/benchmark.py --study          # main job (36 jobs) vs the 12-job sequential sweep
 python pipelines/benchmark.py --cluster        # blog grid: joblib and Ray (2 workers) vs sequential
 python pipelines/benchmark.py --stack          # tracking cost, server vs SQLite; jobs at once
+python pipelines/benchmark.py --overhead       # launcher CPU and each job's cost outside training
 """
 
 import sys
@@ -17,6 +18,10 @@ if __name__ == "__main__":
         main(sys.argv[1:])
     elif "--stack" in sys.argv[1:]:
         from devtools.stack_benchmark import main
+
+        main(sys.argv[1:])
+    elif "--overhead" in sys.argv[1:]:
+        from devtools.overhead_benchmark import main
 
         main(sys.argv[1:])
     elif "--bn" in sys.argv[1:]:

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
+import signal
+import socket
 import subprocess
 import sys
 import time
 from collections.abc import Callable
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -169,11 +172,48 @@ def tracking_stack():
     shutil.rmtree(folder.parent, ignore_errors=True)
 
 
+def runs_by_role(client: MlflowClient, experiment: str = "bn-trick") -> dict[str, list]:
+    """An experiment's runs grouped by their `role` tag: sweep, search, job, report."""
+    grouped: dict[str, list] = {}
+    for run in experiment_runs(client, experiment):
+        grouped.setdefault(run.data.tags.get("role"), []).append(run)
+    return grouped
+
+
 def sweep_runs(client: MlflowClient) -> tuple[list, list]:
     """A store's parent runs (sweeps and searches) and job runs."""
-    runs = experiment_runs(client)
-    parents = [r for r in runs if r.data.tags.get("role") in ("sweep", "search")]
-    return parents, [r for r in runs if r.data.tags.get("role") == "job"]
+    roles = runs_by_role(client)
+    return roles.get("sweep", []) + roles.get("search", []), roles.get("job", [])
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@contextmanager
+def serve(command: list[str], port: int, log: Path | None = None, env: dict | None = None):
+    """Starts a server process, yields once it listens on `port`, and stops it."""
+    out = open(log, "w") if log else subprocess.DEVNULL  # noqa: SIM115  (closed below)
+    server = subprocess.Popen(
+        command, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
+    )
+
+    def listening() -> bool:
+        assert server.poll() is None, log.read_text() if log else "the server exited"
+        with socket.socket() as probe:
+            return probe.connect_ex(("127.0.0.1", port)) == 0
+
+    try:
+        wait_for(listening, timeout=120)
+        yield server
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+        if log:
+            out.close()
 
 
 def disrupt_mid_sweep(

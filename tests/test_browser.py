@@ -10,8 +10,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import socket
-import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,7 +19,7 @@ import pytest
 
 from bnlab import tracking
 from bnlab.pipeline import build_report
-from conftest import TINY, run_train, wait_for
+from conftest import TINY, free_port, run_train, serve
 from test_report import fill
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -108,48 +106,14 @@ def test_report_page_loads_whole_and_fits_1280_pixels(store_uri, tmp_path) -> No
     assert (tmp_path / "report.png").stat().st_size > 10_000
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @contextmanager
 def mlflow_ui(store_uri: str, port: int, log: Path) -> Iterator[None]:
     """`mlflow ui` as the README starts it: one worker, no job runner, on loopback."""
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    with open(log, "w") as out:
-        server = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "mlflow",
-                "ui",
-                "--backend-store-uri",
-                store_uri,
-                "--workers",
-                "1",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
-        try:
-
-            def listening() -> bool:
-                assert server.poll() is None, log.read_text()
-                with socket.socket() as probe:
-                    return probe.connect_ex(("127.0.0.1", port)) == 0
-
-            wait_for(listening, timeout=120)
-            yield
-        finally:
-            server.terminate()
-            server.wait(timeout=30)
+    command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", store_uri]
+    command += ["--workers", "1", "--host", "127.0.0.1", "--port", str(port)]
+    with serve(command, port, log, env):
+        yield
 
 
 def test_printed_link_opens_the_runs_table_with_the_sweep_and_its_jobs(tmp_path) -> None:

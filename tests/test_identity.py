@@ -64,7 +64,6 @@ def test_a_shorthand_and_its_group_key_that_disagree_are_refused(overrides: list
         "train.rerun=true",
         "search.study=s",
         "search.trial=3",
-        "search.parent_run_id=r",
         "search.storage=sqlite:///elsewhere.db",
     ],
 )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import signal
@@ -30,10 +31,13 @@ def test_heartbeat_stamps_the_run_and_writes_buffered_metrics(store_uri: str, cl
     run.log_metrics({metrics.VAL_ACCURACY: 0.5}, 10)  # buffered: FLUSH_SECONDS is 5 s
     assert client.get_metric_history(run.run_id, metrics.VAL_ACCURACY) == []
     run.start_heartbeat(0.2)
-    time.sleep(1.0)
-    stamped = float(client.get_run(run.run_id).data.tags[metrics.HEARTBEAT_TAG])
-    assert stamped > created
-    assert [p.step for p in client.get_metric_history(run.run_id, metrics.VAL_ACCURACY)] == [10]
+
+    def beaten() -> bool:
+        stamped = float(client.get_run(run.run_id).data.tags[metrics.HEARTBEAT_TAG])
+        history = client.get_metric_history(run.run_id, metrics.VAL_ACCURACY)
+        return stamped > created and [p.step for p in history] == [10]
+
+    wait_for(beaten, timeout=10)
     run.end(metrics.FINISHED)
     assert client.get_run(run.run_id).info.status == "FINISHED"
 
@@ -76,24 +80,26 @@ def test_a_launch_closes_dead_runs_with_their_parent_and_trains_the_cell_again(
 
 
 def test_a_job_waits_for_a_live_run_with_its_identity_and_reuses_it(
-    tiny_cfg, store_uri: str, client
+    tiny_cfg, store_uri: str, client, caplog
 ) -> None:
     store = tracking.Store(store_uri, "bn-trick")
     identity = identity_hash(validate(tiny_cfg()))
     rival = store.start_run("rival", {metrics.ROLE_TAG: "job", metrics.IDENTITY_TAG: identity})
     rival.start_heartbeat(0.2)
 
-    def finish_later() -> None:
-        time.sleep(3)
+    def finish_once_the_job_waits() -> None:
+        # The job opened its own claim, found the rival, withdrew the claim and waits.
+        wait_for(lambda: waiting in caplog.text, timeout=120)
         rival.log_metrics({metrics.OBJECTIVE: 0.77}, 20)
         rival.end(metrics.FINISHED)
 
-    finisher = threading.Thread(target=finish_later)
-    started = time.monotonic()
+    waiting = f"Waiting for run {rival.run_id}"
+    finisher = threading.Thread(target=finish_once_the_job_waits)
     finisher.start()
-    final = job.run(tiny_cfg(*FAST_LIVENESS))
+    with caplog.at_level(logging.INFO, logger="bnlab.job"):
+        final = job.run(tiny_cfg(*FAST_LIVENESS))
     finisher.join()
-    assert time.monotonic() - started >= 2.5
+    assert waiting in caplog.text
     assert final[metrics.OBJECTIVE] == pytest.approx(0.77)
     [only] = experiment_runs(client)  # the waiting job's own claim was withdrawn
     assert only.info.run_id == rival.run_id
@@ -243,10 +249,12 @@ def test_a_search_fails_only_the_trials_of_dead_searches(tmp_path: Path) -> None
             storage.record_heartbeat(ids[alive.number])
 
     storage.record_heartbeat(ids[dead.number])
+    stamped = time.monotonic()
     beating = threading.Thread(target=keep_alive)
     beating.start()
     try:
-        time.sleep(4)
+        # The dead trial's last stamp must be older than the search's staleness limit (3 s).
+        wait_for(lambda: time.monotonic() - stamped > 3.5, timeout=10)
         done = run_train(
             [
                 "-m",

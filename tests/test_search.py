@@ -12,7 +12,7 @@ from mlflow import MlflowClient
 from bnlab import search
 from bnlab.config import ConfigError
 from bnlab.pipeline import ReportError, build_report
-from conftest import TINY, experiment_runs, run_train
+from conftest import TINY, run_train, runs_by_role
 from fault_injection import fail_when
 
 SEARCH = ["-m", "hparams_search=lr_bn", *TINY]
@@ -54,12 +54,8 @@ def storage(request, tmp_path: Path) -> Storage:
     return Storage(uri, f"lr_bn_{tmp_path.name}", password)
 
 
-def runs_by_role(cwd: Path) -> dict[str, list]:
-    client = MlflowClient(tracking_uri=f"sqlite:///{cwd}/mlflow.db")
-    grouped: dict[str, list] = {}
-    for run in experiment_runs(client):
-        grouped.setdefault(run.data.tags.get("role"), []).append(run)
-    return grouped
+def roles_in(cwd: Path) -> dict[str, list]:
+    return runs_by_role(MlflowClient(tracking_uri=f"sqlite:///{cwd}/mlflow.db"))
 
 
 def test_space_parses_hydra_sweep_syntax() -> None:
@@ -158,7 +154,7 @@ def test_tiny_search_matches_between_optuna_and_mlflow_and_resumes(
     assert done.returncode == 0, done.stderr[-3000:]
     trials = storage.study(tmp_path).trials
     assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE] * 3
-    roles = runs_by_role(tmp_path)
+    roles = roles_in(tmp_path)
     [parent] = roles["search"]
     jobs = {int(run.data.tags["trial"]): run for run in roles["job"]}
     assert sorted(jobs) == [0, 1, 2]
@@ -206,7 +202,7 @@ def test_tiny_search_matches_between_optuna_and_mlflow_and_resumes(
     trials = storage.study(tmp_path).trials
     assert len(trials) == 5
     assert len({tuple(sorted(t.params.items())) for t in trials}) == 5
-    roles = runs_by_role(tmp_path)
+    roles = roles_in(tmp_path)
     assert len(roles["search"]) == 1 and len(roles["job"]) == 5
     if storage.secret:
         shown = done.stdout + done.stderr + again.stdout + again.stderr
@@ -276,7 +272,7 @@ def test_median_pruner_prunes_a_hopeless_trial(
     ]
     reported = sorted(trials[1].intermediate_values)
     assert reported and max(reported) < 60  # stopped before the end of its schedule
-    [pruned_run] = [r for r in runs_by_role(tmp_path)["job"] if r.data.tags["trial"] == "1"]
+    [pruned_run] = [r for r in roles_in(tmp_path)["job"] if r.data.tags["trial"] == "1"]
     assert pruned_run.info.status == "FINISHED"
     assert pruned_run.data.tags["outcome"] == "pruned"
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
@@ -304,7 +300,7 @@ def test_failing_trial_is_recorded_and_the_study_continues(tmp_path: Path) -> No
     assert "1 job(s) failed" in done.stderr
     states = sorted(t.state.name for t in study(tmp_path).trials)
     assert states == ["COMPLETE", "FAIL"]
-    outcomes = sorted(r.data.tags["outcome"] for r in runs_by_role(tmp_path)["job"])
+    outcomes = sorted(r.data.tags["outcome"] for r in roles_in(tmp_path)["job"])
     assert outcomes == ["failed", "finished"]
 
 
@@ -324,7 +320,7 @@ def test_joblib_launcher_runs_two_trials_at_once(tmp_path: Path, storage: Storag
     assert done.returncode == 0, done.stderr[-3000:]
     trials = storage.study(tmp_path).trials
     assert len(trials) == 4 and all(t.state.name == "COMPLETE" for t in trials)
-    roles = runs_by_role(tmp_path)
+    roles = roles_in(tmp_path)
     parent = roles["search"][0].info.run_id
     assert {r.data.tags["mlflow.parentRunId"] for r in roles["job"]} == {parent}
     assert len(roles["job"]) == 4

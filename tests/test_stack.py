@@ -220,7 +220,7 @@ def test_a_restart_mid_sweep_loses_nothing_and_a_relaunch_completes_the_grid(
 
     def restart(run) -> None:
         assert stack_command("down", tracking_stack.root, "--only", part).returncode == 0
-        time.sleep(3)
+        time.sleep(3)  # the outage's length, not a wait for a condition
         restarted = stack_command("up", tracking_stack.root, "--only", part)
         assert restarted.returncode == 0, restarted.stderr
 

@@ -3,30 +3,30 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
 
-from conftest import TINY, experiment_runs, run_train, start_train, wait_for
+from conftest import (
+    TINY,
+    experiment_runs,
+    free_port,
+    run_train,
+    serve,
+    start_train,
+    sweep_runs,
+    wait_for,
+)
 from fault_injection import fail_when
 
 pytestmark = pytest.mark.slow
 
 GRID = ["bn=true,false", "lr=0.001,0.01"]
-
-
-def split(runs: list) -> tuple[list, list]:
-    parents = [run for run in runs if run.data.tags.get("role") == "sweep"]
-    jobs = [run for run in runs if run.data.tags.get("role") == "job"]
-    return parents, jobs
 
 
 def default_store(cwd: Path) -> MlflowClient:
@@ -37,7 +37,7 @@ def default_store(cwd: Path) -> MlflowClient:
 def test_grid_sweep_nests_every_job_under_one_parent(tmp_path: Path) -> None:
     done = run_train(["-m", *GRID, *TINY], cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
-    parents, jobs = split(experiment_runs(default_store(tmp_path)))
+    parents, jobs = sweep_runs(default_store(tmp_path))
     assert len(parents) == 1 and len(jobs) == 4
     parent = parents[0]
     assert parent.info.status == "FINISHED"
@@ -75,7 +75,7 @@ def test_a_failing_job_does_not_stop_the_sweep(tmp_path: Path) -> None:
     assert done.returncode == 1
     assert "2 job(s) failed:" in done.stderr
     assert done.stderr.count(" s1: InjectedFailure") == 2
-    parents, jobs = split(experiment_runs(default_store(tmp_path)))
+    parents, jobs = sweep_runs(default_store(tmp_path))
     assert parents[0].info.status == "FAILED"
     assert parents[0].data.tags["jobs.failed"] == "2"
     assert parents[0].data.tags["jobs.finished"] == "2"
@@ -91,7 +91,7 @@ def test_joblib_workers_nest_under_the_parent(tmp_path: Path) -> None:
         ["-m", *GRID, *TINY, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"], cwd=tmp_path
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    parents, jobs = split(experiment_runs(default_store(tmp_path)))
+    parents, jobs = sweep_runs(default_store(tmp_path))
     assert len(parents) == 1 and len(jobs) == 4
     assert {run.data.tags["mlflow.parentRunId"] for run in jobs} == {parents[0].info.run_id}
     assert all(run.info.status == "FINISHED" for run in jobs)
@@ -123,7 +123,7 @@ def test_parallel_writers_to_one_fresh_store_lose_nothing(tmp_path: Path) -> Non
         assert "database is locked" not in stderr
     client = default_store(tmp_path)
     assert len(client.search_experiments(filter_string="name = 'bn-trick'")) == 1
-    parents, jobs = split(experiment_runs(client))
+    parents, jobs = sweep_runs(client)
     assert len(parents) == 2 and len(jobs) == 8
     assert all(run.info.status == "FINISHED" for run in parents + jobs)
     for run in jobs:
@@ -132,7 +132,7 @@ def test_parallel_writers_to_one_fresh_store_lose_nothing(tmp_path: Path) -> Non
 
 def finished_jobs(client: MlflowClient) -> list:
     try:
-        _, jobs = split(experiment_runs(client))
+        _, jobs = sweep_runs(client)
     except Exception:
         return []
     return [run for run in jobs if run.info.status == "FINISHED"]
@@ -143,13 +143,14 @@ def test_interrupted_sweep_resumes_without_duplicates(tmp_path: Path) -> None:
     client = default_store(tmp_path)
     sweep = start_train(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     wait_for(lambda: len(finished_jobs(client)) >= 1)
-    time.sleep(2)
+    # Interrupt the sweep while its next job trains.
+    wait_for(lambda: any(run.info.status == "RUNNING" for run in sweep_runs(client)[1]))
     sweep.send_signal(signal.SIGINT)
     _, stderr = sweep.communicate(timeout=120)
     assert sweep.returncode == 130, stderr[-3000:]
     runs = experiment_runs(client)
     assert all(run.info.status != "RUNNING" for run in runs)
-    parents, jobs = split(runs)
+    parents, jobs = sweep_runs(client)
     assert parents[0].info.status == "KILLED"
     done_before = {run.data.tags["identity"] for run in finished_jobs(client)}
     assert 1 <= len(done_before) < 4
@@ -159,7 +160,7 @@ def test_interrupted_sweep_resumes_without_duplicates(tmp_path: Path) -> None:
     finished = finished_jobs(client)
     hashes = [run.data.tags["identity"] for run in finished]
     assert len(hashes) == 4 and len(set(hashes)) == 4
-    parents, _ = split(experiment_runs(client))
+    parents, _ = sweep_runs(client)
     latest = max(parents, key=lambda run: run.info.start_time)
     assert latest.data.tags["jobs.skipped"] == str(len(done_before))
     assert latest.data.tags["jobs.launched"] == "4"
@@ -168,51 +169,27 @@ def test_interrupted_sweep_resumes_without_duplicates(tmp_path: Path) -> None:
     assert outcomes.count("skipped") == len(done_before)
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture
 def mlflow_server(tmp_path: Path):
     port = free_port()
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mlflow",
-            "server",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--backend-store-uri",
-            f"sqlite:///{tmp_path}/server.db",
-            "--artifacts-destination",
-            str(tmp_path / "server-artifacts"),
-            "--workers",
-            "1",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    uri = f"http://127.0.0.1:{port}"
-
-    def up() -> bool:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return True
-        except OSError:
-            return False
-
-    try:
-        wait_for(up, timeout=120)
-        yield uri
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
+    command = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--backend-store-uri",
+        f"sqlite:///{tmp_path}/server.db",
+        "--artifacts-destination",
+        str(tmp_path / "server-artifacts"),
+        "--workers",
+        "1",
+    ]
+    with serve(command, port):
+        yield f"http://127.0.0.1:{port}"
 
 
 def test_job_against_a_real_mlflow_server(tmp_path: Path, mlflow_server: str) -> None:

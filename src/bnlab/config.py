@@ -186,8 +186,6 @@ class SearchConfig:
     storage: str | None = None
     # Trial number: the job reopens its trial through the storage by this number.
     trial: int | None = None
-    # The search's MLflow parent run, which the trial's run nests under.
-    parent_run_id: str | None = None
 
 
 @dataclass

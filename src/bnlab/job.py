@@ -26,6 +26,27 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+# A single run's checked config and open store, handed over by the launch callback
+# (`sweep.ExperimentCallback.on_run_start`), which runs in this process just before the
+# job: the job validates once and opens the store once.
+_handed_over: dict[str, Any] = {}
+
+
+def hand_over(overrides: list[str], config: Config, store: tracking.Store | None) -> None:
+    """Keeps a single run's validated config and store for `run` to take."""
+    _handed_over.clear()
+    _handed_over.update(overrides=list(overrides), config=config, store=store)
+
+
+def _take(overrides: list[str]) -> tuple[Config, tracking.Store | None] | None:
+    """The handed-over config and store, if they were prepared for these overrides."""
+    found = dict(_handed_over)
+    _handed_over.clear()
+    if found and found["overrides"] == list(overrides):
+        return found["config"], found["store"]
+    return None
+
+
 @dataclass
 class JobContext:
     """What Hydra knows about this job: its overrides, log file and mode."""
@@ -169,14 +190,18 @@ def run(cfg: DictConfig, on_eval: EvalHook | None = None) -> dict[str, float]:
         on_eval: Extra hook after every evaluation (e.g. a pruner); True stops.
     """
     context = JobContext.from_hydra()
-    config = validate(cfg, context.overrides)
+    prepared = None if context.multirun else _take(context.overrides)
+    config = prepared[0] if prepared else validate(cfg, context.overrides)
     job_threads = threads.per_job(context.launcher, config.train.threads)
     if not threads.pin(job_threads):
         log.debug("Backend already started; thread counts stay as they are")
     interrupts.check()
     run_logger = None
     # The store first: an unreachable one fails in seconds, before the backend starts.
-    store = tracking.open_store(config.tracking) if config.tracking.enabled else None
+    if prepared:
+        store = prepared[1]
+    else:
+        store = tracking.open_store(config.tracking) if config.tracking.enabled else None
     identity = identity_hash(config)
     # The backend has started (for the identity): an optimizer argument its class does
     # not take fails here, before any run is opened.
@@ -186,10 +211,12 @@ def run(cfg: DictConfig, on_eval: EvalHook | None = None) -> dict[str, float]:
     if store is not None:
         if not context.multirun:
             store.reap_stale()
-        parent = config.search.parent_run_id
-        if parent is None and context.multirun:
-            parent = store.find_sweep_parent(config.tracking.sweep_id)
-        varying = store.varying_keys(parent) if parent and context.multirun else None
+        # Grid jobs and search trials alike find their launch's parent by its sweep id.
+        parent, varying = (
+            store.sweep_parent(config.tracking.sweep_id) if context.multirun else (None, None)
+        )
+        if parent is None:
+            varying = None
         claimed = _claim(store, config, context, identity, parent, varying)
         if isinstance(claimed, tracking.CompletedRun):
             log.info(

@@ -54,9 +54,16 @@ class Progress:
     """Logs the progress line from a background thread whenever the count changes."""
 
     def __init__(
-        self, read_jobs: Callable[[], list[dict[str, Any]]], total: int, label: str, seconds: float
+        self,
+        read_jobs: Callable[[], list[dict[str, Any]]],
+        total: int,
+        label: str,
+        seconds: float,
+        watch: Callable[[list[dict[str, Any]]], None] | None = None,
     ) -> None:
         self._read_jobs = read_jobs
+        # Also handed every poll's jobs (the sweep's watchdog): one read serves both.
+        self._watch = watch
         self._total = total
         self._label = label
         self._started = time.monotonic()
@@ -69,7 +76,10 @@ class Progress:
 
     def report(self) -> None:
         """Reads the jobs from the store and logs the line if more are done than last time."""
-        self._log(self._read_jobs())
+        jobs = self._read_jobs()
+        self._log(jobs)
+        if self._watch is not None:
+            self._watch(jobs)
 
     def _log(self, jobs: list[dict[str, Any]]) -> None:
         done = sum(job["outcome"] not in ("running", "unknown") for job in jobs)
@@ -78,6 +88,10 @@ class Progress:
             log.info(
                 "%s: %s", self._label, line(jobs, self._total, time.monotonic() - self._started)
             )
+
+    def stop(self) -> None:
+        """Stops the polls."""
+        self._beat.stop()
 
     def finish(self, jobs: list[dict[str, Any]]) -> None:
         """Stops the thread and logs the final count from `jobs` (the sweep's, read at close)."""

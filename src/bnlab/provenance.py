@@ -95,8 +95,8 @@ SCHEDULER_VARIABLES = {
 
 
 def host_tags() -> dict[str, str]:
-    """The host a job runs on and, under Slurm, its job ids."""
-    tags = {"host": socket.gethostname()}
+    """The host and process a job runs in and, under Slurm, its job ids."""
+    tags = {"host": socket.gethostname(), "pid": str(os.getpid())}
     for tag, variable in SCHEDULER_VARIABLES.items():
         if os.environ.get(variable):
             tags[tag] = os.environ[variable]

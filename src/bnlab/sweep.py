@@ -26,10 +26,9 @@ from hydra.types import RunMode
 from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-from bnlab import cluster, interrupts, links, metrics, provenance, threads, tracking
+from bnlab import cluster, interrupts, job, links, metrics, provenance, threads, tracking
 from bnlab.config import ConfigError, validate
 from bnlab.errors import USER_ERRORS, exit_on_user_error
-from bnlab.heartbeat import Heartbeat
 from bnlab.keys import spell_override
 from bnlab.progress import Progress
 from bnlab.redaction import redact_hydra_folder, redact_text
@@ -67,10 +66,52 @@ def grid_jobs(config: DictConfig) -> list[list[str]]:
 
 
 def check_jobs(config_name: str, jobs: list[list[str]]) -> None:
-    """Composes and validates every job's config; raises on the first bad one."""
-    for overrides in jobs:
-        job_cfg = compose(config_name=config_name, overrides=overrides)
+    """Validates every job's config before any job starts; raises on the first bad one.
+
+    The first job is composed in full. A job whose overrides differ from the first one's
+    only in plain values (`lr=0.01`, `model.bn=false`: no config group, no `+` or `~`)
+    has the same defaults list, so its config is the first one's with those values set,
+    as Hydra itself applies a value override (`OmegaConf.update` after composition):
+    typed, checked against the schema, and validated in full. Others are composed.
+    """
+    if not jobs:
+        return
+    parser = OverridesParser.create()
+    base_overrides = jobs[0]
+    base = compose(config_name=config_name, overrides=base_overrides)
+    validate(base, base_overrides)
+    base_values = {o.get_key_element(): o for o in parser.parse_overrides(base_overrides)}
+    for overrides in jobs[1:]:
+        parsed = parser.parse_overrides(overrides)
+        changed = [o for o in parsed if _differs(o, base_values)]
+        if len(parsed) != len(base_values) or not all(_plain_value(o, base) for o in changed):
+            validate(compose(config_name=config_name, overrides=overrides), overrides)
+            continue
+        job_cfg = copy.deepcopy(base)
+        with read_write(job_cfg):
+            for override in changed:
+                OmegaConf.update(job_cfg, override.get_key_element(), override.value(), merge=True)
         validate(job_cfg, overrides)
+
+
+def _differs(override: Any, base_values: dict[str, Any]) -> bool:
+    known = base_values.get(override.get_key_element())
+    return known is None or known.input_line != override.input_line
+
+
+def _plain_value(override: Any, base: DictConfig) -> bool:
+    """An override that sets one existing value, not a config group, a list or a node."""
+    key = override.get_key_element()
+    if override.input_line.startswith(("+", "~")) or key.startswith("hydra") or "/" in key:
+        return False
+    node = OmegaConf.select(base, key, default=None, throw_on_missing=False)
+    return not OmegaConf.is_config(node) and OmegaConf.select(base, key, default=_ABSENT) is not (
+        _ABSENT
+    )
+
+
+# Marks a key that the composed config does not hold.
+_ABSENT = object()
 
 
 class SweepRecorder:
@@ -90,24 +131,20 @@ class SweepRecorder:
         # Set by the watchdog when the launcher waits for a job that the store shows dead.
         self.launcher_stuck = False
         self._stuck_since: float | None = None
-        self._watchdog = (
-            Heartbeat(store.stale_after_seconds / 4, self._watch, f"sweep {sweep_id} watchdog")
-            if progress is not None
-            else None
-        )
 
-    def _watch(self) -> None:
+    def watch(self, jobs: list[dict[str, Any]]) -> None:
         """Ends a launch whose launcher waits forever for a job whose process died.
 
         Without Slurm accounting, submitit cannot see that a cancelled job ended and
         waits for its result for ever. The store knows: every job of the launch is
         recorded, none is live, and one is still RUNNING with a stopped heartbeat. When
         that lasts `stale_after_seconds`, the main thread is interrupted and the sweep
-        closes from the store (`launcher_failed`).
+        closes from the store (`launcher_failed`). It reads the jobs the progress line's
+        poll read (`Progress`), so each poll is one search of the store.
         """
-        jobs = self.store.sweep_jobs(self.run_id)
-        dead = [job for job in jobs if job.get("status") == "RUNNING"]
-        ended = len(jobs) >= self.progress.total and not self.store.live_children(self.run_id)
+        dead = [job for job in jobs if job.get("status") == "RUNNING" and not job.get("live")]
+        live = [job for job in jobs if job.get("live")]
+        ended = len(jobs) >= self.progress.total and not live
         if not (ended and dead):
             self._stuck_since = None
             return
@@ -120,7 +157,7 @@ class SweepRecorder:
                 len(dead),
             )
             self.launcher_stuck = True
-            self._watchdog.stop()
+            self.progress.stop()
             _thread.interrupt_main()
 
     @property
@@ -179,15 +216,18 @@ class SweepRecorder:
         log.info(
             "Sweep %s: parent run %s in experiment '%s'", sweep_id, run.run_id, store.experiment
         )
-        progress = None
+        recorder = cls(store, run, sweep_id)
         if total:
-            progress = Progress(
+            recorder.progress = Progress(
                 lambda: store.sweep_jobs(run.run_id),
                 total,
                 f"Sweep {sweep_id}",
-                config.tracking.heartbeat_seconds,
+                # One search of the store per poll, for the line and the watchdog both:
+                # a quarter of the staleness limit, or the heartbeat if that is longer.
+                max(config.tracking.heartbeat_seconds, config.tracking.stale_after_seconds / 4),
+                watch=recorder.watch,
             )
-        return cls(store, run, sweep_id, progress)
+        return recorder
 
     def wait_for_jobs(self, poll_seconds: float = 2.0) -> None:
         """Returns once no job of this sweep is training and no new one has appeared.
@@ -201,10 +241,11 @@ class SweepRecorder:
         seen, changed = -1, time.monotonic()
         while True:
             interrupts.check()
-            count = len(self.store.sweep_jobs(self.run_id))
+            jobs = self.store.sweep_jobs(self.run_id)
+            count = len(jobs)
             if count != seen:
                 seen, changed = count, time.monotonic()
-            if not self.store.live_children(self.run_id) and (
+            if not any(job.get("live") for job in jobs) and (
                 count >= total or time.monotonic() - changed > quiet_limit
             ):
                 return
@@ -220,8 +261,8 @@ class SweepRecorder:
             The jobs that failed or were killed.
         """
         self.run.stop_heartbeat()
-        if self._watchdog is not None:
-            self._watchdog.stop()
+        if self.progress is not None:
+            self.progress.stop()
         self.store.close_stale_children(self.run_id)
         counts, jobs = self.store.write_counts(self.run_id)
         if self.progress is not None:
@@ -340,10 +381,12 @@ class ExperimentCallback(Callback):
         try:
             overrides = list(config.hydra.overrides.task)
             checked = validate(_job_config(config), overrides)
+            store = None
             if checked.tracking.enabled:
                 # Reach the store before the job starts: a dead one fails here, in one line.
                 store = tracking.open_store(checked.tracking)
                 store.record_pending(Path(config.hydra.runtime.cwd) / checked.tracking.spool_dir)
+            job.hand_over(overrides, checked, store)
         except USER_ERRORS as error:
             exit_on_user_error(error)
 

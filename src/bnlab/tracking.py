@@ -27,7 +27,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunTag
 from mlflow.exceptions import MlflowException, RestException
 
-from bnlab import interrupts, metrics, spool, system_metrics
+from bnlab import interrupts, metrics, spool, system_metrics, tracking_read
 from bnlab.config import ConfigError, TrackingConfig
 from bnlab.heartbeat import Heartbeat
 from bnlab.redaction import redact_file, redact_text
@@ -361,9 +361,12 @@ class Store:
         )
         return runs[0].info.run_id if runs else None
 
-    def find_sweep_parent(self, sweep_id: str) -> str | None:
-        """The parent run of the launch `sweep_id`, if it is recorded."""
-        return self.find_run({metrics.SWEEP_ID_TAG: sweep_id, metrics.ROLE_TAG: "sweep"})
+    def sweep_parent(self, sweep_id: str) -> tuple[str | None, set[str]]:
+        """The parent run of the launch `sweep_id` and the keys its jobs vary, in one search."""
+        parent = tracking_read.sweep_parent(self.client, self.experiment_id, sweep_id)
+        if parent is None:
+            return None, set()
+        return parent.info.run_id, tracking_read.varying_keys(parent)
 
     def reopen_run(self, run_id: str) -> RunLogger:
         """Marks a run RUNNING again (a resumed search) and returns its logger."""
@@ -374,14 +377,6 @@ class Store:
         logger.preset_params = set(run.data.params)
         return logger
 
-    def varying_keys(self, parent_run_id: str) -> set[str]:
-        """The keys that differ between the jobs of a sweep (its `sweep.varying` tag)."""
-        tags = retry(lambda: self.client.get_run(parent_run_id)).data.tags
-        try:
-            return set(json.loads(tags.get(metrics.VARYING_TAG, "[]")))
-        except ValueError:
-            return set()
-
     def mark_skipped(self, parent_run_id: str, identity: str, reused_run_id: str) -> None:
         """Records on a sweep's parent that one of its jobs reused a complete run."""
         retry(
@@ -391,7 +386,8 @@ class Store:
         )
 
     def sweep_jobs(self, parent_run_id: str) -> list[dict[str, Any]]:
-        """Every job of a sweep, read back from the store: its children and its skips."""
+        """Every job of a sweep, read back from the store in one search of its children
+        (with whether each is live) and one read of the parent (its skips)."""
         jobs = [
             {
                 "run_id": run.info.run_id,
@@ -401,6 +397,7 @@ class Store:
                 "identity": run.data.tags.get(metrics.IDENTITY_TAG),
                 "error": run.data.tags.get(metrics.ERROR_TAG),
                 "objective": run.data.metrics.get(metrics.OBJECTIVE),
+                "live": self.is_live(run),
             }
             for run in self._search(f"tags.`{metrics.PARENT_TAG}` = '{parent_run_id}'")
         ]

@@ -5,6 +5,7 @@ This module and `tracking` are the only ones that import mlflow; this one only r
 
 from __future__ import annotations
 
+import json
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -62,6 +63,35 @@ def _experiment_id(client: MlflowClient, experiment: str) -> str:
     return found.experiment_id
 
 
+# The roles of a launch's parent run: a grid sweep's or an Optuna search's.
+PARENT_ROLES = ("sweep", "search")
+
+
+def sweep_parent(client: MlflowClient, experiment_id: str, sweep_id: str) -> Any | None:
+    """The parent run of the launch `sweep_id` (a sweep's or a search's), or None.
+
+    One search, shared by the jobs of a launch (which find their parent with it) and by
+    the study command (which reports on it). Jobs carry the sweep id too, so they are
+    filtered out by the store; the parent carries its `sweep.varying` keys.
+    """
+    runs = search_all(
+        client,
+        [experiment_id],
+        f"tags.{metrics.SWEEP_ID_TAG} = '{sweep_id}' and tags.{metrics.ROLE_TAG} != 'job'",
+        order_by=["attributes.start_time DESC"],
+    )
+    parents = [run for run in runs if run.data.tags.get(metrics.ROLE_TAG) in PARENT_ROLES]
+    return parents[0] if parents else None
+
+
+def varying_keys(parent: Any) -> set[str]:
+    """The keys that differ between the jobs of a sweep, from its parent's tag."""
+    try:
+        return set(json.loads(parent.data.tags.get(metrics.VARYING_TAG, "[]")))
+    except ValueError:
+        return set()
+
+
 def find_sweep_parent(uri: str, experiment: str, sweep_id: str) -> str | None:
     """The parent run of the launch `sweep_id`, or None when it was not recorded."""
     client = MlflowClient(tracking_uri=uri)
@@ -69,9 +99,8 @@ def find_sweep_parent(uri: str, experiment: str, sweep_id: str) -> str | None:
         experiment_id = _experiment_id(client, experiment)
     except StoreQueryError:
         return None
-    runs = search_all(client, [experiment_id], f"tags.{metrics.SWEEP_ID_TAG} = '{sweep_id}'")
-    parents = [run for run in runs if run.data.tags.get(metrics.ROLE_TAG) == "sweep"]
-    return parents[0].info.run_id if parents else None
+    parent = sweep_parent(client, experiment_id, sweep_id)
+    return parent.info.run_id if parent is not None else None
 
 
 def _sweep_member_ids(client: MlflowClient, experiment_id: str, parent_run_id: str) -> list[str]:

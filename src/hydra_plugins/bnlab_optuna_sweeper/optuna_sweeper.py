@@ -278,7 +278,6 @@ class OptunaSweeper(Sweeper):
             log.info("Study '%s' already has %d finished trials", self.study_name, finished)
         job_index = len(study.trials)
         study_id = storage.get_study_id_from_name(self.study_name)
-        parent = [f"search.parent_run_id={self.recorder.run_id}"] if self.recorder else []
         while finished < self.n_trials:
             batch = min(self.n_jobs, self.n_trials - finished)
             trials = [study.ask() for _ in range(batch)]
@@ -297,7 +296,6 @@ class OptunaSweeper(Sweeper):
                         f"search.study={self.study_name}",
                         f"search.storage={self.storage_url}",
                         f"search.trial={trial.number}",
-                        *parent,
                     ]
                 )
             results = self.launcher.launch(overrides, initial_job_idx=job_index)

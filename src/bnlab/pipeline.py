@@ -13,10 +13,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from bnlab import analysis, links, report, search, tracking, tracking_read
+from bnlab import analysis, links, report, search, tracking
 from bnlab.config import CONF_DIR, ConfigError
 from bnlab.redaction import redact_text
 from bnlab.store_uri import check_tracking_uri, sqlite_path
+from bnlab.tracking import queries
 
 log = logging.getLogger(__name__)
 
@@ -105,8 +106,8 @@ def build_report(
         raise ReportError(str(error)) from error
     _check_store(uri)
     try:
-        runs, curves = tracking_read.load_runs(uri, experiment, parent_run_id)
-    except tracking_read.StoreQueryError as error:
+        runs, curves = queries.load_runs(uri, experiment, parent_run_id)
+    except queries.StoreQueryError as error:
         raise ReportError(str(error)) from error
     grid_runs = runs[runs["study"].isna()] if not runs.empty else runs
     if grid_runs.empty and study is None:
@@ -121,7 +122,7 @@ def build_report(
     # What a report killed mid-write left: its temporary files, never a report file.
     for stale in out.rglob(".*.partial"):
         stale.unlink(missing_ok=True)
-    experiment_id = tracking_read.experiment_id(uri, experiment)
+    experiment_id = queries.experiment_id(uri, experiment)
     sections = []
     footer = report.Footer(runs_table=links.runs_table(uri, experiment_id, ui_url))
     if not grid_runs.empty:
@@ -340,7 +341,7 @@ def run_study(overrides: list[str], out: Path | None = None, target: float = 0.9
             "error: the study ran without tracking, so there is nothing to report", file=sys.stderr
         )
         return status or 2
-    parent_run_id = tracking_read.find_sweep_parent(uri, experiment, sweep_id)
+    parent_run_id = queries.find_sweep_parent(uri, experiment, sweep_id)
     if parent_run_id is None:
         return status or 1
     folder = out or Path("reports") / experiment

@@ -1,6 +1,7 @@
-"""Reading runs back from the MLflow store, as DataFrames for the report.
+"""Reading runs back from the MLflow store: the queries jobs and the report share.
 
-This module and `tracking` are the only ones that import mlflow; this one only reads.
+The report reads runs and curves as DataFrames here (and nowhere else); a launch's jobs
+find their parent with the same `sweep_parent`. This module only reads.
 """
 
 from __future__ import annotations

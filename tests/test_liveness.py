@@ -231,6 +231,41 @@ def test_a_stopped_job_writes_every_evaluation_it_printed(tmp_path: Path, signum
 
 
 @pytest.mark.slow
+def test_a_stopped_joblib_sweep_writes_every_evaluation_its_jobs_printed(tmp_path: Path) -> None:
+    """SIGTERM to a sweep's process group on the joblib launcher: its workers close their
+    runs with every point they logged before the launcher kills them."""
+    args = ["-m", "bn=true,false", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
+    args += ["data.limit=320", "train.steps=3000", "train.eval_every=10"]
+    args += ["tracking.heartbeat_seconds=30", "tracking.stale_after_seconds=90"]
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
+    process = start_train(
+        args,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(process.stdout))
+    reader.start()
+    # Both jobs evaluated a few times, well inside the 5-second metric buffer.
+    wait_for(lambda: sum("- step " in line for line in list(lines)) >= 6)
+    os.killpg(process.pid, signal.SIGTERM)
+    process.wait(timeout=120)
+    reader.join(timeout=30)
+    output = "".join(lines)
+    assert process.returncode == 130, output[-2000:]
+    jobs = [run for run in _runs(client) if run.data.tags.get(metrics.ROLE_TAG) == "job"]
+    assert jobs and all(run.info.status == "KILLED" for run in jobs)
+    logs = [path.read_text() for path in (tmp_path / "multirun").rglob("train.log")]
+    for run in jobs:
+        [log] = [text for text in logs if run.info.run_id in text]
+        printed = [int(step) for step in re.findall(r"- step (\d+):", log)]
+        history = client.get_metric_history(run.info.run_id, metrics.VAL_ACCURACY)
+        assert sorted(point.step for point in history) == printed
+
+
+@pytest.mark.slow
 def test_a_search_fails_only_the_trials_of_dead_searches(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path}/optuna.db"
     storage = search.open_storage(url, heartbeat_seconds=1, stale_after_seconds=3)

@@ -44,6 +44,12 @@ def run(main: Callable[[], Any]) -> None:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(1)
     except Exception as error:
+        if interrupts.requested():
+            # Stopped: the workers stopped with this process, and the launcher reports
+            # their stop as an error of its own.
+            sweep.abort()
+            print("interrupted", file=sys.stderr)
+            sys.exit(130)
         # A launcher that gave up on one job: the other jobs finish, then the list.
         sweep.launcher_failed(error)
         raise

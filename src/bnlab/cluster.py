@@ -30,6 +30,9 @@ LAUNCHERS = {
     "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher": "slurm",
     "hydra_plugins.hydra_submitit_launcher.submitit_launcher.LocalLauncher": "submitit_local",
 }
+# Launchers whose jobs run in worker processes of this machine, which they kill when the
+# launching process stops.
+LOCAL_WORKERS = ("joblib",)
 # Numeric launcher settings and the least value each may take (None: unset is fine).
 _MINIMUMS = {
     "ray": {"ray.remote.num_cpus": 1, "ray.remote.num_gpus": 0},

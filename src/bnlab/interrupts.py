@@ -9,16 +9,41 @@ launching the next job) check it and raise again.
 
 from __future__ import annotations
 
+import _thread
 import signal
 import threading
 from typing import Any
 
 _requested = threading.Event()
+# Seconds the launching process of a sweep whose jobs run in local worker processes waits,
+# after the first stop, before it stops too (None: it stops at once). See `grace`.
+_grace: float | None = None
 
 
 def _handle(signum: int, frame: Any) -> None:
+    if _grace is not None and not _requested.is_set():
+        # The first stop of a launcher with local workers: the workers, signalled with it
+        # (Ctrl-C, or a kill of the process group), close their runs and write what they
+        # buffered, and their stop reaches this process through the launcher. Only if they
+        # do not stop in time does this process stop itself, and its launcher kills them.
+        _requested.set()
+        timer = threading.Timer(_grace, _thread.interrupt_main, args=(signal.SIGINT,))
+        timer.daemon = True
+        timer.start()
+        return
     _requested.set()
     raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+def grace(seconds: float | None) -> None:
+    """Lets the first SIGINT or SIGTERM wait `seconds` before it stops this process.
+
+    Used by a sweep launched on local worker processes (joblib), which its launcher kills
+    outright once the launching process stops: the workers need that moment to close their
+    runs. A second signal stops this process at once.
+    """
+    global _grace
+    _grace = seconds
 
 
 def install() -> None:
@@ -26,6 +51,20 @@ def install() -> None:
     _requested.clear()
     signal.signal(signal.SIGINT, _handle)
     signal.signal(signal.SIGTERM, _handle)
+
+
+def ensure_installed() -> None:
+    """Handles SIGINT and SIGTERM in a job's process too, keeping any stop already asked.
+
+    A launcher's worker process (joblib's, Ray's, submitit's) runs jobs without the
+    command's handlers, and a SIGTERM there would end the job before it writes the metrics
+    it buffered. Only a main thread can install handlers; elsewhere this does nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        if signal.getsignal(signum) is not _handle:
+            signal.signal(signum, _handle)
 
 
 def requested() -> bool:

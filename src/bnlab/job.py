@@ -189,6 +189,9 @@ def run(cfg: DictConfig, on_eval: EvalHook | None = None) -> dict[str, float]:
         cfg: The job config composed by Hydra.
         on_eval: Extra hook after every evaluation (e.g. a pruner); True stops.
     """
+    # A stop (SIGINT, SIGTERM) becomes KeyboardInterrupt here too, in a launcher's worker,
+    # so the job writes what it buffered and closes its run as KILLED.
+    interrupts.ensure_installed()
     context = JobContext.from_hydra()
     prepared = None if context.multirun else _take(context.overrides)
     config = prepared[0] if prepared else validate(cfg, context.overrides)

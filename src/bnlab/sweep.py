@@ -35,6 +35,9 @@ from bnlab.redaction import redact_hydra_folder, redact_text
 
 log = logging.getLogger(__name__)
 
+# How long the launching process of a sweep on local workers waits, after a stop, for its
+# workers to close their runs before it stops too (and its launcher kills them).
+STOP_GRACE_SECONDS = 10.0
 # A sweeper class that sets this attribute to True checks its own jobs and records its own
 # parent run (the Optuna sweeper); with any other, this callback does both for a grid.
 RECORDS_OWN_PARENT = "records_own_parent"
@@ -408,6 +411,10 @@ class ExperimentCallback(Callback):
         hydra_cfg = config.hydra
         cluster.check_settings(hydra_cfg.launcher, threads.cpus())
         cluster.check_reachable(hydra_cfg.launcher)
+        if cluster.kind(hydra_cfg.launcher) in cluster.LOCAL_WORKERS:
+            # Its launcher kills the workers as soon as this process stops: give them a
+            # moment to close their runs with every metric they logged.
+            interrupts.grace(STOP_GRACE_SECONDS)
         if getattr(get_class(hydra_cfg.sweeper._target_), RECORDS_OWN_PARENT, False):
             return  # the Optuna sweeper checks its space and opens its own parent
         jobs = grid_jobs(config)

@@ -103,14 +103,12 @@ def _differs(override: Any, base_values: dict[str, Any]) -> bool:
 
 
 def _plain_value(override: Any, base: DictConfig) -> bool:
-    """An override that sets one existing value, not a config group, a list or a node."""
+    """An override that sets one value the composed config holds, not a group or a node."""
     key = override.get_key_element()
     if override.input_line.startswith(("+", "~")) or key.startswith("hydra") or "/" in key:
         return False
-    node = OmegaConf.select(base, key, default=None, throw_on_missing=False)
-    return not OmegaConf.is_config(node) and OmegaConf.select(base, key, default=_ABSENT) is not (
-        _ABSENT
-    )
+    node = OmegaConf.select(base, key, default=_ABSENT, throw_on_missing=False)
+    return node is not _ABSENT and not OmegaConf.is_config(node)
 
 
 # Marks a key that the composed config does not hold.

@@ -34,6 +34,7 @@ MAX_SEED = 2**32 - 1
 MAX_EXPERIMENT_NAME = 200
 SWEEP_ID_RESOLVER = "bnlab_sweep_id"
 
+
 @dataclass
 class ModelConfig:
     """Base of every model option. Its `_target_` is called with the option's fields and

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,6 +27,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+# Set in the launching process of a sweep on local workers (`sweep.ExperimentCallback`),
+# which its workers inherit: a job whose process is another one runs in a worker.
+LAUNCHER_PID_VARIABLE = "BNLAB_LAUNCHER_PID"
 # A single run's checked config and open store, handed over by the launch callback
 # (`sweep.ExperimentCallback.on_run_start`), which runs in this process just before the
 # job: the job validates once and opens the store once.
@@ -192,6 +196,28 @@ def run(cfg: DictConfig, on_eval: EvalHook | None = None) -> dict[str, float]:
     # A stop (SIGINT, SIGTERM) becomes KeyboardInterrupt here too, in a launcher's worker,
     # so the job writes what it buffered and closes its run as KILLED.
     interrupts.ensure_installed()
+    in_worker = _in_local_worker()
+    if in_worker and interrupts.requested():
+        log.info("Not started: the sweep is stopping")
+        return {metrics.OBJECTIVE: math.nan}
+    try:
+        return _run(cfg, on_eval)
+    except KeyboardInterrupt:
+        if not in_worker:
+            raise
+        # The job closed its run. The stop reaches the launching process by its own
+        # signal: a stop returned as this worker's result would make the launcher kill
+        # the other workers before they close theirs.
+        return {metrics.OBJECTIVE: math.nan}
+
+
+def _in_local_worker() -> bool:
+    """Whether this job runs in a local worker process of its sweep (joblib's)."""
+    launcher_pid = os.environ.get(LAUNCHER_PID_VARIABLE)
+    return launcher_pid is not None and launcher_pid != str(os.getpid())
+
+
+def _run(cfg: DictConfig, on_eval: EvalHook | None) -> dict[str, float]:
     context = JobContext.from_hydra()
     prepared = None if context.multirun else _take(context.overrides)
     config = prepared[0] if prepared else validate(cfg, context.overrides)

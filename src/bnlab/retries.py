@@ -28,12 +28,14 @@ T = TypeVar("T")
 
 # Errors that clear up when retried: SQLite write contention (OperationalError),
 # two processes creating the same row at once (IntegrityError), a server that
-# did not answer in time.
+# did not answer in time, or answered 5xx more times than the HTTP client retries
+# (RetryError: "too many 503 error responses", while its database restarts).
 TRANSIENT_TYPES = (
     sqlalchemy.exc.OperationalError,
     sqlalchemy.exc.IntegrityError,
     requests.exceptions.ConnectionError,
     requests.exceptions.Timeout,
+    requests.exceptions.RetryError,
 )
 # MLflow's error code for a database error it classifies as temporary.
 TRANSIENT_CODES = ("TEMPORARILY_UNAVAILABLE",)
@@ -93,9 +95,10 @@ def retry(action: Callable[[], T], attempts: int = 50, deadline: float | None = 
 
     Retrying stops at `attempts` tries or after `deadline` seconds (by default the
     one `set_deadline` chose), whichever comes first; the last error is then raised
-    as the cause of StoreUnavailable. After a Ctrl-C a failing call is not retried
-    (the command must end within seconds), while the writes that close runs still go
-    through when the store answers.
+    as the cause of StoreUnavailable. After a Ctrl-C or SIGTERM a failing call is
+    retried for `STOP_RETRY_SECONDS` at most: the command must end within seconds, and
+    the writes that close runs must still get through a store that is busy with the
+    other stopping jobs' writes (SQLite's lock).
     """
     limit = time.monotonic() + (_deadline_seconds if deadline is None else deadline)
     for attempt in range(attempts):
@@ -104,7 +107,11 @@ def retry(action: Callable[[], T], attempts: int = 50, deadline: float | None = 
         except Exception as error:
             if not is_transient(error):
                 raise
+            if interrupts.requested():
+                limit = min(limit, _stop_limit())
             pause = min(0.2 * 2**attempt, 5.0) * (0.5 + _jitter.random())
+            if interrupts.requested():
+                pause = min(pause, 0.5)
             out_of_time = time.monotonic() + pause > limit
             if attempt == attempts - 1 or out_of_time or not _wait(pause):
                 raise StoreUnavailable(
@@ -124,14 +131,29 @@ def _cause(error: BaseException) -> str:
     return f"{type(current).__name__}: {first_line[:200]}".rstrip(": ")
 
 
+# How long a store call may still retry once the command was asked to stop.
+STOP_RETRY_SECONDS = 5.0
+_stopped_at: float | None = None
+
+
+def _stop_limit() -> float:
+    """The time by which calls stop retrying, counted from the first failure after a stop."""
+    global _stopped_at
+    if _stopped_at is None:
+        _stopped_at = time.monotonic()
+    return _stopped_at + STOP_RETRY_SECONDS
+
+
 def _wait(seconds: float) -> bool:
-    """Sleeps in short slices; False as soon as a Ctrl-C was asked for (see `interrupts`)."""
+    """Sleeps in short slices; False as soon as a stop was asked for (see `interrupts`),
+    unless the stop's own short retries are under way."""
     end = time.monotonic() + seconds
+    stopping = interrupts.requested()
     while (left := end - time.monotonic()) > 0:
-        if interrupts.requested():
+        if interrupts.requested() and not stopping:
             return False
         time.sleep(min(left, 0.2))
-    return not interrupts.requested()
+    return stopping or not interrupts.requested()
 
 
 @contextlib.contextmanager

@@ -14,6 +14,7 @@ import copy
 import itertools
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -413,6 +414,7 @@ class ExperimentCallback(Callback):
             # Its launcher kills the workers as soon as this process stops: give them a
             # moment to close their runs with every metric they logged.
             interrupts.grace(STOP_GRACE_SECONDS)
+            os.environ[job.LAUNCHER_PID_VARIABLE] = str(os.getpid())
         if getattr(get_class(hydra_cfg.sweeper._target_), RECORDS_OWN_PARENT, False):
             return  # the Optuna sweeper checks its space and opens its own parent
         jobs = grid_jobs(config)

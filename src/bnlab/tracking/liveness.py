@@ -103,7 +103,13 @@ class Liveness:
         while True:
             interrupts.check()
             parent = retry(lambda: self.client.get_run(parent_run_id))
-            if parent.info.status != "RUNNING" or self.live_children(parent_run_id):
+            if parent.info.status != "RUNNING":
+                # Closed already (a launch reaped it while this job's stamp was fresher):
+                # its counts are read again, so they include the job just closed.
+                if parent.data.tags.get(metrics.ROLE_TAG) in ("sweep", "search"):
+                    self.write_counts(parent_run_id)
+                return
+            if self.live_children(parent_run_id):
                 return
             if not self.is_live(parent):
                 self._close_dead(parent)
@@ -146,6 +152,8 @@ class Liveness:
             for run in self._search("attributes.status = 'RUNNING'")
             if metrics.ROLE_TAG in run.data.tags and not self.is_live(run)
         ]
+        # Jobs before their parents, so a parent's counts include its dead jobs.
+        stale.sort(key=lambda run: run.data.tags.get(metrics.ROLE_TAG) in ("sweep", "search"))
         for run in stale:
             self._close_dead(run)
         return [run.info.run_id for run in stale]

@@ -193,10 +193,12 @@ def run(cfg: DictConfig, on_eval: EvalHook | None = None) -> dict[str, float]:
         cfg: The job config composed by Hydra.
         on_eval: Extra hook after every evaluation (e.g. a pruner); True stops.
     """
-    # A stop (SIGINT, SIGTERM) becomes KeyboardInterrupt here too, in a launcher's worker,
-    # so the job writes what it buffered and closes its run as KILLED.
-    interrupts.ensure_installed()
     in_worker = _in_local_worker()
+    if in_worker:
+        # A stop (SIGINT, SIGTERM) becomes KeyboardInterrupt in a local worker too, so the
+        # job writes what it buffered and closes its run as KILLED. (Jobs on a cluster
+        # keep their scheduler's own handling: submitit's on Slurm, Ray's.)
+        interrupts.ensure_installed()
     if in_worker and interrupts.requested():
         log.info("Not started: the sweep is stopping")
         return {metrics.OBJECTIVE: math.nan}

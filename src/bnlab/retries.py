@@ -95,10 +95,9 @@ def retry(action: Callable[[], T], attempts: int = 50, deadline: float | None = 
 
     Retrying stops at `attempts` tries or after `deadline` seconds (by default the
     one `set_deadline` chose), whichever comes first; the last error is then raised
-    as the cause of StoreUnavailable. After a Ctrl-C or SIGTERM a failing call is
-    retried for `STOP_RETRY_SECONDS` at most: the command must end within seconds, and
-    the writes that close runs must still get through a store that is busy with the
-    other stopping jobs' writes (SQLite's lock).
+    as the cause of StoreUnavailable. After a Ctrl-C a failing call is not retried
+    (the command must end within seconds), while the writes that close runs still go
+    through when the store answers.
     """
     limit = time.monotonic() + (_deadline_seconds if deadline is None else deadline)
     for attempt in range(attempts):
@@ -107,11 +106,7 @@ def retry(action: Callable[[], T], attempts: int = 50, deadline: float | None = 
         except Exception as error:
             if not is_transient(error):
                 raise
-            if interrupts.requested():
-                limit = min(limit, _stop_limit())
             pause = min(0.2 * 2**attempt, 5.0) * (0.5 + _jitter.random())
-            if interrupts.requested():
-                pause = min(pause, 0.5)
             out_of_time = time.monotonic() + pause > limit
             if attempt == attempts - 1 or out_of_time or not _wait(pause):
                 raise StoreUnavailable(
@@ -131,29 +126,14 @@ def _cause(error: BaseException) -> str:
     return f"{type(current).__name__}: {first_line[:200]}".rstrip(": ")
 
 
-# How long a store call may still retry once the command was asked to stop.
-STOP_RETRY_SECONDS = 5.0
-_stopped_at: float | None = None
-
-
-def _stop_limit() -> float:
-    """The time by which calls stop retrying, counted from the first failure after a stop."""
-    global _stopped_at
-    if _stopped_at is None:
-        _stopped_at = time.monotonic()
-    return _stopped_at + STOP_RETRY_SECONDS
-
-
 def _wait(seconds: float) -> bool:
-    """Sleeps in short slices; False as soon as a stop was asked for (see `interrupts`),
-    unless the stop's own short retries are under way."""
+    """Sleeps in short slices; False as soon as a Ctrl-C was asked for (see `interrupts`)."""
     end = time.monotonic() + seconds
-    stopping = interrupts.requested()
     while (left := end - time.monotonic()) > 0:
-        if interrupts.requested() and not stopping:
+        if interrupts.requested():
             return False
         time.sleep(min(left, 0.2))
-    return stopping or not interrupts.requested()
+    return not interrupts.requested()
 
 
 @contextlib.contextmanager

@@ -13,14 +13,17 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import inspect
 import math
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 from hydra.core.config_store import ConfigStore
+from hydra.utils import get_class
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from bnlab.keys import SHORTHANDS, ConfigError, shorthand_disagreement
@@ -206,11 +209,8 @@ class Config:
         _check_ranges(self)
         # The shorthands mirror what is trained, so params and run names never
         # disagree with the groups (e.g. `optimizer.learning_rate=0.05` sets lr=0.05).
-        for shorthand, key in SHORTHANDS.items():
-            group, name = key.split(".")
-            node = getattr(self, group)
-            if hasattr(node, name):
-                setattr(self, shorthand, getattr(node, name))
+        for shorthand, value in group_values(self).items():
+            setattr(self, shorthand, value)
 
 
 def _fail(key: str, message: str) -> None:
@@ -293,6 +293,41 @@ def _check_experiment_name(name: str) -> None:
         _fail(key, f"must not hold control characters, got {name!r}")
     if "/" in name or "\\" in name or name.strip() in {".", ".."} or ".." in name:
         _fail(key, f"must not look like a path ('/', '\\' or '..'), got '{name}'")
+
+
+def target_class(target: str, arguments: Iterable[str], key: str, base: type | None = None) -> type:
+    """The class a `_target_` names, after checking that it takes every argument set.
+
+    Used for the optimizer (built in the job, where Keras is loaded) and for Optuna's
+    sampler and pruner (built by the sweeper).
+
+    Raises:
+        ConfigError: No such class, not a subclass of `base`, or it takes no such
+            argument; the message names `key` and the argument.
+    """
+    try:
+        found = get_class(target)
+    except Exception as error:
+        raise ConfigError(f"{key}._target_: no class {target}") from error
+    if base is not None and not (isinstance(found, type) and issubclass(found, base)):
+        raise ConfigError(f"{key}._target_: {target} is not an {base.__module__}.{base.__name__}")
+    accepted = inspect.signature(found).parameters
+    for argument in arguments:
+        if argument not in accepted:
+            raise ConfigError(f"{key}.{argument}: {target} takes no {argument}")
+    return found
+
+
+def group_values(config: Config) -> dict[str, Any]:
+    """Each shorthand with the value of the group key it sets, for those the groups hold
+    (a model without `activation` leaves that shorthand out)."""
+    values = {}
+    for shorthand, key in SHORTHANDS.items():
+        group, name = key.split(".")
+        node = getattr(config, group)
+        if hasattr(node, name):
+            values[shorthand] = getattr(node, name)
+    return values
 
 
 def _new_sweep_id() -> str:

@@ -56,9 +56,9 @@ def install() -> None:
 def ensure_installed() -> None:
     """Handles SIGINT and SIGTERM in a job's process too, keeping any stop already asked.
 
-    A launcher's worker process (joblib's, Ray's, submitit's) runs jobs without the
-    command's handlers, and a SIGTERM there would end the job before it writes the metrics
-    it buffered. Only a main thread can install handlers; elsewhere this does nothing.
+    A local launcher's worker process (joblib's) runs jobs without the command's handlers,
+    and a SIGTERM there would end the job before it writes the metrics it buffered. Only a
+    main thread can install handlers; elsewhere this does nothing.
     """
     if threading.current_thread() is not threading.main_thread():
         return

@@ -15,7 +15,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from bnlab import interrupts, links, metrics, provenance, threads, tracking
-from bnlab.config import Config, validate
+from bnlab.config import Config, group_values, validate
 from bnlab.data import dataset_info, load_data
 from bnlab.identity import SCHEME, describe, identity_hash
 from bnlab.keys import SHORTHANDS, flatten, is_trained, override_key, spell_override
@@ -84,9 +84,7 @@ def run_name(config: Config, overrides: list[str], varying: set[str] | None = No
     sweep's params; in a single run all of them.
     """
     parts = [
-        _spell_shorthand(shorthand, getattr(getattr(config, key.split(".")[0]), key.split(".")[1]))
-        for shorthand, key in SHORTHANDS.items()
-        if hasattr(getattr(config, key.split(".")[0]), key.split(".")[1])
+        _spell_shorthand(shorthand, value) for shorthand, value in group_values(config).items()
     ]
     if config.search.trial is not None:
         parts.append(f"trial {config.search.trial}")
@@ -199,9 +197,9 @@ def run(cfg: DictConfig, on_eval: EvalHook | None = None) -> dict[str, float]:
         # job writes what it buffered and closes its run as KILLED. (Jobs on a cluster
         # keep their scheduler's own handling: submitit's on Slurm, Ray's.)
         interrupts.ensure_installed()
-    if in_worker and interrupts.requested():
-        log.info("Not started: the sweep is stopping")
-        return {metrics.OBJECTIVE: math.nan}
+        if interrupts.requested():
+            log.info("Not started: the sweep is stopping")
+            return {metrics.OBJECTIVE: math.nan}
     try:
         return _run(cfg, on_eval)
     except KeyboardInterrupt:

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import inspect
-
 import keras
-from hydra.utils import get_class, instantiate
+from hydra.utils import instantiate
 
-from bnlab.config import ConfigError, ModelConfig, OptimizerConfig
+from bnlab.config import ModelConfig, OptimizerConfig, target_class
 from bnlab.data import Splits
 
 
@@ -23,17 +21,10 @@ def check_optimizer(config: OptimizerConfig) -> None:
     Raises:
         ConfigError: No such class, or it takes no such argument; the message names the key.
     """
-    try:
-        optimizer_class = get_class(config._target_)
-    except Exception as error:
-        raise ConfigError(f"optimizer._target_: no optimizer class {config._target_}") from error
-    accepted = inspect.signature(optimizer_class).parameters
-    for key in config.arguments():
-        if key not in accepted:
-            raise ConfigError(f"optimizer.{key}: {config._target_} takes no {key}")
+    target_class(config._target_, config.arguments(), "optimizer")
 
 
 def build_optimizer(config: OptimizerConfig) -> keras.optimizers.Optimizer:
     """Instantiates the optimizer's `_target_` with the arguments the config sets."""
-    check_optimizer(config)
-    return get_class(config._target_)(**config.arguments())
+    optimizer_class = target_class(config._target_, config.arguments(), "optimizer")
+    return optimizer_class(**config.arguments())

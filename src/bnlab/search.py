@@ -6,7 +6,6 @@ launching process, and by each trial's job to report its validation curve.
 
 from __future__ import annotations
 
-import inspect
 import logging
 import math
 from collections.abc import Mapping
@@ -17,10 +16,10 @@ import optuna
 import pandas as pd
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, RangeSweep
-from hydra.utils import get_class, instantiate
+from hydra.utils import instantiate
 
 from bnlab import metrics
-from bnlab.config import ConfigError, SearchConfig
+from bnlab.config import ConfigError, SearchConfig, target_class
 
 log = logging.getLogger(__name__)
 
@@ -143,21 +142,11 @@ def settings(conf: Any) -> dict[str, Any]:
     return {key: value for key, value in items if value is not None}
 
 
-def _build(conf: Mapping[str, Any], key: str, base: type, **extra: Any) -> Any:
-    """Instantiates `conf["_target_"]`, a subclass of `base`, after checking that it takes
-    every argument set; raises ConfigError naming `key` and the argument."""
-    target = conf.get("_target_")
-    try:
-        built_class = get_class(str(target))
-    except Exception as error:
-        raise ConfigError(f"{key}._target_: no class {target}") from error
-    if not (isinstance(built_class, type) and issubclass(built_class, base)):
-        raise ConfigError(f"{key}._target_: {target} is not an {base.__module__}.{base.__name__}")
-    accepted = inspect.signature(built_class).parameters
-    for argument in conf:
-        if argument != "_target_" and argument not in accepted:
-            raise ConfigError(f"{key}.{argument}: {target} takes no {argument}")
-    return instantiate(dict(conf), **extra)
+def _class(conf: Mapping[str, Any], key: str, base: type) -> type:
+    """The class of `conf["_target_"]`, a subclass of `base` that takes every argument set;
+    ConfigError naming `key` and the argument otherwise."""
+    arguments = [argument for argument in conf if argument != "_target_"]
+    return target_class(str(conf.get("_target_")), arguments, key, base)
 
 
 def make_sampler(
@@ -170,15 +159,17 @@ def make_sampler(
     conf = dict(conf)
     if conf.get("seed") is not None:
         conf["seed"] = int(conf["seed"]) + seed_offset
+    sampler_class = _class(conf, "hydra.sweeper.sampler", optuna.samplers.BaseSampler)
     extra = {}
-    if str(conf.get("_target_", "")).endswith("GridSampler"):
+    if issubclass(sampler_class, optuna.samplers.GridSampler):
         extra["search_space"] = {dimension.name: dimension.choices() for dimension in dimensions}
-    return _build(conf, "hydra.sweeper.sampler", optuna.samplers.BaseSampler, **extra)
+    return instantiate(conf, **extra)
 
 
 def make_pruner(conf: Mapping[str, Any]) -> optuna.pruners.BasePruner:
     """Instantiates the pruner's `_target_` with the arguments it sets."""
-    return _build(conf, "hydra.sweeper.pruner", optuna.pruners.BasePruner)
+    _class(conf, "hydra.sweeper.pruner", optuna.pruners.BasePruner)
+    return instantiate(dict(conf))
 
 
 def open_storage(

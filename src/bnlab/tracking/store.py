@@ -55,6 +55,25 @@ def _artifact_location(uri: str, experiment: str) -> str | None:
     return (database.resolve().parent / "mlartifacts" / experiment).as_uri()
 
 
+def _refusal(error: MlflowException, uri: str, experiment: str) -> str | None:
+    """One line for a server that turned the account away (401) or its writes down (403)."""
+    status = error.get_http_status_code()
+    user = os.environ.get("MLFLOW_TRACKING_USERNAME")
+    if status == 401:
+        who = f"the account {user!r}" if user else "no account"
+        return (
+            f"tracking.uri: {redact_text(uri)} refused {who} (401): set "
+            "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD "
+            "(pipelines/tracking_stack.py env prints them)"
+        )
+    if status == 403:
+        return (
+            f"tracking.experiment: the account {user!r} may not write to '{experiment}' "
+            f"on {redact_text(uri)} (403): ask its owner or the stack's admin for access"
+        )
+    return None
+
+
 @dataclass
 class CompletedRun:
     """A run whose whole schedule was trained, found by identity."""
@@ -100,6 +119,11 @@ class Store(Liveness, SweepBook, SpoolReplay):
                 f"tracking.uri: no tracking store answers at {redact_text(self.uri)} "
                 f"within {seconds:g} s ({error})"
             ) from error
+        except MlflowException as error:
+            refused = _refusal(error, self.uri, self.experiment)
+            if refused is None:
+                raise
+            raise ConfigError(refused) from error
 
     def _get_or_create_experiment(self) -> str:
         found = self.client.get_experiment_by_name(self.experiment)
@@ -156,11 +180,17 @@ class Store(Liveness, SweepBook, SpoolReplay):
         all_tags[metrics.HEARTBEAT_TAG] = f"{time.time():.3f}"
         if parent_run_id:
             all_tags[metrics.PARENT_TAG] = parent_run_id
-        run = retry(
-            lambda: self.client.create_run(
-                self.experiment_id, tags=all_tags, run_name=redact_text(name)
+        try:
+            run = retry(
+                lambda: self.client.create_run(
+                    self.experiment_id, tags=all_tags, run_name=redact_text(name)
+                )
             )
-        )
+        except MlflowException as error:
+            refused = _refusal(error, self.uri, self.experiment)
+            if refused is None:
+                raise
+            raise ConfigError(refused) from error
         logger = RunLogger(self.client, run.info.run_id, start_time=run.info.start_time)
         logger.journal.tags.update(all_tags)
         logger.journal.name = redact_text(name)

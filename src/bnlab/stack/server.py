@@ -1,0 +1,189 @@
+"""The stack's MLflow server: started with MLflow's basic-auth app, its accounts in PostgreSQL.
+
+The admin password is generated at the first `up`, kept in `admin.password` (0600), and
+handed to the server through `MLFLOW_AUTH_ADMIN_PASSWORD`, which MLflow reads only to
+create the admin account; it never appears on a command line. MLflow's security
+middleware admits only the stack's own host names (`--allowed-hosts`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from bnlab.stack.state import (
+    ADMIN,
+    AUTH_CONFIG,
+    FLASK_SECRET,
+    LOOPBACK,
+    START_SECONDS,
+    Stack,
+    StackError,
+    new_password,
+    write_secret,
+)
+
+# Every account may read every experiment: a team compares its members' runs, and the
+# report reads a whole study. Writing takes the `writers` role (tracking/accounts.py).
+DEFAULT_PERMISSION = "READ"
+
+
+def alive(pid: int | None, program: bytes = b"mlflow") -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    cmdline = Path(f"/proc/{pid}/cmdline")
+    return not cmdline.exists() or program in cmdline.read_bytes()
+
+
+def healthy(stack: Stack, timeout: float = 2.0) -> bool:
+    """Whether the server answers its (unauthenticated) health check."""
+    try:
+        with urllib.request.urlopen(f"{stack.internal_uri}/health", timeout=timeout) as answer:
+            return answer.status == 200
+    except OSError:
+        return False
+
+
+def ensure_secrets(stack: Stack) -> None:
+    """The admin password and the CSRF key, created once; kept across `down`/`up`."""
+    for name in (stack.admin_password_file.name, FLASK_SECRET):
+        path = stack.root / name
+        if not path.is_file():
+            write_secret(path, new_password() + "\n")
+    write_secret(
+        stack.root / AUTH_CONFIG,
+        "[mlflow]\n"
+        f"default_permission = {DEFAULT_PERMISSION}\n"
+        f"database_uri = {stack.database_uri('mlflow_auth')}\n"
+        f"admin_username = {ADMIN}\n"
+        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n",
+    )
+
+
+def admin_password(stack: Stack) -> str:
+    return stack.admin_password_file.read_text().strip()
+
+
+def allowed_hosts(stack: Stack) -> str:
+    """Host headers the server answers: its public name and loopback, with any port."""
+    names = dict.fromkeys([stack.public_name, stack.host, "localhost", LOOPBACK])
+    patterns = []
+    for name in names:
+        if not name or name in ("0.0.0.0", "::"):
+            continue
+        shown = f"[{name}]" if ":" in name else name
+        patterns += [shown, f"{shown.replace('[', '[[]', 1)}:*"]
+    return ",".join(patterns)
+
+
+def _command(stack: Stack) -> list[str]:
+    mlflow = Path(sys.executable).with_name("mlflow")
+    command = [
+        str(mlflow) if mlflow.exists() else "mlflow",
+        "server",
+        "--backend-store-uri",
+        stack.database_uri("mlflow"),
+        "--artifacts-destination",
+        str(stack.root / "artifacts"),
+        "--host",
+        stack.server_host,
+        "--port",
+        str(stack.port),
+        "--workers",
+        str(stack.workers),
+        "--allowed-hosts",
+        allowed_hosts(stack),
+    ]
+    if stack.auth:
+        command += ["--app-name", "basic-auth"]
+    return command
+
+
+def launch_signature(stack: Stack) -> str:
+    """How the server is to run (no secret in it): a change since its start restarts it."""
+    return " ".join(_command(stack)[1:])
+
+
+def start(stack: Stack) -> None:
+    environment = {
+        **os.environ,
+        "PGPASSFILE": str(stack.pgpass),
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+    }
+    for inherited in (
+        "MLFLOW_TRACKING_URI",
+        "MLFLOW_TRACKING_USERNAME",
+        "MLFLOW_TRACKING_PASSWORD",
+    ):
+        environment.pop(inherited, None)
+    if stack.auth:
+        ensure_secrets(stack)
+        environment["MLFLOW_AUTH_CONFIG_PATH"] = str(stack.root / AUTH_CONFIG)
+        environment["MLFLOW_AUTH_ADMIN_PASSWORD"] = admin_password(stack)
+        environment["MLFLOW_FLASK_SERVER_SECRET_KEY"] = (
+            (stack.root / FLASK_SECRET).read_text().strip()
+        )
+    log_file = stack.root / "mlflow.log"
+    with open(log_file, "a") as log:
+        process = subprocess.Popen(
+            _command(stack),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=environment,
+            start_new_session=True,
+        )
+    stack.server_pid = process.pid
+    stack.server_launch = launch_signature(stack)
+    stack.save()
+    deadline = time.monotonic() + START_SECONDS
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            tail = log_file.read_text().strip().splitlines()[-1:]
+            raise StackError(f"mlflow server exited at start: {tail[0] if tail else '?'}")
+        if healthy(stack):
+            return
+        time.sleep(0.5)
+    raise StackError(f"mlflow server did not answer within {START_SECONDS:g} s (see {log_file})")
+
+
+def stop_process(pid: int | None, program: bytes) -> None:
+    """Stops a process group this stack started: SIGTERM, then SIGKILL after 30 s."""
+    if not alive(pid, program):
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 30
+    while alive(pid, program) and time.monotonic() < deadline:
+        _reap(pid)
+        time.sleep(0.2)
+    if alive(pid, program):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)
+    _reap(pid)
+
+
+def stop(stack: Stack) -> None:
+    stop_process(stack.server_pid, b"mlflow")
+    stack.server_pid = None
+    stack.server_launch = None
+    stack.save()
+
+
+def _reap(pid: int) -> None:
+    """Collects a process this one started itself (a test's), so it does not linger."""
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)

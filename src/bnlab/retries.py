@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import random
+import ssl
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -37,6 +38,8 @@ TRANSIENT_TYPES = (
     requests.exceptions.Timeout,
     requests.exceptions.RetryError,
 )
+# A certificate the client does not trust stays untrusted: retrying it only delays the error.
+NEVER_TRANSIENT = (requests.exceptions.SSLError, ssl.SSLCertVerificationError)
 # MLflow's error code for a database error it classifies as temporary.
 TRANSIENT_CODES = ("TEMPORARILY_UNAVAILABLE",)
 # A tracking server answers 500 (INTERNAL_ERROR) and 503 while its database restarts:
@@ -58,12 +61,26 @@ def treat_as_server_errors(*types: type[BaseException]) -> None:
 _jitter = random.Random()
 
 
+def caused_by(error: BaseException, types: tuple[type[BaseException], ...]) -> bool:
+    """Whether `error`, or any error it was raised from, is one of `types`."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, types):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
 def is_transient(error: BaseException) -> bool:
     """Whether `error`, or any error it was raised from, is one worth retrying."""
     seen: set[int] = set()
     current: BaseException | None = error
     while current is not None and id(current) not in seen:
         seen.add(id(current))
+        if isinstance(current, NEVER_TRANSIENT):
+            return False
         if isinstance(current, TRANSIENT_TYPES):
             return True
         code = getattr(current, "error_code", None)

@@ -20,7 +20,9 @@ from bnlab import metrics
 from bnlab.config import ConfigError, TrackingConfig
 from bnlab.redaction import redact_text
 from bnlab.retries import (
+    NEVER_TRANSIENT,
     StoreUnavailable,
+    caused_by,
     retry,
     set_deadline,
     sqlite_schema_lock,
@@ -57,6 +59,11 @@ def _artifact_location(uri: str, experiment: str) -> str | None:
 
 def _refusal(error: MlflowException, uri: str, experiment: str) -> str | None:
     """One line for a server that turned the account away (401) or its writes down (403)."""
+    if caused_by(error, NEVER_TRANSIENT):
+        return (
+            f"tracking.uri: the certificate of {redact_text(uri)} is not trusted: set "
+            "MLFLOW_TRACKING_SERVER_CERT_PATH to it (pipelines/tracking_stack.py env prints it)"
+        )
     status = error.get_http_status_code()
     user = os.environ.get("MLFLOW_TRACKING_USERNAME")
     if status == 401:

@@ -18,6 +18,7 @@ from mlflow import MlflowClient
 from omegaconf import DictConfig
 
 from bnlab.config import register_configs
+from bnlab.stack import free_port  # noqa: F401  (the one free-port helper, for the tests)
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = ROOT / "conf"
@@ -75,7 +76,9 @@ def experiment_runs(client: MlflowClient, name: str = "bn-trick") -> list:
 
 def _train_env(env: dict | None) -> dict[str, str]:
     """The environment of a user's shell, with the tests' own Hydra callbacks importable."""
+    # A None value in `env` unsets that variable.
     full_env = {**os.environ, "HYDRA_FULL_ERROR": "", **(env or {})}
+    full_env = {key: value for key, value in full_env.items() if value is not None}
     full_env.pop("HYDRA_FULL_ERROR")
     # MLflow runs extra checks of its own when it sees it is under pytest.
     full_env.pop("PYTEST_CURRENT_TEST", None)
@@ -138,6 +141,18 @@ def stack_command(action: str, folder: Path, *extra: str) -> subprocess.Complete
     )
 
 
+@pytest.fixture
+def stack_env(tracking_stack, monkeypatch) -> dict[str, str]:
+    """The admin's shell, set up with `tracking_stack.py env`: for this process's
+    MlflowClient, and to pass to the commands a test runs."""
+    from bnlab.stack import environment
+
+    variables = environment(tracking_stack)
+    for key, value in variables.items():
+        monkeypatch.setenv(key, value)
+    return variables
+
+
 @pytest.fixture(scope="session")
 def tracking_stack():
     """A real PostgreSQL + MLflow server stack on loopback ports, for the whole session.
@@ -184,13 +199,6 @@ def sweep_runs(client: MlflowClient) -> tuple[list, list]:
     """A store's parent runs (sweeps and searches) and job runs."""
     roles = runs_by_role(client)
     return roles.get("sweep", []) + roles.get("search", []), roles.get("job", [])
-
-
-def free_port() -> int:
-    """A loopback port nothing listens on now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @contextmanager

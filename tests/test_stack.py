@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -23,7 +24,23 @@ from fault_injection import fail_when
 
 pytestmark = pytest.mark.slow
 
-SECRET = "pw-Wq81zT"
+# The password of the account `bnlab`, which these tests put in URIs (MLflow wants 12+ characters).
+SECRET = "pw-Wq81zT-Kd3"
+# A shell with no account in the environment: the URI's credentials are the only ones.
+NO_ACCOUNT = {"MLFLOW_TRACKING_USERNAME": None, "MLFLOW_TRACKING_PASSWORD": None}
+
+
+@pytest.fixture(scope="module")
+def uri_account(tracking_stack, tmp_path_factory) -> str:
+    """An account whose password the tests write into URIs: `bnlab:SECRET`."""
+    password_file = tmp_path_factory.mktemp("account") / "bnlab.password"
+    password_file.write_text(SECRET + "\n")
+    password_file.chmod(0o600)
+    added = stack_command(
+        "user", tracking_stack.root, "add", "bnlab", "--password-file", str(password_file)
+    )
+    assert added.returncode == 0, added.stderr
+    return "bnlab"
 
 
 def server_errors(log: Path, since: int) -> list[str]:
@@ -48,14 +65,16 @@ def test_up_twice_reuses_the_running_stack(tracking_stack) -> None:
     assert again.returncode == 0, again.stderr
     assert time.monotonic() - started < 10
     assert tracking_stack.tracking_uri in again.stdout
-    assert f"export PGPASSFILE={tracking_stack.pgpass}" in again.stdout
+    assert f"env --dir {tracking_stack.root}" in again.stdout
+    # `up` names the admin's password file; only `env` prints the password itself.
+    assert tracking_stack.admin_password_file.read_text().strip() not in again.stdout
     assert type(tracking_stack).load(tracking_stack.root).server_pid == before
     status = stack_command("status", tracking_stack.root)
     assert status.returncode == 0 and "server: up" in status.stdout
 
 
 def test_a_sweep_through_the_server_keeps_artifacts_there_and_no_password_anywhere(
-    tracking_stack, tmp_path: Path
+    tracking_stack, stack_env, uri_account, tmp_path: Path
 ) -> None:
     port = tracking_stack.port
     uri = f"http://bnlab:{SECRET}@127.0.0.1:{port}"
@@ -71,7 +90,7 @@ def test_a_sweep_through_the_server_keeps_artifacts_there_and_no_password_anywhe
             "tracking.experiment=through-server",
         ],
         cwd=tmp_path,
-        env={"MLFLOW_TRACKING_URI": uri},
+        env={**NO_ACCOUNT, "MLFLOW_TRACKING_URI": uri},
     )
     assert done.returncode == 0, done.stderr[-3000:]
     # Hydra's own "Error executing job with overrides" line shows the override redacted.
@@ -84,6 +103,7 @@ def test_a_sweep_through_the_server_keeps_artifacts_there_and_no_password_anywhe
             *fail_when("train.seed", 5),
         ],
         cwd=tmp_path,
+        env=NO_ACCOUNT,
     )
     assert failed.returncode != 0
     assert "Error executing job" in failed.stderr and "bnlab:***@" in failed.stderr
@@ -101,6 +121,7 @@ def test_a_sweep_through_the_server_keeps_artifacts_there_and_no_password_anywhe
         capture_output=True,
         text=True,
         timeout=300,
+        env={key: value for key, value in os.environ.items() if key not in NO_ACCOUNT},
     )
     assert report.returncode == 0, report.stderr[-3000:]
 
@@ -122,7 +143,7 @@ def test_a_sweep_through_the_server_keeps_artifacts_there_and_no_password_anywhe
 
 
 def test_a_password_on_the_command_line_of_a_joblib_sweep_is_hidden_in_every_form(
-    tracking_stack, tmp_path: Path
+    tracking_stack, stack_env, uri_account, tmp_path: Path
 ) -> None:
     # Hydra escapes the URI's colons in its launch lines and the jobs' overrides
     # (`http\://bnlab\:PW@...`), a form the redaction once let through.
@@ -138,6 +159,7 @@ def test_a_password_on_the_command_line_of_a_joblib_sweep_is_hidden_in_every_for
             "tracking.experiment=cli-password",
         ],
         cwd=tmp_path,
+        env=NO_ACCOUNT,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "tracking.uri=http\\://bnlab\\:***@127.0.0.1" in done.stdout + done.stderr
@@ -173,7 +195,9 @@ def _text_artifacts(client: MlflowClient, run_id: str, folder: str | None = None
     return found
 
 
-def test_eight_jobs_at_once_write_every_point_once(tracking_stack, tmp_path: Path) -> None:
+def test_eight_jobs_at_once_write_every_point_once(
+    tracking_stack, stack_env, tmp_path: Path
+) -> None:
     log = tracking_stack.root / "mlflow.log"
     since = log.stat().st_size
     done = run_train(
@@ -191,7 +215,7 @@ def test_eight_jobs_at_once_write_every_point_once(tracking_stack, tmp_path: Pat
             "hydra.launcher.n_jobs=8",
         ],
         cwd=tmp_path,
-        env=tracking_stack.environment(),
+        env=stack_env,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     client = MlflowClient(tracking_uri=tracking_stack.tracking_uri)
@@ -211,11 +235,11 @@ GRID = ["bn=true,false", "data.limit=320", "train.steps=300", "train.eval_every=
 
 @pytest.mark.parametrize("part", ["server", "postgres"])
 def test_a_restart_mid_sweep_loses_nothing_and_a_relaunch_completes_the_grid(
-    tracking_stack, tmp_path: Path, part: str
+    tracking_stack, stack_env, tmp_path: Path, part: str
 ) -> None:
     experiment = f"restart-{part}"
     args = ["-m", *GRID, "tracking=server", f"tracking.experiment={experiment}"]
-    env = tracking_stack.environment()
+    env = stack_env
     client = MlflowClient(tracking_uri=tracking_stack.tracking_uri)
 
     def restart(run) -> None:
@@ -252,7 +276,9 @@ def test_a_restart_mid_sweep_loses_nothing_and_a_relaunch_completes_the_grid(
         assert complete_history(client, run.info.run_id, 300, 30), run.info.run_name
 
 
-def test_down_keeps_the_data_and_up_brings_it_back(tracking_stack, tmp_path: Path) -> None:
+def test_down_keeps_the_data_and_up_brings_it_back(
+    tracking_stack, stack_env, tmp_path: Path
+) -> None:
     # Its own run, so the test holds whichever tests ran before it.
     client = MlflowClient(tracking_uri=tracking_stack.tracking_uri)
     kept = client.create_run(client.create_experiment("kept")).info.run_id

@@ -46,7 +46,7 @@ def git_tags() -> dict[str, str]:
     tags = {
         SOURCE_NAME_TAG: _source_name(),
         SOURCE_TYPE_TAG: "LOCAL",
-        USER_TAG: _user(),
+        USER_TAG: user(),
     }
     commit = _git(cwd, "rev-parse", "HEAD")
     if commit is None:
@@ -65,7 +65,11 @@ def _source_name() -> str:
     return str(script.resolve()) if script and script.suffix == ".py" else "bnlab"
 
 
-def _user() -> str:
+def user() -> str:
+    """The account a tracking server knows this process by, else the local login name."""
+    account = os.environ.get("MLFLOW_TRACKING_USERNAME")
+    if account:
+        return account
     try:
         return getpass.getuser()
     except (KeyError, OSError):  # no passwd entry (some containers)

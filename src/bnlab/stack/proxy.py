@@ -28,7 +28,7 @@ def _nginx() -> str:
         None,
     )
     if not found:
-        raise StackError("--tls needs nginx: install it (Debian: apt-get install nginx-light)")
+        raise StackError("--tls needs nginx: install it (Debian: apt-get install nginx)")
     return found
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from mlflow import MlflowClient
 
-from bnlab import metrics
+from bnlab import metrics, provenance
 from bnlab.retries import (
     retry,
 )
@@ -31,7 +31,7 @@ def log_report(uri: str, experiment: str, folder: Path, parent_run_id: str | Non
         run = retry(
             lambda: client.create_run(
                 found.experiment_id,
-                tags={metrics.ROLE_TAG: "report"},
+                tags={metrics.ROLE_TAG: "report", provenance.USER_TAG: provenance.user()},
                 run_name=f"report {folder.name}",
             )
         )

@@ -3,8 +3,9 @@
 A development tool: `python pipelines/benchmark.py --stack [--concurrency 8 16]`.
 
 1. Per-job tracking cost: the same job run in this process untracked, tracked to a
-   SQLite file and tracked to the stack's MLflow server, alternating, best of
-   `--repeats`, so the figures share the machine's state.
+   SQLite file, to a stack's server over plain HTTP without accounts, to a stack with
+   accounts (MLflow's basic-auth app) over HTTP, and to that stack through its TLS
+   proxy, alternating, best of `--repeats`, so the figures share the machine's state.
 2. Load: for each concurrency N, a sweep of N short jobs on joblib with N workers
    writes to the server at once; then every job must have exactly one run with its
    whole `val/accuracy` history (no gap, no duplicate step), the parent's counts
@@ -32,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[2]
 STEPS, EVERY = 40, 5
 
 
-def stack(action: str, folder: Path) -> None:
+def stack(action: str, folder: Path, *flags: str) -> None:
     subprocess.run(
         [
             sys.executable,
@@ -40,20 +41,24 @@ def stack(action: str, folder: Path) -> None:
             action,
             "--dir",
             str(folder),
+            *flags,
         ],
         check=True,
         capture_output=True,
     )
 
 
-def job_costs(uri: str, steps: int, repeats: int) -> dict[str, float]:
+def job_costs(servers: dict[str, str], steps: int, repeats: int) -> dict[str, float]:
     register_configs()
     store = tempfile.mkdtemp()
     common = [f"train.steps={steps}", "train.rerun=true", "tracking.system_metrics=false"]
     variants = {
         "untracked": ["tracking.enabled=false"],
         "SQLite": [f"tracking.uri=sqlite:///{store}/mlflow.db"],
-        "server": [f"tracking.uri={uri}", "tracking.experiment=bench-cost"],
+        **{
+            name: [f"tracking.uri={uri}", "tracking.experiment=bench-cost"]
+            for name, uri in servers.items()
+        },
     }
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         configs = {name: compose("config", [*common, *extra]) for name, extra in variants.items()}
@@ -134,21 +139,31 @@ def main(argv: list[str]) -> None:
     args = parser.parse_args(argv)
     base = Path(tempfile.mkdtemp(prefix="bnlab-bench-"))
     base.chmod(0o711)
-    folder = base / "stack"
-    stack("up", folder)
+    plain, secure = base / "plain", base / "secure"
+    stack("up", plain, "--no-auth")
+    stack("up", secure, "--tls")
     try:
-        from bnlab.stack import Stack
+        from bnlab.stack import Stack, environment
 
-        found = Stack.load(folder)
-        os.environ["PGPASSFILE"] = str(found.pgpass)
-        uri = found.tracking_uri
-        costs = job_costs(uri, args.steps, args.repeats)
+        found = {folder: Stack.load(folder) for folder in (plain, secure)}
+        # The account and the certificate, as `tracking_stack.py env` exports them; a
+        # server without accounts ignores the credentials.
+        os.environ.update(environment(found[secure]))
+        servers = {
+            "plain HTTP": found[plain].tracking_uri,
+            "accounts": found[secure].internal_uri,
+            "accounts+TLS": found[secure].tracking_uri,
+        }
+        costs = job_costs(servers, args.steps, args.repeats)
         print(f"one {args.steps}-step job, best of {args.repeats} (system metrics off):")
         for name, seconds in costs.items():
             extra = seconds - costs["untracked"]
-            print(f"  {name:9s} {seconds:6.2f} s  tracking cost {extra:+.2f} s per job")
-        print("concurrent jobs writing to the server (40 steps, evaluation every 5):")
+            print(f"  {name:12s} {seconds:6.2f} s  tracking cost {extra:+.2f} s per job")
+        print("concurrent jobs writing to the server with accounts, through TLS")
+        print("(40 steps, evaluation every 5):")
         for concurrency in args.concurrency:
-            print(load(uri, base, concurrency, folder / "mlflow.log"), flush=True)
+            line = load(found[secure].tracking_uri, base, concurrency, secure / "mlflow.log")
+            print(line, flush=True)
     finally:
-        stack("down", folder)
+        stack("down", plain)
+        stack("down", secure)

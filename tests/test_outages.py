@@ -121,3 +121,41 @@ def test_an_unreachable_store_fails_at_start_in_seconds_with_one_line(
     assert elapsed < 20, elapsed
     assert "Retrying" not in done.stdout + done.stderr  # no page of urllib3 warnings
     assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_the_console_shows_an_errors_last_line_and_the_log_file_its_traceback(
+    tmp_path: Path,
+) -> None:
+    import io
+    import logging
+
+    from bnlab.console import DEBUG_LOGGER, ConsoleFormatter
+
+    console, log_file = io.StringIO(), tmp_path / "train.log"
+    logger = logging.getLogger("bnlab.test_console")
+    shown = logging.StreamHandler(console)
+    shown.setFormatter(ConsoleFormatter("%(levelname)s - %(message)s"))
+    kept = logging.FileHandler(log_file)
+    kept.setFormatter(logging.Formatter("%(message)s"))
+    logger.handlers, logger.propagate = [shown, kept], False
+    try:
+        try:
+            raise OSError(28, "No space left on device")
+        except OSError:
+            logger.exception("Job failed")
+        assert console.getvalue().splitlines() == [
+            "ERROR - Job failed: OSError: [Errno 28] No space left on device "
+            "(traceback in the job's log file)"
+        ]
+        assert "Traceback (most recent call last)" in log_file.read_text()
+        # hydra.verbose=bnlab (DEBUG) brings the traceback back to the console.
+        logging.getLogger(DEBUG_LOGGER).setLevel(logging.DEBUG)
+        try:
+            raise ValueError("again")
+        except ValueError:
+            logger.exception("Job failed")
+        assert "Traceback (most recent call last)" in console.getvalue()
+    finally:
+        logging.getLogger(DEBUG_LOGGER).setLevel(logging.NOTSET)
+        kept.close()
+        logger.handlers = []

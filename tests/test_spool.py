@@ -3,6 +3,7 @@ next launch records it instead of training the cell again."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import subprocess
@@ -132,6 +133,7 @@ def test_a_job_whose_store_refuses_writes_keeps_its_results_and_the_relaunch_rec
     kept = spool.pending(tmp_path / "unsent")
     assert len(kept) == 1, (out + err)[-3000:]
     shown = (out + err).splitlines()
+    assert_bounded(shown, jobs=2)
     [line] = [line for line in shown if "Kept the results of run" in line]
     [went_offline] = [line for line in shown if "stopped taking writes" in line]
     assert "goes on offline" in went_offline
@@ -162,6 +164,104 @@ def test_a_job_whose_store_refuses_writes_keeps_its_results_and_the_relaunch_rec
         if r.data.tags.get("role") == "sweep" and r.info.status == "FINISHED"
     ]
     assert parent.data.tags["jobs.skipped"] == "1" and parent.data.tags["jobs.finished"] == "1"
+
+
+# What a job prints in any case: its run's link, a progress line per evaluation, its end.
+ROUTINE = ("][INFO] - step ", "][INFO] - MLflow run ", "][INFO] - finished: ")
+
+
+def assert_bounded(shown: list[str], jobs: int) -> None:
+    """No traceback on the console, and at most 20 lines per job about the fault."""
+    assert not [line for line in shown if "Traceback" in line or "Logging error" in line]
+    library_noise = ("I0000 ", "WARNING: All log messages", "oneDNN", "To enable the following")
+    about_the_fault = [
+        line
+        for line in shown
+        if line.strip()
+        and not any(mark in line for mark in ROUTINE + library_noise)
+        and "[HYDRA]" not in line
+    ]
+    assert len(about_the_fault) <= 20 * jobs, "\n".join(about_the_fault[:60])
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path):
+    """A 40 MB tmpfs as the working folder, so that it can be filled (root mounts it)."""
+    folder = tmp_path / "disk"
+    folder.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=40m", "tmpfs", str(folder)],
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode != 0:
+        if os.environ.get("CI"):
+            pytest.fail(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], capture_output=True)
+
+
+def _fill(folder: Path) -> None:
+    with open(folder / "filler", "wb") as filler, contextlib.suppress(OSError):
+        while True:
+            filler.write(b"\0" * (1 << 20))
+            filler.flush()
+
+
+@pytest.mark.slow
+def test_a_full_disk_mid_sweep_says_what_was_lost_in_few_lines_and_the_relaunch_completes(
+    small_disk: Path,
+) -> None:
+    args = [
+        "-m",
+        "bn=true,false",
+        "data.limit=320",
+        "train.steps=300",
+        "train.eval_every=30",
+        "tracking.deadline_seconds=3",
+        "tracking.connect_seconds=3",
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+    ]
+    client = MlflowClient(tracking_uri=f"sqlite:///{small_disk / 'mlflow.db'}")
+    returncode, out, err = disrupt_mid_sweep(
+        args, small_disk, client, lambda run: _fill(small_disk)
+    )
+    shown = (out + err).splitlines()
+    assert returncode != 0, (out + err)[-3000:]
+    assert_bounded(shown, jobs=2)
+    # Each job's results went to the spool, or a line names the run and what was lost.
+    kept = {saved.journal.run_id for saved in spool.pending(small_disk / "unsent")}
+    lost = [line for line in shown if "its results were lost" in line]
+    assert len(kept) + len(lost) >= 1, (out + err)[-3000:]
+    for line in lost:
+        assert "run " in line and "No space left on device" in line
+    # No partial entry, visible or staged.
+    unsent = small_disk / "unsent"
+    if unsent.exists():
+        entries = {path.name for path in unsent.iterdir() if path.name != spool.QUARANTINE}
+        assert entries == kept
+
+    (small_disk / "filler").unlink()
+    again = run_train(args, cwd=small_disk)
+    assert again.returncode == 0, again.stderr[-3000:]
+    runs = client.search_runs(
+        [client.get_experiment_by_name("bn-trick").experiment_id],
+        max_results=100,
+        run_view_type=3,  # deleted runs too: a withdrawn placeholder is closed as well
+    )
+    assert not [run.info.run_name for run in runs if run.info.status == "RUNNING"]
+    complete = [
+        run
+        for run in runs
+        if run.data.tags.get("role") == "job"
+        and run.data.tags.get("outcome") == "finished"
+        and run.info.lifecycle_stage == "active"
+    ]
+    assert sorted(run.data.params["model.bn"] for run in complete) == ["false", "true"]
 
 
 def test_an_entry_is_renamed_into_place_whole_and_a_failed_save_leaves_nothing(

@@ -8,6 +8,15 @@ import logging
 DEBUG_LOGGER = "bnlab"
 
 
+def quiet_handler_errors() -> None:
+    """A log file that cannot be written (a full disk) costs its lines, not a traceback each.
+
+    Python's logging prints "--- Logging error ---" and a traceback for every record a
+    handler fails to write; the console line of each record is still printed.
+    """
+    logging.raiseExceptions = False
+
+
 class ConsoleFormatter(logging.Formatter):
     """Formats a record with its exception's type and message in place of the traceback.
 

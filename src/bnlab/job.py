@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -14,7 +15,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from bnlab import interrupts, links, metrics, provenance, threads, tracking
+from bnlab import console, interrupts, links, metrics, provenance, threads, tracking
 from bnlab.config import Config, group_values, validate
 from bnlab.data import dataset_info, load_data
 from bnlab.identity import SCHEME, describe, identity_hash
@@ -191,6 +192,7 @@ def run(cfg: DictConfig, on_eval: EvalHook | None = None) -> dict[str, float]:
         cfg: The job config composed by Hydra.
         on_eval: Extra hook after every evaluation (e.g. a pruner); True stops.
     """
+    console.quiet_handler_errors()
     in_worker = _in_local_worker()
     if in_worker:
         # A stop (SIGINT, SIGTERM) becomes KeyboardInterrupt in a local worker too, so the
@@ -320,7 +322,11 @@ def _run(cfg: DictConfig, on_eval: EvalHook | None) -> dict[str, float]:
         if run_logger is not None:
             run_logger.log_error(error)
             _log_log_file(run_logger, context)
-            run_logger.end(outcome)
+            try:
+                run_logger.end(outcome)
+            except tracking.ResultsLost as lost:
+                # The failure's own record is what was lost; the sweep lists the job.
+                log.error("%s", lost)
         if reporter is not None:
             reporter.record(outcome, run_logger and run_logger.run_id)
         if context.multirun and isinstance(error, Exception):
@@ -332,7 +338,8 @@ def _run(cfg: DictConfig, on_eval: EvalHook | None) -> dict[str, float]:
 
 def _log_log_file(run_logger: tracking.RunLogger, context: JobContext) -> None:
     for handler in logging.getLogger().handlers:
-        handler.flush()
+        with contextlib.suppress(OSError):  # a full disk: the log keeps what it has
+            handler.flush()
     if context.log_file is not None:
         run_logger.log_file(context.log_file)
 

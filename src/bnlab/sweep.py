@@ -33,6 +33,7 @@ from bnlab.errors import USER_ERRORS, exit_on_user_error
 from bnlab.keys import spell_override
 from bnlab.progress import Progress
 from bnlab.redaction import redact_hydra_folder, redact_text
+from bnlab.retries import StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -461,7 +462,15 @@ def finish(recorder: SweepRecorder) -> None:
 
     The failures are read from the store, so jobs that ran anywhere are listed.
     """
-    failed = recorder.close(interrupted=False)
+    try:
+        failed = recorder.close(interrupted=False)
+    except StoreUnavailable as error:
+        print(
+            f"error: could not close sweep {recorder.sweep_id}: {error}; "
+            "the next launch from this store closes it",
+            file=sys.stderr,
+        )
+        raise SystemExit(1) from None
     if failed:
         lines = [f"{len(failed)} job(s) failed:"]
         lines += [f"  {job['name']}: {job.get('error') or job['outcome']}" for job in failed]

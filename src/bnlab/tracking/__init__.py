@@ -10,9 +10,16 @@
 - `publish`: a report folder logged as artifacts.
 """
 
+import logging
+
 from bnlab.tracking.publish import log_report
 from bnlab.tracking.store import CompletedRun, Store, active_run_id_from_env, open_store, versions
 from bnlab.tracking.writer import ResultsLost, RunLogger
+
+# MLflow's SQL store logs each database error with its whole traceback, then raises it.
+# What it raises reaches the project's retries and spool, which say what happened in one
+# line (with the traceback in the job's log file); the console is spared the pages.
+logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
 
 __all__ = [
     "CompletedRun",

@@ -96,6 +96,7 @@ class RunLogger:
             str(error).splitlines()[0][:300],
             self.run_id,
             self.spool_root,
+            exc_info=error,
         )
         self._stop_background()
 

@@ -13,8 +13,8 @@ import pytest
 
 from bnlab import identity, job, retries
 from bnlab.config import ConfigError, register_plugins, validate
+from bnlab.grid import grid_jobs
 from bnlab.keys import NOT_TRAINED, SHORTHANDS, trained_values
-from bnlab.sweep import grid_jobs
 from bnlab.tracking import queries
 from conftest import ROOT, TINY, compose_config, experiment_runs
 

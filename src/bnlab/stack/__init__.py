@@ -64,6 +64,8 @@ def check_settings(stack: Stack) -> None:
             f"--no-auth with --host {stack.host}: a stack without accounts may listen on "
             "loopback only; drop --no-auth or bind to 127.0.0.1"
         )
+    if stack.auth_cache_seconds < 0:
+        raise StackError(f"--auth-cache-seconds {stack.auth_cache_seconds}: must be 0 or more")
     if stack.tls:
         proxy.check(stack.cert, stack.key)
     postgres.check_network(stack.db_host, stack.db_allow)

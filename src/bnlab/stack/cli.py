@@ -35,6 +35,10 @@ def _parser() -> argparse.ArgumentParser:
         help="no accounts (loopback only)",
     )  # fmt: skip
     up.add_argument("--auth", dest="auth", action="store_true", help="accounts (the default)")
+    up.add_argument(
+        "--auth-cache-seconds", type=int,
+        help="how long a worker trusts a checked password (default 0: every request)",
+    )  # fmt: skip
     up.add_argument("--tls", action="store_true", default=None, help="TLS through nginx")
     up.add_argument("--tls-port", type=int, help="the TLS proxy's port (default a free one)")
     up.add_argument("--cert", help="TLS certificate (default: a self-signed one)")
@@ -105,7 +109,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.action == "up":
             settings = {
                 key: getattr(args, key)
-                for key in ("host", "name", "port", "pg_port", "workers", "auth", "tls")
+                for key in ("host", "name", "port", "pg_port", "workers", "auth")
+                + ("auth_cache_seconds", "tls")
                 + ("tls_port", "cert", "key", "db_host", "db_allow")
             }
             for key in ("cert", "key"):

@@ -68,7 +68,8 @@ def ensure_secrets(stack: Stack) -> None:
         f"default_permission = {DEFAULT_PERMISSION}\n"
         f"database_uri = {stack.database_uri('mlflow_auth')}\n"
         f"admin_username = {ADMIN}\n"
-        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n",
+        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+        f"auth_cache_ttl_seconds = {stack.auth_cache_seconds}\n",
     )
 
 
@@ -113,7 +114,9 @@ def _command(stack: Stack) -> list[str]:
 
 def launch_signature(stack: Stack) -> str:
     """How the server is to run (no secret in it): a change since its start restarts it."""
-    return " ".join(_command(stack)[1:])
+    # The cache setting lives in auth.ini; naming it here restarts a server it changed.
+    cache = f" (auth cache {stack.auth_cache_seconds} s)" if stack.auth else ""
+    return " ".join(_command(stack)[1:]) + cache
 
 
 def start(stack: Stack) -> None:

@@ -95,8 +95,12 @@ def add(uri: str, name: str, password: str, read_only: bool) -> None:
     _call(create, f"adding user {name}")
 
 
-def set_password(uri: str, name: str, password: str) -> None:
-    _call(lambda: _client(uri).update_user_password(name, password), f"changing {name}'s password")
+def set_password(uri: str, name: str, password: str, current: str | None = None) -> None:
+    """A new password; MLflow asks for the `current` one when an account changes its own."""
+    _call(
+        lambda: _client(uri).update_user_password(name, password, current_password=current),
+        f"changing {name}'s password",
+    )
 
 
 def accounts(uri: str) -> list[Account]:

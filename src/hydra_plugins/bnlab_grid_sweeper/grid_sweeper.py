@@ -1,7 +1,7 @@
 """A Hydra grid sweeper that launches every job of the grid without composing it again.
 
 The project's default sweeper (`hydra/sweeper=bnlab_grid`, set in conf/config.yaml). It
-expands the grid as Hydra's basic sweeper does (`bnlab.sweep.grid_jobs`: the sweeper's
+expands the grid as Hydra's basic sweeper does (`bnlab.grid.grid_jobs`: the sweeper's
 `params` first, the command line after them) and hands it to the configured launcher.
 Hydra's basic sweeper composes every job's config in the launching process before it
 launches them, and the launcher composes each again where the job runs; here every job
@@ -23,7 +23,7 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
-from bnlab import sweep
+from bnlab import grid
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ class GridSweeper(Sweeper):
 
     def sweep(self, arguments: list[str]) -> Any:
         assert self.config is not None
-        jobs = sweep.grid_jobs(self.config)
+        jobs = grid.grid_jobs(self.config)
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")

@@ -22,9 +22,10 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig
 
-from bnlab import metrics, search, sweep
+from bnlab import grid, metrics, search, sweep
 from bnlab.config import ConfigError
 from bnlab.heartbeat import Heartbeat
+from bnlab.recorder import SweepRecorder
 from bnlab.redaction import redact_text
 
 log = logging.getLogger(__name__)
@@ -136,7 +137,7 @@ class OptunaSweeper(Sweeper):
         self.heartbeat_seconds = heartbeat_seconds
         self.stale_after_seconds = stale_after_seconds
         self.config: DictConfig | None = None
-        self.recorder: sweep.SweepRecorder | None = None
+        self.recorder: SweepRecorder | None = None
 
     def setup(
         self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
@@ -190,7 +191,7 @@ class OptunaSweeper(Sweeper):
                 search.override_for(d.name, _first(d)) for d in dimensions if d is not dimension
             ]
             jobs += [[*fixed, *base, search.override_for(dimension.name, v)] for v in values]
-        sweep.check_jobs(self.config.hydra.job.config_name, jobs)
+        grid.check_jobs(self.config.hydra.job.config_name, jobs)
 
     def sweep(self, arguments: list[str]) -> None:
         assert self.config is not None
@@ -247,7 +248,7 @@ class OptunaSweeper(Sweeper):
             metrics.STUDY_TAG: self.study_name,
             "optuna_storage": storage,
         }
-        self.recorder = sweep.SweepRecorder.open(
+        self.recorder = SweepRecorder.open(
             config,
             role="search",
             name=f"search {self.study_name}",
@@ -400,7 +401,7 @@ def _finite(value: Any) -> bool:
     return isinstance(value, float) and math.isfinite(value)
 
 
-def _log_progress(study: optuna.Study, recorder: sweep.SweepRecorder, finished: int) -> None:
+def _log_progress(study: optuna.Study, recorder: SweepRecorder, finished: int) -> None:
     """Best value and params so far, on the study's parent run."""
     parent = recorder.run
     try:

@@ -174,6 +174,11 @@ BAD_INPUT = [
     # Quoted, it parses, and the URI itself is refused.
     (['tracking.uri="http://[::1"'], "tracking.uri: not a valid URI"),
     (["tracking.uri=http://127.0.0.1:port"], "tracking.uri: not a valid URI"),
+    # What the report compares must name keys of the config; the variant a true/false one.
+    (["compare.variant=activation"], "compare.variant"),
+    (["compare.variant=nope"], "compare.variant"),
+    (["compare.cell=[activation,nope]"], "compare.cell"),
+    (["compare.cell=[lr]"], "compare.cell"),
     # Launcher settings, before the sweep's parent run is recorded.
     (["-m", "bn=true,false", "hydra/launcher=joblib", "hydra.launcher.n_jobs=0"], "n_jobs"),
     (["-m", "bn=true,false", "hydra/launcher=joblib", "hydra.launcher.n_jobs=-99"], "n_jobs"),

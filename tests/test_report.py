@@ -345,7 +345,7 @@ def test_claims_count_seeds_and_follow_the_majority() -> None:
     assert fact["steps_ahead"] is None  # the plain network never got there
     sentences = analysis.plain_language([fact], pd.DataFrame(columns=["activation"]), 0.9)
     assert (
-        "relu at lr=0.05: without BN the network stayed at chance in 2 of 3 seeds; "
+        "relu at lr=0.05: no BN stayed at chance in 2 of 3 seeds; "
         "BN learned in 3 of 3; BN reached 90% first in 3 of 3." in sentences
     )
     differences = analysis.paired_differences(seeds).iloc[0]
@@ -403,3 +403,48 @@ def test_three_seeds_give_faint_seed_curves_bands_and_per_seed_claims(
     grid = report.plot_comparison_grid(synthetic_curves(), ["sigmoid"], [0.01])
     # Three faint seed lines and one mean per variant, plus chance.
     assert len(grid.axes[0].lines) == 2 * (3 + 1) + 1
+
+
+def test_the_report_compares_the_keys_its_runs_were_recorded_to_compare(
+    store, store_uri, tmp_path
+) -> None:
+    # Another experiment's comparison: BN against a plain network per (width, lr) cell,
+    # with its own labels, named by compare.* in the runs' config.
+    compare = {
+        "compare.variant": "bn",
+        "compare.cell": "['model.width', 'lr']",
+        "compare.labels": "['with BN', 'plain']",
+    }
+    for width in (16, 32):
+        for lr in (0.001, 0.05):
+            for bn in (True, False):
+                for seed in (0, 1):
+                    synthetic.log_run(
+                        store,
+                        bn=bn,
+                        lr=lr,
+                        activation="relu",
+                        seed=seed,
+                        extra_params={**compare, "model.width": width},
+                    )
+    files = build_report(store_uri, "bn-trick", tmp_path / "report", log_artifacts=False)
+    summary = pd.read_csv(files.folder / "summary.csv")
+    assert sorted(zip(summary["model.width"], summary["lr"], strict=True)) == [
+        (16, 0.001),
+        (16, 0.05),
+        (32, 0.001),
+        (32, 0.05),
+    ]
+    assert set(summary["seeds bn"]) == {2} and set(summary["seeds no_bn"]) == {2}
+    page = (files.folder / "index.html").read_text()
+    assert "with BN vs plain report" in page
+    assert "16 at lr=0.001:" in page and "plain stayed at chance" in page
+    facts = json.loads((files.folder / "claims.json").read_text())
+    assert {(fact["model.width"], fact["lr"]) for fact in facts} == {
+        (16.0, 0.001),
+        (16.0, 0.05),
+        (32.0, 0.001),
+        (32.0, 0.05),
+    }
+    best = pd.read_csv(files.folder / "best_lr.csv")
+    assert list(best.columns[:3]) == ["model.width", "bn", "lr"]

@@ -15,11 +15,10 @@ import pandas as pd
 from scipy import stats
 
 from bnlab import metrics
+from bnlab.comparison import DEFAULT, Comparison
 from bnlab.identity import SCHEME
 from bnlab.keys import SHORTHANDS, is_trained
 
-CELL = ["activation", "lr"]
-VARIANT = "bn"
 # Parameters that define a grid cell, a variant or a repetition (the shorthands and the
 # group keys they set); every other trained parameter must match across compared runs.
 VARYING = {*SHORTHANDS, *SHORTHANDS.values()}
@@ -42,7 +41,7 @@ def _as_bool(value) -> bool:
     return str(value).lower() in {"true", "1"}
 
 
-def select(runs: pd.DataFrame, curves: pd.DataFrame) -> Selection:
+def select(runs: pd.DataFrame, curves: pd.DataFrame, comparison: Comparison = DEFAULT) -> Selection:
     """Keeps one comparable set of runs: the most common setting of everything not swept.
 
     Runs whose fixed parameters differ from that setting are dropped with a note.
@@ -63,13 +62,19 @@ def select(runs: pd.DataFrame, curves: pd.DataFrame) -> Selection:
             runs = runs[current]
             if runs.empty:
                 return Selection(runs, curves, notes)
-    runs["bn"] = runs["bn"].map(_as_bool)
-    runs["lr"] = runs["lr"].astype(float)
+    runs[comparison.variant] = runs[comparison.variant].map(_as_bool)
+    for key in comparison.cell:
+        numbers = pd.to_numeric(runs[key], errors="coerce")
+        if numbers.notna().all():
+            runs[key] = numbers
     runs["seed"] = runs["seed"].astype(int)
     fixed = sorted(
         column
         for column in runs.columns
-        if "." in column and column not in VARYING and is_trained(column)
+        if "." in column
+        and column not in VARYING
+        and column not in comparison.keys
+        and is_trained(column)
     )
     if fixed:
         signature = runs[fixed].astype(str).agg("|".join, axis=1)
@@ -89,13 +94,13 @@ def select(runs: pd.DataFrame, curves: pd.DataFrame) -> Selection:
     runs["complete"] = runs["outcome"].isin(metrics.COMPLETE_OUTCOMES)
     runs = runs.sort_values(["complete", "start_time"], ascending=[False, False])
     before = len(runs)
-    runs = runs.drop_duplicates(subset=[*CELL, VARIANT, "seed"], keep="first")
+    runs = runs.drop_duplicates(subset=[*comparison.keys, "seed"], keep="first")
     if len(runs) < before:
         notes.append(
             f"{before - len(runs)} older or superseded run(s) of the same setting left out"
         )
     curves = curves[curves["run_id"].isin(runs["run_id"])]
-    curves = curves.merge(runs[["run_id", *CELL, VARIANT, "seed", "outcome"]], on="run_id")
+    curves = curves.merge(runs[["run_id", *comparison.keys, "seed", "outcome"]], on="run_id")
     return Selection(runs.reset_index(drop=True), curves.sort_values("step"), notes)
 
 
@@ -106,12 +111,14 @@ BN_IMPL_NAMES = {
 }
 
 
-def bn_implementation_note(runs: pd.DataFrame) -> str | None:
+def bn_implementation_note(runs: pd.DataFrame, comparison: Comparison = DEFAULT) -> str | None:
     """Which BN implementation produced the compared BN runs, as one sentence.
 
     Runs recorded before `model.bn_impl` existed used Keras's layer.
     """
-    bn_runs = runs[runs[VARIANT].map(_as_bool)] if not runs.empty else runs
+    if "model.bn_impl" not in runs and comparison.variant != DEFAULT.variant:
+        return None  # another experiment's comparison, with no BN implementation to name
+    bn_runs = runs[runs[comparison.variant].map(_as_bool)] if not runs.empty else runs
     if bn_runs.empty:
         return None
     impls = (
@@ -128,7 +135,7 @@ def steps_to_target(curve: pd.DataFrame, target: float) -> float:
     return float(reached.min()) if not reached.empty else math.nan
 
 
-def per_seed(selection: Selection, target: float) -> pd.DataFrame:
+def per_seed(selection: Selection, target: float, comparison: Comparison = DEFAULT) -> pd.DataFrame:
     """One row per compared run: the headline numbers of each seed of each variant."""
     rows = []
     for _, run in selection.runs.iterrows():
@@ -136,9 +143,9 @@ def per_seed(selection: Selection, target: float) -> pd.DataFrame:
         values = curve["value"]
         rows.append(
             {
-                "activation": run["activation"],
-                "lr": run["lr"],
-                "bn": bool(run["bn"]),
+                comparison.row: run[comparison.row],
+                comparison.column: run[comparison.column],
+                comparison.variant: bool(run[comparison.variant]),
                 "seed": int(run["seed"]),
                 "outcome": run["outcome"],
                 "final_val_accuracy": values.iloc[-1] if len(values) else math.nan,
@@ -149,8 +156,8 @@ def per_seed(selection: Selection, target: float) -> pd.DataFrame:
                 "steps_to_target": steps_to_target(curve, target),
             }
         )
-    columns = [*CELL, VARIANT, "seed", "outcome", *SUMMARY_NUMBERS]
-    return pd.DataFrame(rows, columns=columns).sort_values([*CELL, VARIANT, "seed"])
+    columns = [*comparison.keys, "seed", "outcome", *SUMMARY_NUMBERS]
+    return pd.DataFrame(rows, columns=columns).sort_values([*comparison.keys, "seed"])
 
 
 def interval(values) -> tuple[float, float, float, int]:
@@ -180,11 +187,16 @@ SUMMARY_NUMBERS = ["best_val_accuracy", "final_val_accuracy", "test_accuracy", "
 SPREAD_NUMBERS = SUMMARY_NUMBERS[:2]
 
 
-def per_variant(seeds: pd.DataFrame) -> pd.DataFrame:
-    """One row per (activation, lr, bn): mean, sd and 95 % interval over seeds."""
+def per_variant(seeds: pd.DataFrame, comparison: Comparison = DEFAULT) -> pd.DataFrame:
+    """One row per (row, column, variant) setting: mean, sd and 95 % interval over seeds."""
     rows = []
-    for (activation, lr, bn), group in seeds.groupby([*CELL, VARIANT]):
-        row = {"activation": activation, "lr": lr, "bn": bool(bn), "seeds": len(group)}
+    for (row_value, column_value, side), group in seeds.groupby(comparison.keys):
+        row = {
+            comparison.row: row_value,
+            comparison.column: column_value,
+            comparison.variant: bool(side),
+            "seeds": len(group),
+        }
         for number in SPREAD_NUMBERS:
             mean, sd, ci95, _ = interval(group[number])
             row |= {number: mean, f"{number} sd": sd, f"{number} ci95": ci95}
@@ -198,12 +210,12 @@ def per_variant(seeds: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def paired_differences(seeds: pd.DataFrame) -> pd.DataFrame:
-    """Per cell: BN minus no BN over the seeds both variants have, with a 95 % t-interval."""
+def paired_differences(seeds: pd.DataFrame, comparison: Comparison = DEFAULT) -> pd.DataFrame:
+    """Per cell: true side minus false side over the seeds both have, with a 95 % t-interval."""
     rows = []
-    for (activation, lr), cell in seeds.groupby(CELL):
-        wide = cell.pivot_table(index="seed", columns=VARIANT, values=SPREAD_NUMBERS)
-        row = {"activation": activation, "lr": lr}
+    for (row_value, column_value), cell in seeds.groupby(comparison.cell):
+        wide = cell.pivot_table(index="seed", columns=comparison.variant, values=SPREAD_NUMBERS)
+        row = {comparison.row: row_value, comparison.column: column_value}
         for number in SPREAD_NUMBERS:
             if (number, True) in wide and (number, False) in wide:
                 diff = (wide[(number, True)] - wide[(number, False)]).dropna()
@@ -215,13 +227,18 @@ def paired_differences(seeds: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def summary_table(variants: pd.DataFrame, differences: pd.DataFrame) -> pd.DataFrame:
-    """One row per cell: BN and no BN side by side (mean, sd, interval) and the paired diff."""
+def summary_table(
+    variants: pd.DataFrame, differences: pd.DataFrame, comparison: Comparison = DEFAULT
+) -> pd.DataFrame:
+    """One row per cell: both sides side by side (mean, sd, interval) and the paired diff.
+
+    Columns name the true side `bn` and the false side `no_bn`, whatever the variant.
+    """
     if variants.empty:
-        return pd.DataFrame(columns=CELL)
-    table = differences.set_index(CELL)
+        return pd.DataFrame(columns=comparison.cell)
+    table = differences.set_index(comparison.cell)
     for bn, side in ((True, "bn"), (False, "no_bn")):
-        variant = variants[variants[VARIANT] == bn].set_index(CELL)
+        variant = variants[variants[comparison.variant] == bn].set_index(comparison.cell)
         table[f"seeds {side}"] = variant["seeds"]
         for number in SPREAD_NUMBERS:
             for suffix in ("", " sd", " ci95"):
@@ -233,7 +250,7 @@ def summary_table(variants: pd.DataFrame, differences: pd.DataFrame) -> pd.DataF
         "pairs",
         *[c for number in SUMMARY_NUMBERS for c in table.columns if c.startswith(number)],
     ]
-    return table[ordered].reset_index().sort_values(CELL).reset_index(drop=True)
+    return table[ordered].reset_index().sort_values(comparison.cell).reset_index(drop=True)
 
 
 def _mean_ci(mean: float, ci95: float) -> str:
@@ -242,26 +259,27 @@ def _mean_ci(mean: float, ci95: float) -> str:
     return f"{mean:.3f}" if pd.isna(ci95) else f"{mean:.3f} ± {ci95:.3f}"
 
 
-def display_table(table: pd.DataFrame) -> pd.DataFrame:
+def display_table(table: pd.DataFrame, comparison: Comparison = DEFAULT) -> pd.DataFrame:
     """The summary for reading: mean ± 95 % half-width, one column per variant and number."""
-    shown = table[CELL].copy()
-    shown["seeds (BN / no BN)"] = [
+    true_name, false_name = comparison.labels
+    shown = table[comparison.cell].copy()
+    shown[f"seeds ({true_name} / {false_name})"] = [
         f"{_count(bn)} / {_count(plain)}"
         for bn, plain in zip(table["seeds bn"], table["seeds no_bn"], strict=True)
     ]
     for number, label in (("best_val_accuracy", "best val acc"), ("final_val_accuracy", "final")):
-        for side, name in (("bn", "BN"), ("no_bn", "no BN")):
+        for side, name in (("bn", true_name), ("no_bn", false_name)):
             shown[f"{label} {name}"] = [
                 _mean_ci(m, c)
                 for m, c in zip(
                     table[f"{number} {side}"], table[f"{number} {side} ci95"], strict=True
                 )
             ]
-        shown[f"{label} BN − no BN"] = [
+        shown[f"{label} {true_name} − {false_name}"] = [
             _mean_ci(m, c)
             for m, c in zip(table[f"{number} diff"], table[f"{number} diff ci95"], strict=True)
         ]
-    for side, name in (("bn", "BN"), ("no_bn", "no BN")):
+    for side, name in (("bn", true_name), ("no_bn", false_name)):
         shown[f"steps to target {name}"] = [
             "-" if pd.isna(v) else f"{v:.0f}" for v in table[f"steps_to_target {side}"]
         ]
@@ -272,13 +290,18 @@ def _count(value) -> str:
     return "0" if pd.isna(value) else str(int(value))
 
 
-def best_learning_rates(variants: pd.DataFrame) -> pd.DataFrame:
-    """Each variant at its own best learning rate (by mean over seeds), per activation."""
-    columns = ["activation", "bn", "lr", "seeds", "best_val_accuracy", "best_val_accuracy ci95"]
+def best_learning_rates(variants: pd.DataFrame, comparison: Comparison = DEFAULT) -> pd.DataFrame:
+    """Each side at its own best column value (its best learning rate), per row value."""
+    sides = [comparison.row, comparison.variant]
+    columns = [*sides, comparison.column, "seeds", "best_val_accuracy", "best_val_accuracy ci95"]
     if variants.empty:
         return pd.DataFrame(columns=[*columns, "steps_to_target"])
-    best = variants.loc[variants.groupby(["activation", "bn"])["best_val_accuracy"].idxmax()]
+    best = variants.loc[variants.groupby(sides)["best_val_accuracy"].idxmax()]
     return best[[*columns, "steps_to_target"]].reset_index(drop=True)
+
+
+def _best_of(column: str) -> str:
+    return "learning rate" if column in ("lr", "optimizer.learning_rate") else column
 
 
 def _number(value) -> float | None:
@@ -289,23 +312,23 @@ def _majority(count: int, total: int) -> bool:
     return total > 0 and count * 2 > total
 
 
-def claims(seeds: pd.DataFrame, target: float) -> list[dict]:
+def claims(seeds: pd.DataFrame, target: float, comparison: Comparison = DEFAULT) -> list[dict]:
     """Machine-readable facts per cell, counted over seeds, with each seed's values.
 
     A verdict (stayed at chance, learned, first to target) follows the majority
     of seeds; the counts say how many agreed.
     """
     facts = []
-    for (activation, lr), cell in seeds.groupby(CELL):
+    for (row_value, column_value), cell in seeds.groupby(comparison.cell):
         fact = {
-            "activation": activation,
-            "lr": float(lr),
+            comparison.row: _plain(row_value),
+            comparison.column: _plain(column_value),
             "target": target,
             "chance_ceiling": CHANCE_CEILING,
             "learned_floor": LEARNED_FLOOR,
         }
-        plain = cell[~cell[VARIANT]]
-        bn = cell[cell[VARIANT]]
+        plain = cell[~cell[comparison.variant]]
+        bn = cell[cell[comparison.variant]]
         if not plain.empty:
             at_chance = int((plain["best_val_accuracy"] <= CHANCE_CEILING).sum())
             fact["no_bn"] = _side(plain) | {
@@ -318,7 +341,7 @@ def claims(seeds: pd.DataFrame, target: float) -> list[dict]:
                 "learned_seeds": learned,
                 "learned": _majority(learned, len(bn)),
             }
-        fact |= _race(cell)
+        fact |= _race(cell, comparison.variant)
         facts.append(fact)
     return facts
 
@@ -342,9 +365,9 @@ def _side(runs: pd.DataFrame) -> dict:
     }
 
 
-def _race(cell: pd.DataFrame) -> dict:
+def _race(cell: pd.DataFrame, variant: str) -> dict:
     """Which variant reached the target first, seed by seed, over the seeds both have."""
-    steps = cell.pivot_table(index="seed", columns=VARIANT, values="steps_to_target", dropna=False)
+    steps = cell.pivot_table(index="seed", columns=variant, values="steps_to_target", dropna=False)
     if True not in steps or False not in steps:
         return {
             "first_to_target": "missing",
@@ -381,12 +404,29 @@ def _winner(bn_steps: float, plain_steps: float) -> str:
     return "tie"
 
 
-def _cell_name(fact: dict) -> str:
-    return f"{fact['activation']} at lr={fact['lr']:g}"
+def _plain(value):
+    """A cell value as JSON writes it: a number as a float, anything else as text."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, float, np.integer, np.floating)):
+        return float(value)
+    return str(value)
 
 
-def plain_language(facts: list[dict], best: pd.DataFrame, target: float) -> list[str]:
+def _shown(value) -> str:
+    return f"{value:g}" if isinstance(value, (int, float, np.integer, np.floating)) else str(value)
+
+
+def _cell_name(fact: dict, comparison: Comparison = DEFAULT) -> str:
+    row, column = fact[comparison.row], fact[comparison.column]
+    return f"{_shown(row)} at {comparison.column}={_shown(column)}"
+
+
+def plain_language(
+    facts: list[dict], best: pd.DataFrame, target: float, comparison: Comparison = DEFAULT
+) -> list[str]:
     """A few sentences that say what the numbers say, counted over seeds."""
+    true_name, false_name = comparison.labels
     sentences = []
     seeds = max(
         (f[side]["seeds"] for f in facts for side in ("bn", "no_bn") if side in f), default=0
@@ -400,9 +440,9 @@ def plain_language(facts: list[dict], best: pd.DataFrame, target: float) -> list
     for fact in compared:
         plain, bn = fact["no_bn"], fact["bn"]
         parts = [
-            f"without BN the network stayed at chance in {plain['stayed_at_chance_seeds']} of "
+            f"{false_name} stayed at chance in {plain['stayed_at_chance_seeds']} of "
             f"{plain['seeds']} seeds",
-            f"BN learned in {bn['learned_seeds']} of {bn['seeds']}",
+            f"{true_name} learned in {bn['learned_seeds']} of {bn['seeds']}",
         ]
         if fact["race_seeds"]:
             lead = (
@@ -411,26 +451,27 @@ def plain_language(facts: list[dict], best: pd.DataFrame, target: float) -> list
                 else ""
             )
             parts.append(
-                f"BN reached {target:.0%} first in {fact['bn_first_seeds']} of "
+                f"{true_name} reached {target:.0%} first in {fact['bn_first_seeds']} of "
                 f"{fact['race_seeds']}{lead}"
             )
-        sentences.append(f"{_cell_name(fact)}: " + "; ".join(parts) + ".")
+        sentences.append(f"{_cell_name(fact, comparison)}: " + "; ".join(parts) + ".")
     rescued = [f for f in compared if f["no_bn"]["stayed_at_chance"] and f["bn"]["learned"]]
     if compared:
-        cells = ", ".join(_cell_name(f) for f in rescued) if rescued else "none"
+        cells = ", ".join(_cell_name(f, comparison) for f in rescued) if rescued else "none"
         sentences.append(
-            f"By majority of seeds, BN learned where the plain network stayed at chance in "
+            f"By majority of seeds, {true_name} learned where {false_name} stayed at chance in "
             f"{len(rescued)} of {len(compared)} settings: {cells}."
         )
-    for activation, group in best.groupby("activation"):
-        sides = {bool(row["bn"]): row for _, row in group.iterrows()}
+    column = comparison.column
+    for row_value, group in best.groupby(comparison.row):
+        sides = {bool(row[comparison.variant]): row for _, row in group.iterrows()}
         if True in sides and False in sides:
             bn, plain = sides[True], sides[False]
             sentences.append(
-                f"{activation}, each at its own best learning rate: BN "
+                f"{_shown(row_value)}, each at its own best {_best_of(column)}: {true_name} "
                 f"{_mean_ci(bn['best_val_accuracy'], bn['best_val_accuracy ci95'])} "
-                f"(lr={bn['lr']:g}) vs no BN "
+                f"({column}={_shown(bn[column])}) vs {false_name} "
                 f"{_mean_ci(plain['best_val_accuracy'], plain['best_val_accuracy ci95'])} "
-                f"(lr={plain['lr']:g})."
+                f"({column}={_shown(plain[column])})."
             )
     return sentences

@@ -180,6 +180,17 @@ class TrackingConfig:
 
 
 @dataclass
+class CompareConfig:
+    # The true/false key whose two sides the report compares (a shorthand or a group key).
+    variant: str = "bn"
+    # The two keys that make a cell of the report's grid: panel rows, then columns; each
+    # side is also compared at its own best value of the second (its best learning rate).
+    cell: list[str] = field(default_factory=lambda: ["activation", "lr"])
+    # How the page names the variant's true side, then its false side.
+    labels: list[str] = field(default_factory=lambda: ["BN", "no BN"])
+
+
+@dataclass
 class SearchConfig:
     # Filled by the Optuna sweeper for each trial, so the job can report to its study.
     study: str | None = None
@@ -204,6 +215,8 @@ class Config:
     tracking: TrackingConfig = MISSING
     # Set only for trials of an Optuna search (see conf/hparams_search).
     search: SearchConfig = field(default_factory=SearchConfig)
+    # What the report compares; recorded with each run, never part of its identity.
+    compare: CompareConfig = field(default_factory=CompareConfig)
 
     def __post_init__(self) -> None:
         _check_ranges(self)
@@ -236,6 +249,33 @@ def _check_finite(config: Config) -> None:
                 _fail(f"{prefix}{setting.name}", f"must be a finite number, got {value}")
 
 
+def _check_compare(config: Config) -> None:
+    """The compared keys exist, the variant is true/false, and two labels name its sides."""
+    compare = config.compare
+
+    def value_of(key: str) -> Any:
+        node: Any = config
+        for part in key.split("."):
+            if not hasattr(node, part):
+                return _MISSING_KEY
+            node = getattr(node, part)
+        return node
+
+    if not isinstance(value_of(compare.variant), bool):
+        raise ConfigError(f"compare.variant: '{compare.variant}' is not a true/false key")
+    if len(compare.cell) != 2:
+        raise ConfigError(f"compare.cell: names two keys (rows, columns), got {compare.cell}")
+    for key in compare.cell:
+        if value_of(key) is _MISSING_KEY:
+            raise ConfigError(f"compare.cell: '{key}' is not a key of this config")
+    if len(compare.labels) != 2:
+        raise ConfigError(f"compare.labels: names the two sides, got {compare.labels}")
+
+
+# Marks a compared key that the config does not hold.
+_MISSING_KEY = object()
+
+
 def _check_ranges(config: Config) -> None:
     _check_finite(config)
     # Each plug-in checks its own fields; the message gains the group's name.
@@ -245,6 +285,7 @@ def _check_ranges(config: Config) -> None:
         except ValueError as error:
             key, _, message = str(error).partition(": ")
             _fail(f"{group}.{key}", message)
+    _check_compare(config)
     data, train = config.data, config.train
     if not 0 <= train.seed <= MAX_SEED:
         _fail("seed", f"must be in [0, {MAX_SEED}], got {train.seed}")

@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from bnlab import analysis, links, report, search, tracking
+from bnlab import comparison as comparisons
 from bnlab.config import CONF_DIR, ConfigError
 from bnlab.redaction import redact_text
 from bnlab.store_uri import check_tracking_uri, sqlite_path
@@ -125,12 +126,14 @@ def build_report(
     experiment_id = queries.experiment_id(uri, experiment)
     sections = []
     footer = report.Footer(runs_table=links.runs_table(uri, experiment_id, ui_url))
+    # What the runs were recorded to compare (compare.* in their config).
+    comparison = comparisons.from_runs(runs)
     if not grid_runs.empty:
-        section, compared = _grid_section(grid_runs, curves, experiment, target, out)
+        section, compared = _grid_section(grid_runs, curves, experiment, target, out, comparison)
         sections.append(section)
-        footer = _footer(uri, compared, footer, ui_url)
+        footer = _footer(uri, compared, footer, ui_url, comparison)
     if study is not None:
-        sections.append(_study_section(runs, study, optuna_storage, out))
+        sections.append(_study_section(runs, study, optuna_storage, out, comparison))
     page = Section()
     for section in sections:
         page.sentences += section.sentences
@@ -141,7 +144,9 @@ def build_report(
     write_atomic(
         out / "index.html",
         report.render_html(
-            f"Batch Normalization report — {experiment}",
+            f"{comparison.labels[0]} vs {comparison.labels[1]} report — {experiment}"
+            if comparison != comparisons.DEFAULT
+            else f"Batch Normalization report — {experiment}",
             page.sentences,
             page.images,
             page.tables,
@@ -154,7 +159,11 @@ def build_report(
 
 
 def _footer(
-    uri: str, runs: pd.DataFrame, footer: report.Footer, ui_url: str | None
+    uri: str,
+    runs: pd.DataFrame,
+    footer: report.Footer,
+    ui_url: str | None,
+    comparison: comparisons.Comparison,
 ) -> report.Footer:
     """The commits and sweeps behind the compared runs, and a link to each."""
 
@@ -163,7 +172,7 @@ def _footer(
             return []
         return sorted({str(value) for value in runs[column].dropna()})
 
-    ordered = runs.sort_values(["activation", "lr", "bn", "seed"])
+    ordered = runs.sort_values([*comparison.keys, "seed"])
     footer.commits = present("commit")
     footer.sweeps = present("sweep_id")
     footer.runs = [
@@ -177,24 +186,33 @@ def _footer(
 
 
 def _grid_section(
-    runs: pd.DataFrame, curves: pd.DataFrame, experiment: str, target: float, out: Path
+    runs: pd.DataFrame,
+    curves: pd.DataFrame,
+    experiment: str,
+    target: float,
+    out: Path,
+    comparison: comparisons.Comparison,
 ) -> tuple[Section, pd.DataFrame]:
-    """The BN-vs-no-BN comparison per (activation, learning rate) cell, and its runs."""
-    selection = analysis.select(runs, curves)
-    seeds = analysis.per_seed(selection, target)
-    variants = analysis.per_variant(seeds)
-    table = analysis.summary_table(variants, analysis.paired_differences(seeds))
-    best = analysis.best_learning_rates(variants)
-    facts = analysis.claims(seeds, target)
+    """The comparison (BN vs no BN) per cell (activation, learning rate), and its runs."""
+    selection = analysis.select(runs, curves, comparison)
+    seeds = analysis.per_seed(selection, target, comparison)
+    variants = analysis.per_variant(seeds, comparison)
+    table = analysis.summary_table(
+        variants, analysis.paired_differences(seeds, comparison), comparison
+    )
+    best = analysis.best_learning_rates(variants, comparison)
+    facts = analysis.claims(seeds, target, comparison)
+    true_name, false_name = comparison.labels
+    row, column, variant = comparison.keys
     notes = list(selection.notes)
-    implementation = analysis.bn_implementation_note(selection.runs)
+    implementation = analysis.bn_implementation_note(selection.runs, comparison)
     if implementation:
         notes.append(implementation)
-    activations = sorted(selection.runs["activation"].unique())
-    lrs = sorted(selection.runs["lr"].unique())
-    present = set(zip(variants["activation"], variants["lr"], variants["bn"], strict=True))
+    activations = sorted(selection.runs[row].unique())
+    lrs = sorted(selection.runs[column].unique())
+    present = set(zip(variants[row], variants[column], variants[variant], strict=True))
     missing = [
-        f"{a}, lr={lr:g}, {'BN' if bn else 'no BN'}"
+        f"{a}, {column}={report.shown_value(lr)}, {comparison.label(bn)}"
         for a in activations
         for lr in lrs
         for bn in (True, False)
@@ -207,15 +225,23 @@ def _grid_section(
         f"{len(selection.runs)} runs compared, {_seed_range(counts)} seed(s) per setting; "
         + (report.BAND_CAPTION if counts.max() > 1 else report.ONE_SEED_CAPTION)
         + ". Intervals are 95 % Student-t intervals of the mean over seeds; "
-        "BN − no BN is paired by seed."
+        f"{true_name} − {false_name} is paired by seed."
     )
     images = {
-        "Validation accuracy against training step, BN vs no BN": report.figure_png(
-            report.plot_comparison_grid(
-                selection.curves, activations, lrs, title=f"BN vs no BN — {experiment}"
+        f"Validation accuracy against training step, {true_name} vs {false_name}": (
+            report.figure_png(
+                report.plot_comparison_grid(
+                    selection.curves,
+                    activations,
+                    lrs,
+                    title=f"{true_name} vs {false_name} — {experiment}",
+                    comparison=comparison,
+                )
             )
         ),
-        "Learning-rate sensitivity": report.figure_png(report.plot_lr_sensitivity(variants)),
+        "Learning-rate sensitivity": report.figure_png(
+            report.plot_lr_sensitivity(variants, comparison)
+        ),
     }
     for name, png in zip(("comparison.png", "lr_sensitivity.png"), images.values(), strict=True):
         write_atomic(out / name, png)
@@ -225,17 +251,19 @@ def _grid_section(
     write_atomic(
         out / "summary.md",
         f"# Summary (target validation accuracy {target})\n\n"
-        + report.markdown_table(analysis.display_table(table))
+        + report.markdown_table(analysis.display_table(table, comparison))
         + "\n## Each variant at its own best learning rate\n\n"
         + report.markdown_table(best),
     )
     write_atomic(out / "claims.json", json.dumps(facts, indent=2))
     section = Section(
-        analysis.plain_language(facts, best, target),
+        analysis.plain_language(facts, best, target, comparison),
         images,
         {
             f"Per setting: mean ± 95 % interval over seeds (steps to {target:.0%} "
-            "validation accuracy: mean where every seed got there)": analysis.display_table(table),
+            "validation accuracy: mean where every seed got there)": analysis.display_table(
+                table, comparison
+            ),
             "Each variant at its own best learning rate": best,
         },
         notes,
@@ -248,7 +276,13 @@ def _seed_range(counts: pd.Series) -> str:
     return str(low) if low == high else f"{low} to {high}"
 
 
-def _study_section(runs: pd.DataFrame, study: str, storage: str, out: Path) -> Section:
+def _study_section(
+    runs: pd.DataFrame,
+    study: str,
+    storage: str,
+    out: Path,
+    comparison: comparisons.Comparison,
+) -> Section:
     """An Optuna study: history, importances, and best accuracy against lr by BN."""
     try:
         trials = search.load_trials(storage, study)
@@ -264,7 +298,7 @@ def _study_section(runs: pd.DataFrame, study: str, storage: str, out: Path) -> S
             report.plot_param_importances(importances, study)
         ),
         f"Study {study}: best validation accuracy against learning rate": report.figure_png(
-            report.plot_search_lr(trial_runs, study)
+            report.plot_search_lr(trial_runs, study, comparison)
         ),
     }
     folder = out / f"study_{study}"

@@ -19,6 +19,7 @@ from matplotlib.figure import Figure  # noqa: E402
 from scipy import stats  # noqa: E402
 
 from bnlab import metrics  # noqa: E402
+from bnlab.comparison import DEFAULT, Comparison  # noqa: E402
 
 
 def history_frame(history: list[dict[str, float]]) -> pd.DataFrame:
@@ -45,9 +46,11 @@ def plot_learning_curve(history: pd.DataFrame, title: str = "") -> Figure:
     return figure
 
 
+# The variant's true side (BN in the BN study) and its false side; labels come from
+# the comparison.
 VARIANT_STYLE = {
-    True: {"color": "tab:blue", "linestyle": "-", "label": "BN"},
-    False: {"color": "tab:orange", "linestyle": "--", "label": "no BN"},
+    True: {"color": "tab:blue", "linestyle": "-"},
+    False: {"color": "tab:orange", "linestyle": "--"},
 }
 BAND_CAPTION = (
     "thick line: mean over seeds; faint lines: each seed; band: 95 % t-interval of the mean"
@@ -56,7 +59,7 @@ ONE_SEED_CAPTION = "one seed per setting: each line is a single run, so no band 
 TROUBLE = (metrics.DIVERGED, metrics.FAILED, metrics.KILLED)
 
 
-def _draw_variant(axis, curves: pd.DataFrame, bn: bool) -> None:
+def _draw_variant(axis, curves: pd.DataFrame, bn: bool, label: str) -> None:
     """Draws one variant's curves in a panel: each seed faintly, the mean, and its interval."""
     style = VARIANT_STYLE[bn]
     table = curves.pivot_table(index="step", columns="seed", values="value")
@@ -71,7 +74,7 @@ def _draw_variant(axis, curves: pd.DataFrame, bn: bool) -> None:
         color=style["color"],
         linestyle=style["linestyle"],
         linewidth=1.8,
-        label=style["label"],
+        label=label,
         zorder=3,
     )
     counts = table.count(axis=1).to_numpy()
@@ -114,44 +117,48 @@ def _draw_variant(axis, curves: pd.DataFrame, bn: bool) -> None:
 
 
 def plot_comparison_grid(
-    curves: pd.DataFrame, activations: list[str], lrs: list[float], title: str = ""
+    curves: pd.DataFrame,
+    activations: list,
+    lrs: list,
+    title: str = "",
+    comparison: Comparison = DEFAULT,
 ) -> Figure:
     """The headline figure: validation accuracy against step, BN vs no BN, per cell.
 
     Args:
-        curves: One row per point: activation, lr, bn, seed, run_id, outcome, step, value.
-        activations: Panel rows, in order.
-        lrs: Panel columns, in order.
+        curves: One row per point: the comparison's row, column and variant keys (activation,
+            lr, bn), seed, run_id, outcome, step, value.
+        activations: Panel rows (values of the row key), in order.
+        lrs: Panel columns (values of the column key), in order.
         title: Figure title.
+        comparison: Which keys are rows, columns and the variant, and its labels.
     """
     rows, columns = max(len(activations), 1), max(len(lrs), 1)
-    seeds = (
-        int(curves.groupby(["activation", "lr", "bn"])["seed"].nunique().max())
-        if len(curves)
-        else 0
-    )
+    seeds = int(curves.groupby(comparison.keys)["seed"].nunique().max()) if len(curves) else 0
     figure, axes = plt.subplots(
         rows, columns, figsize=(4.2 * columns, 3.3 * rows), sharex=True, sharey=True, squeeze=False
     )
     for row, activation in enumerate(activations):
         for column, lr in enumerate(lrs):
             axis = axes[row][column]
-            cell = curves[(curves["activation"] == activation) & (curves["lr"] == lr)]
+            cell = curves[
+                (curves[comparison.row] == activation) & (curves[comparison.column] == lr)
+            ]
             for bn in (True, False):
-                variant = cell[cell["bn"] == bn]
+                variant = cell[cell[comparison.variant] == bn]
                 if variant.empty:
                     axis.text(
                         0.5,
                         0.5 if bn else 0.4,
-                        f"{VARIANT_STYLE[bn]['label']}: no runs",
+                        f"{comparison.label(bn)}: no runs",
                         transform=axis.transAxes,
                         ha="center",
                         color="grey",
                     )
                 else:
-                    _draw_variant(axis, variant, bn)
+                    _draw_variant(axis, variant, bn, comparison.label(bn))
             axis.axhline(metrics.CHANCE_ACCURACY, color="grey", linewidth=0.8, linestyle=":")
-            axis.set_title(f"{activation}, lr={lr:g}", fontsize=11)
+            axis.set_title(f"{activation}, {comparison.column}={shown_value(lr)}", fontsize=11)
             axis.set_ylim(0, 1.02)
             axis.grid(alpha=0.3)
             if row == rows - 1:
@@ -166,7 +173,8 @@ def plot_comparison_grid(
                 labels.append(label)
     if handles:
         figure.legend(handles, labels, loc="upper right", fontsize=11)
-    figure.suptitle(title or "Validation accuracy, BN vs no BN", fontsize=13)
+    true_name, false_name = comparison.labels
+    figure.suptitle(title or f"Validation accuracy, {true_name} vs {false_name}", fontsize=13)
     figure.text(
         0.01,
         0.005,
@@ -179,38 +187,47 @@ def plot_comparison_grid(
     return figure
 
 
-def plot_lr_sensitivity(variants: pd.DataFrame) -> Figure:
-    """Best validation accuracy against learning rate, BN vs no BN, one panel per activation."""
-    activations = sorted(variants["activation"].unique()) or ["(none)"]
+def plot_lr_sensitivity(variants: pd.DataFrame, comparison: Comparison = DEFAULT) -> Figure:
+    """Best validation accuracy against the column key (the learning rate), both sides, one
+    panel per row value (activation)."""
+    activations = sorted(variants[comparison.row].unique()) or ["(none)"]
+    column = comparison.column
+    numeric = pd.api.types.is_numeric_dtype(variants[column])
     figure, axes = plt.subplots(
         1, len(activations), figsize=(4.5 * len(activations), 3.6), sharey=True, squeeze=False
     )
     for axis, activation in zip(axes[0], activations, strict=True):
-        subset = variants[variants["activation"] == activation]
+        subset = variants[variants[comparison.row] == activation]
         for bn in (True, False):
-            line = subset[subset["bn"] == bn].sort_values("lr")
+            line = subset[subset[comparison.variant] == bn].sort_values(column)
             if not line.empty:
                 style = VARIANT_STYLE[bn]
                 interval = line.get("best_val_accuracy ci95")
                 axis.errorbar(
-                    line["lr"],
+                    line[column] if numeric else line[column].astype(str),
                     line["best_val_accuracy"],
                     yerr=None if interval is None or interval.isna().all() else interval,
                     marker="o",
                     capsize=3,
                     color=style["color"],
                     linestyle=style["linestyle"],
-                    label=style["label"],
+                    label=comparison.label(bn),
                 )
         axis.axhline(metrics.CHANCE_ACCURACY, color="grey", linewidth=0.8, linestyle=":")
-        _tick_learning_rates(axis, sorted(subset["lr"].unique()))
-        axis.set(title=activation, xlabel="learning rate", ylim=(0, 1.02))
+        if numeric:
+            _tick_learning_rates(axis, sorted(subset[column].unique()))
+        xlabel = "learning rate" if column in ("lr", "optimizer.learning_rate") else column
+        axis.set(title=activation, xlabel=xlabel, ylim=(0, 1.02))
         axis.grid(alpha=0.3, which="both")
         axis.legend()
     axes[0][0].set_ylabel("best validation accuracy")
     figure.suptitle("Learning-rate sensitivity (mean over seeds, bars: 95 % t-interval)")
     figure.tight_layout()
     return figure
+
+
+def shown_value(value) -> str:
+    return f"{value:g}" if isinstance(value, (int, float, np.integer, np.floating)) else str(value)
 
 
 def _tick_learning_rates(axis, lrs: list[float]) -> None:
@@ -379,12 +396,14 @@ def plot_param_importances(importances: dict[str, float], study: str) -> Figure:
     return figure
 
 
-def plot_search_lr(runs: pd.DataFrame, study: str) -> Figure:
-    """Each trial's best validation accuracy against its learning rate, coloured by BN."""
+def plot_search_lr(runs: pd.DataFrame, study: str, comparison: Comparison = DEFAULT) -> Figure:
+    """Each trial's best validation accuracy against its learning rate, coloured by BN (the
+    comparison's column key and variant)."""
     figure, axis = plt.subplots(figsize=(7, 3.8))
     if not runs.empty:
         runs = runs.assign(
-            bn_flag=runs["bn"].astype(str).str.lower() == "true", lr_value=runs["lr"].astype(float)
+            bn_flag=runs[comparison.variant].astype(str).str.lower() == "true",
+            lr_value=runs[comparison.column].astype(float),
         )
         for bn in (True, False):
             group = runs[runs["bn_flag"] == bn]
@@ -394,7 +413,7 @@ def plot_search_lr(runs: pd.DataFrame, study: str) -> Figure:
                 group.loc[~pruned, "lr_value"],
                 group.loc[~pruned, metrics.BEST_VAL_ACCURACY],
                 color=style["color"],
-                label=style["label"],
+                label=comparison.label(bn),
                 s=30,
             )
             axis.scatter(

@@ -10,7 +10,7 @@ from hydra import compose
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf, read_write
 
-from bnlab.config import ConfigError, validate
+from bnlab.config import Config, ConfigError, target_class, validate
 
 
 def grid_jobs(config: DictConfig) -> list[list[str]]:
@@ -52,19 +52,30 @@ def check_jobs(config_name: str, jobs: list[list[str]]) -> None:
     parser = OverridesParser.create()
     base_overrides = jobs[0]
     base = compose(config_name=config_name, overrides=base_overrides)
-    validate(base, base_overrides)
+    optimizers = {_optimizer(validate(base, base_overrides))}
     base_values = {o.get_key_element(): o for o in parser.parse_overrides(base_overrides)}
     for overrides in jobs[1:]:
         parsed = parser.parse_overrides(overrides)
         changed = [o for o in parsed if _differs(o, base_values)]
         if len(parsed) != len(base_values) or not all(_plain_value(o, base) for o in changed):
-            validate(compose(config_name=config_name, overrides=overrides), overrides)
+            config = validate(compose(config_name=config_name, overrides=overrides), overrides)
+            optimizers.add(_optimizer(config))
             continue
         job_cfg = copy.deepcopy(base)
         with read_write(job_cfg):
             for override in changed:
                 OmegaConf.update(job_cfg, override.get_key_element(), override.value(), merge=True)
-        validate(job_cfg, overrides)
+        optimizers.add(_optimizer(validate(job_cfg, overrides)))
+    for target, arguments in optimizers:
+        # Only arguments beyond the learning rate need the class's signature; reading it
+        # imports Keras, which a launch of the default optimizers never pays for.
+        if set(arguments) - {"learning_rate"}:
+            target_class(target, arguments, "optimizer")
+
+
+def _optimizer(config: Config) -> tuple[str, tuple[str, ...]]:
+    """An optimizer's class and the arguments its config sets."""
+    return config.optimizer._target_, tuple(sorted(config.optimizer.arguments()))
 
 
 def _differs(override: Any, base_values: dict[str, Any]) -> bool:

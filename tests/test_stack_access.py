@@ -18,6 +18,7 @@ import requests
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
+from bnlab import spool
 from conftest import ROOT, TINY, experiment_runs, run_train, stack_command, start_train
 
 pytestmark = pytest.mark.slow
@@ -80,6 +81,13 @@ def test_no_account_or_a_wrong_password_gets_401_from_the_api_and_the_artifact_p
         f"{uri}/api/2.0/mlflow/experiments/search?max_results=5", auth=("alice", password)
     )
     assert api.status_code == 200
+    # --allowed-hosts: a Host header the stack was not given is refused (DNS rebinding).
+    rebound = requests.get(
+        f"{uri}/api/2.0/mlflow/experiments/search?max_results=5",
+        auth=("alice", password),
+        headers={"Host": "attacker.example"},
+    )
+    assert rebound.status_code == 403
 
 
 def test_a_read_only_account_reads_but_cannot_write_and_no_one_deletes_anothers_experiment(
@@ -211,11 +219,43 @@ def test_a_sweep_a_search_on_postgresql_and_a_report_run_on_the_environment_alon
     )
     assert report.returncode == 0, report.stderr[-3000:]
 
+    # A run kept offline is recorded by sync.py with the same environment.
+    kept = spool.Journal(
+        experiment=experiment,
+        store=tracking_stack.tracking_uri,
+        run_id="0" * 32,
+        name="kept offline",
+        start_time=1_700_000_000_000,
+        end_time=1_700_000_060_000,
+        status="FINISHED",
+        params={"lr": "0.01"},
+        tags={"role": "job", "outcome": "finished", "identity": "kept-offline"},
+        metrics=[("val/accuracy", 0.5, 1, 10)],
+        texts={"config.yaml": "lr: 0.01\n"},
+        blobs={},
+    )
+    kept.save(tmp_path / "unsent")
+    synced = subprocess.run(
+        [sys.executable, str(ROOT / "pipelines" / "sync.py"), str(tmp_path / "unsent")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={key: value for key, value in {**os.environ, **env}.items() if value is not None},
+    )
+    assert synced.returncode == 0, synced.stderr[-3000:]
+
     client = client_as(monkeypatch, tracking_stack.tracking_uri, "alice", password)
     runs = experiment_runs(client, experiment)
+    assert "kept offline" in {run.info.run_name for run in runs}
     jobs = [run for run in runs if run.data.tags.get("role") == "job"]
     assert len(jobs) >= 3 and {run.info.user_id for run in runs} == {"alice"}
     shown = [out, search.stdout, search.stderr, report.stdout, report.stderr, *listings]
+    shown += [synced.stdout, synced.stderr]
+    for run in jobs:
+        for item in client.list_artifacts(run.info.run_id):
+            if item.path.endswith((".yaml", ".json", ".log", ".txt")):
+                path = client.download_artifacts(run.info.run_id, item.path, str(tmp_path))
+                shown.append(Path(path).read_text())
     for secret in secrets:
         assert not [line for text in shown for line in text.splitlines() if secret in line]
         for run in runs:
@@ -352,3 +392,13 @@ def test_an_old_stack_gains_accounts_tls_and_a_node_address_without_losing_a_run
     finally:
         stack_command("down", folder)
         subprocess.run(["rm", "-rf", str(folder.parent)])
+
+
+def test_a_stack_off_loopback_without_tls_warns_that_passwords_travel_in_clear_text() -> None:
+    from bnlab import stack
+
+    shared = stack.Stack("/srv/stack", "0.0.0.0", 5000, 5432, 4)
+    [warning] = stack.warnings(shared)
+    assert warning.startswith("warning:") and "clear text" in warning and "--tls" in warning
+    assert stack.warnings(stack.Stack("/srv/stack", "0.0.0.0", 5000, 5432, 4, tls=True)) == []
+    assert stack.warnings(stack.Stack("/srv/stack", "127.0.0.1", 5000, 5432, 4)) == []

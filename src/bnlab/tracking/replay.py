@@ -9,7 +9,7 @@ from pathlib import Path
 
 from mlflow.exceptions import MlflowException
 
-from bnlab import metrics, spool
+from bnlab import metrics, provenance, spool
 from bnlab.redaction import redact_text
 from bnlab.retries import (
     file_lock,
@@ -58,6 +58,8 @@ class SpoolReplay:
             retry(lambda run=run: self.client.delete_run(run.info.run_id))
         tags = {**journal.tags, metrics.SPOOL_TAG: journal.run_id}
         tags.pop(metrics.HEARTBEAT_TAG, None)
+        # A job names its user; an entry that does not is the syncing account's.
+        tags.setdefault(provenance.USER_TAG, provenance.user())
         run = retry(
             lambda: self.client.create_run(
                 self.experiment_id, start_time=journal.start_time, tags=tags, run_name=journal.name

@@ -422,7 +422,7 @@ def plot_search_lr(runs: pd.DataFrame, study: str, comparison: Comparison = DEFA
                 facecolors="none",
                 edgecolors=style["color"],
                 s=30,
-                label=f"{style['label']} (pruned)",
+                label=f"{comparison.label(bn)} (pruned)",
             )
     axis.axhline(metrics.CHANCE_ACCURACY, color="grey", linewidth=0.8, linestyle=":")
     axis.set_xscale("log")

@@ -7,6 +7,7 @@ python pipelines/benchmark.py --study          # main job (36 jobs) vs the 12-jo
 python pipelines/benchmark.py --cluster        # blog grid: joblib and Ray (2 workers) vs sequential
 python pipelines/benchmark.py --stack          # tracking cost, server vs SQLite; jobs at once
 python pipelines/benchmark.py --overhead       # launcher CPU and each job's cost outside training
+python pipelines/benchmark.py --internals      # a job with train.internals off and on
 """
 
 import sys
@@ -22,6 +23,10 @@ if __name__ == "__main__":
         main(sys.argv[1:])
     elif "--overhead" in sys.argv[1:]:
         from devtools.overhead_benchmark import main
+
+        main(sys.argv[1:])
+    elif "--internals" in sys.argv[1:]:
+        from devtools.internals_benchmark import main
 
         main(sys.argv[1:])
     elif "--bn" in sys.argv[1:]:

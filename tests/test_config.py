@@ -174,6 +174,10 @@ BAD_INPUT = [
     # Quoted, it parses, and the URI itself is refused.
     (['tracking.uri="http://[::1"'], "tracking.uri: not a valid URI"),
     (["tracking.uri=http://127.0.0.1:port"], "tracking.uri: not a valid URI"),
+    # What the claims vary, out of range.
+    (["model.bn_position=middle"], "model.bn_position"),
+    (["model.init_scale=0"], "model.init_scale"),
+    (["model.init_scale=inf"], "model.init_scale"),
     # An argument the optimizer's class does not take, refused by the launcher.
     (["-m", "lr=0.01,0.02", "optimizer.momentum=0.9"], "optimizer.momentum"),
     # What the report compares must name keys of the config; the variant a true/false one.

@@ -90,3 +90,30 @@ def test_the_mlp_has_bn_after_every_dense_and_no_biases_with_bn(impl: str) -> No
     plain = build_mlp(input_shape=(8, 8, 1), num_classes=10, bn=False)
     assert "BatchNormalization" not in kinds(plain)
     assert all(layer.use_bias for layer in plain.layers if isinstance(layer, layers.Dense))
+
+
+def test_what_the_claims_vary_builds_as_asked_and_defaults_to_the_article() -> None:
+    import numpy as np
+
+    # A bias kept before BN: the five layers get theirs back (10 + 64 + 64 + 64 + 32).
+    with_bias = build_model(bn=True, bn_bias=True, bn_impl="fused")
+    assert with_bias.count_params() == 94_024 + 234
+    assert all(
+        layer.use_bias
+        for layer in with_bias.layers
+        if isinstance(layer, (layers.Conv2D, layers.Dense))
+    )
+    # BN after the activation in the hidden blocks; the output's BN stays before softmax.
+    after = kinds(build_model(bn=True, bn_position="after", bn_impl="fused"))
+    assert after[1:4] == ["Conv2D", "Activation", "FusedBatchNormalization"]
+    assert after[-3:] == ["Dense", "FusedBatchNormalization", "Activation"]
+    # The initial weights' spread scales with init_scale; 1 is Keras's Glorot uniform.
+    spreads = {}
+    for scale in (0.1, 1.0, 10.0):
+        model = build_model(bn=False, init_scale=scale)
+        kernel = next(layer for layer in model.layers if isinstance(layer, layers.Dense)).kernel
+        spreads[scale] = float(np.std(kernel.numpy()))
+    assert spreads[10.0] / spreads[1.0] == pytest.approx(10, rel=0.05)
+    assert spreads[1.0] / spreads[0.1] == pytest.approx(10, rel=0.05)
+    dense = build_model(bn=False).layers[-2]
+    assert dense.get_config()["kernel_initializer"]["config"]["scale"] == 1.0

@@ -141,6 +141,10 @@ class TrainConfig:
     # share of the machine, a Ray task's num_cpus, a Slurm task's cpus_per_task), or the
     # backend's default with the sequential launcher. Results do not depend on it.
     threads: int = 0
+    # Also log what BN does inside the network at every evaluation (bnlab/internals.py):
+    # activation percentiles, gradient norms, accuracy with batch statistics. Off by
+    # default; the claims suite turns it on. It changes nothing that is trained.
+    internals: bool = False
 
 
 @dataclass

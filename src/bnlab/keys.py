@@ -32,6 +32,7 @@ NOT_TRAINED = (
     "compare",
     "train.rerun",
     "train.threads",
+    "train.internals",
     *SHORTHANDS,
 )
 

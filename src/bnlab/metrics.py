@@ -10,6 +10,16 @@ VAL_ACCURACY = "val/accuracy"
 TEST_LOSS = "test/loss"
 TEST_ACCURACY = "test/accuracy"
 BEST_VAL_ACCURACY = "val/best_accuracy"
+# Inside the network (train.internals=true), at every evaluation: percentiles of the input to
+# the last hidden activation and each layer's gradient norm; at the end, validation accuracy
+# with BN using batch statistics (training mode), beside val/accuracy's moving statistics.
+PREACT_P15 = "internals/preact_p15"
+PREACT_P50 = "internals/preact_p50"
+PREACT_P85 = "internals/preact_p85"
+GRAD_NORM_PREFIX = "internals/grad_norm/"
+VAL_ACCURACY_BATCH_STATS = "val/accuracy_batch_stats"
+# Seconds a run spent measuring its internals (left out of its steps per second).
+INTERNALS_SECONDS = "perf/internals_seconds"
 SAMPLES_PER_SECOND = "perf/samples_per_second"
 STEPS_PER_SECOND = "perf/steps_per_second"
 WALL_TIME = "perf/wall_time_s"

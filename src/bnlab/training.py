@@ -107,10 +107,16 @@ def compile_model(config: Config, data: Splits, batches_per_call: int | None = N
 class _Evaluator(keras.callbacks.Callback):
     """Evaluates at the end of every Keras epoch, which is one evaluation interval."""
 
-    def __init__(self, data: Splits, on_eval: EvalHook | None) -> None:
+    def __init__(
+        self, data: Splits, on_eval: EvalHook | None, internals_batch: int | None = None
+    ) -> None:
         super().__init__()
         self.data = data
         self.on_eval = on_eval
+        # The batch size the internals are measured with (None: not measured).
+        self.internals_batch = internals_batch
+        self.probe = None
+        self.internals_seconds = 0.0
         self.step = 0
         self.steps_in_interval = 0
         self.outcome = metrics.FINISHED
@@ -139,11 +145,25 @@ class _Evaluator(keras.callbacks.Callback):
             metrics.VAL_LOSS: val["loss"],
             metrics.VAL_ACCURACY: val["accuracy"],
         }
+        if self.internals_batch:
+            tic = time.perf_counter()
+            point |= self.internals().measure()
+            self.internals_seconds += time.perf_counter() - tic
         self.history.append(point)
         if not _is_finite(point[metrics.VAL_LOSS]):
             self._stop(metrics.DIVERGED)
         elif self.on_eval is not None and self.on_eval(self.step, point):
             self._stop(metrics.PRUNED)
+
+    def internals(self):
+        if self.probe is None:
+            from bnlab.internals import Internals
+
+            data = self.data
+            self.probe = Internals(
+                self.model, data.x_train, data.y_train, data.x_val, data.y_val, self.internals_batch
+            )
+        return self.probe
 
     def _stop(self, outcome: str) -> None:
         self.outcome = outcome
@@ -183,7 +203,7 @@ def train_model(config: Config, data: Splits, on_eval: EvalHook | None = None) -
     train = config.train
     model = compile_model(config, data)
     stream = batch_indices(len(data.x_train), train.batch_size, train.seed)
-    evaluator = _Evaluator(data, on_eval)
+    evaluator = _Evaluator(data, on_eval, train.batch_size if train.internals else None)
     callbacks = [evaluator, keras.callbacks.TerminateOnNaN()]
     started = time.perf_counter()
     for interval, count in _intervals(config):
@@ -200,7 +220,9 @@ def train_model(config: Config, data: Splits, on_eval: EvalHook | None = None) -
         )
         if model.stop_training:
             break
-    fit_seconds = time.perf_counter() - started - evaluator.eval_seconds
+    fit_seconds = (
+        time.perf_counter() - started - evaluator.eval_seconds - evaluator.internals_seconds
+    )
     test = evaluate(model, data.x_test, data.y_test)
     step = evaluator.step
     samples = step * train.batch_size
@@ -214,6 +236,10 @@ def train_model(config: Config, data: Splits, on_eval: EvalHook | None = None) -
         metrics.STEPS_PER_SECOND: step / fit_seconds,
         metrics.WALL_TIME: time.perf_counter() - started,
     }
+    if train.internals and evaluator.history:
+        tic = time.perf_counter()
+        final |= evaluator.internals().at_end()
+        final[metrics.INTERNALS_SECONDS] = evaluator.internals_seconds + time.perf_counter() - tic
     final = {key: value for key, value in final.items() if _is_finite(value)}
     final["steps"] = float(step)
     return TrainResult(evaluator.outcome, evaluator.history, final, model)

@@ -1,7 +1,10 @@
 """What the BN study's models share: the BN switch, its settings and one block.
 
 A block is a layer without bias, then BatchNormalization, then the activation (the
-article's placement), or the layer with its bias and the activation alone.
+article's placement), or the layer with its bias and the activation alone. The
+claims suite varies what the article fixes: a bias kept before BN (`bn_bias`), BN
+after the activation (`bn_position`), and the scale of the initial weights
+(`init_scale`); the defaults are the article's.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ from bnlab.backend import keras_backend
 from bnlab.config import ModelConfig
 
 ACTIVATIONS = ("relu", "sigmoid", "tanh", "elu", "selu", "gelu", "swish", "softplus")
+# Where BN goes in a block: before the activation (the article) or after it.
+BN_POSITIONS = ("before", "after")
 # BN implementations, each with the Keras backends it runs on: TensorFlow's fused
 # kernel (bnlab/batchnorm.py), or Keras's own layer, which XLA fuses under JAX.
 BN_IMPLS = {"fused": ("tensorflow",), "keras": ("tensorflow", "jax", "torch")}
@@ -45,6 +50,14 @@ class BNModelConfig(ModelConfig):
     # Keras's layer) or "keras" (keras.layers.BatchNormalization). Same arithmetic; the
     # default is the faster one for the backend, and the choice is part of the identity.
     bn_impl: str = "${" + BN_IMPL_RESOLVER + ":}"
+    # Keep each layer's bias when BN follows it. The article drops it: BN's own shift
+    # (beta) makes it redundant, so it only costs parameters and time.
+    bn_bias: bool = False
+    # BN before the activation (the article: layer, BN, activation) or after it.
+    bn_position: str = "before"
+    # Initial weights: Keras's Glorot uniform, with their spread multiplied by this. BN
+    # is said to make a network less sensitive to it.
+    init_scale: float = 1.0
 
     def check(self) -> None:
         if self.activation not in ACTIVATIONS:
@@ -54,6 +67,12 @@ class BNModelConfig(ModelConfig):
             )
         if not 0 <= self.bn_momentum < 1:
             raise ValueError(f"bn_momentum: must be in [0, 1), got {self.bn_momentum}")
+        if self.bn_position not in BN_POSITIONS:
+            raise ValueError(
+                f"bn_position: must be one of {', '.join(BN_POSITIONS)}, got '{self.bn_position}'"
+            )
+        if not self.init_scale > 0:
+            raise ValueError(f"init_scale: must be > 0, got {self.init_scale}")
         if self.bn_impl not in BN_IMPLS:
             raise ValueError(
                 f"bn_impl: unknown implementation '{self.bn_impl}' (accepted: fused, keras)"
@@ -66,13 +85,36 @@ class BNModelConfig(ModelConfig):
             )
 
 
-def block(x, layer, activation: str, bn: bool, bn_impl: str, bn_momentum: float):
-    """Applies `layer`, then BN and the activation, or the activation alone."""
+def layer_settings(bn: bool, bn_bias: bool = False, init_scale: float = 1.0) -> dict:
+    """The bias and kernel initializer a block's Conv2D or Dense layer is built with."""
+    from keras import initializers
+
+    # Glorot uniform is VarianceScaling(1, fan_avg, uniform); scaling the weights' spread
+    # by s scales their variance by s**2.
+    kernel = initializers.VarianceScaling(
+        scale=init_scale**2, mode="fan_avg", distribution="uniform"
+    )
+    return {"use_bias": bn_bias or not bn, "kernel_initializer": kernel}
+
+
+def block(
+    x,
+    layer,
+    activation: str,
+    bn: bool,
+    bn_impl: str,
+    bn_momentum: float,
+    bn_position: str = "before",
+):
+    """Applies `layer`, then BN and the activation (or BN after it), or the activation alone."""
     from keras import layers
 
     from bnlab.batchnorm import batch_normalization
 
     x = layer(x)
-    if bn:
+    if bn and bn_position == "before":
         x = batch_normalization(bn_impl, bn_momentum)(x)
-    return layers.Activation(activation)(x)
+    x = layers.Activation(activation)(x)
+    if bn and bn_position == "after":
+        x = batch_normalization(bn_impl, bn_momentum)(x)
+    return x

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from bnlab.plugins.bn_switch import BNModelConfig, block
+from bnlab.plugins.bn_switch import BNModelConfig, block, layer_settings
 
 
 @dataclass
@@ -32,26 +32,32 @@ def build_cnn(
     dense_units: int = 64,
     bn_momentum: float = 0.9,
     bn_impl: str = "keras",
+    bn_bias: bool = False,
+    bn_position: str = "before",
+    init_scale: float = 1.0,
 ):
     """Builds Conv 32 -> Pool -> Conv 64 -> Pool -> Conv 64 -> Dense 64 -> Dense classes.
 
     With `bn`, every Conv2D and Dense (the output layer included) has no bias and is
     followed by BatchNormalization, then its activation. Without it, layers keep their
-    biases and apply the activation directly.
+    biases and apply the activation directly. `bn_bias`, `bn_position` and `init_scale`
+    vary what the article fixes (see `bn_switch`). The output layer's BN stays before
+    its softmax whatever `bn_position` says: BN after a softmax would no longer output
+    probabilities.
     """
     import keras
     from keras import layers
 
     settings = {"bn": bn, "bn_impl": bn_impl, "bn_momentum": bn_momentum}
+    hidden = {**settings, "bn_position": bn_position}
+    made = layer_settings(bn, bn_bias, init_scale)
     inputs = keras.Input(shape=tuple(input_shape))
     x = inputs
     for index, count in enumerate(filters):
         if index > 0:
             x = layers.MaxPooling2D(pool_size=2)(x)
-        x = block(
-            x, layers.Conv2D(filters=count, kernel_size=3, use_bias=not bn), activation, **settings
-        )
+        x = block(x, layers.Conv2D(filters=count, kernel_size=3, **made), activation, **hidden)
     x = layers.Flatten()(x)
-    x = block(x, layers.Dense(units=dense_units, use_bias=not bn), activation, **settings)
-    outputs = block(x, layers.Dense(units=num_classes, use_bias=not bn), "softmax", **settings)
+    x = block(x, layers.Dense(units=dense_units, **made), activation, **hidden)
+    outputs = block(x, layers.Dense(units=num_classes, **made), "softmax", **settings)
     return keras.Model(inputs=inputs, outputs=outputs, name="cnn_bn" if bn else "cnn_plain")

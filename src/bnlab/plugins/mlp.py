@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from bnlab.plugins.bn_switch import BNModelConfig, block
+from bnlab.plugins.bn_switch import BNModelConfig, block, layer_settings
 
 
 @dataclass
@@ -31,15 +31,23 @@ def build_mlp(
     hidden_units: list[int] = (64, 64),
     bn_momentum: float = 0.9,
     bn_impl: str = "keras",
+    bn_bias: bool = False,
+    bn_position: str = "before",
+    init_scale: float = 1.0,
 ):
-    """Builds Flatten -> Dense x len(hidden_units) -> Dense classes, softmax."""
+    """Builds Flatten -> Dense x len(hidden_units) -> Dense classes, softmax.
+
+    Blocks as in the CNN (`bn_switch.block`); the output's BN stays before its softmax.
+    """
     import keras
     from keras import layers
 
     settings = {"bn": bn, "bn_impl": bn_impl, "bn_momentum": bn_momentum}
+    hidden = {**settings, "bn_position": bn_position}
+    made = layer_settings(bn, bn_bias, init_scale)
     inputs = keras.Input(shape=tuple(input_shape))
     x = layers.Flatten()(inputs)
     for units in hidden_units:
-        x = block(x, layers.Dense(units=units, use_bias=not bn), activation, **settings)
-    outputs = block(x, layers.Dense(units=num_classes, use_bias=not bn), "softmax", **settings)
+        x = block(x, layers.Dense(units=units, **made), activation, **hidden)
+    outputs = block(x, layers.Dense(units=num_classes, **made), "softmax", **settings)
     return keras.Model(inputs=inputs, outputs=outputs, name="mlp_bn" if bn else "mlp_plain")

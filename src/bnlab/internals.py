@@ -1,0 +1,196 @@
+"""What BN does inside the network, measured at every evaluation (off by default).
+
+- The 15th, 50th and 85th percentiles of the input to the last hidden layer's
+  activation, over a fixed validation batch: the figure Ioffe and Szegedy drew to
+  show the distribution that BN keeps steady.
+- The norm of each layer's gradient on a fixed training batch.
+- At the end of training, validation accuracy with BN using each batch's own statistics
+  (training mode), beside the final `val/accuracy` with its moving statistics (inference
+  mode). The moving statistics are restored afterwards, so measuring changes nothing.
+
+None of this changes what is trained (`train.internals` is not part of the identity).
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+
+from bnlab import metrics
+from bnlab.backend import keras_backend
+
+# Images in the fixed batches the percentiles and gradients are computed on.
+PROBE_IMAGES = 256
+PERCENTILES = (15, 50, 85)
+
+
+class Internals:
+    """Measures one model's internals on fixed batches; `measure()` returns metric values."""
+
+    def __init__(self, model: keras.Model, x_train, y_train, x_val, y_val, batch_size: int):
+        self.model = model
+        self.batch_size = batch_size
+        self.x_probe = x_val[:PROBE_IMAGES]
+        self.x_val, self.y_val = x_val, y_val
+        self.x_grad, self.y_grad = x_train[:batch_size], y_train[:batch_size]
+        self.probe = keras.Model(model.input, _last_hidden_activation(model).input)
+        self.layers = [
+            layer for layer in model.layers if getattr(layer, "kernel", None) is not None
+        ]
+        self.has_bn = any("BatchNormalization" in type(layer).__name__ for layer in model.layers)
+        self._gradients = None
+        self._batch_stats = None
+        self._probe_call = None
+
+    def measure(self) -> dict[str, float]:
+        if self._probe_call is None:
+            self._probe_call = _compile(lambda x: self.probe(x, training=False))
+        values = keras.ops.convert_to_numpy(self._probe_call(self.x_probe))
+        low, middle, high = np.percentile(np.asarray(values), PERCENTILES)
+        found = {
+            metrics.PREACT_P15: float(low),
+            metrics.PREACT_P50: float(middle),
+            metrics.PREACT_P85: float(high),
+        }
+        for layer, norm in zip(self.layers, self._gradient_norms(), strict=True):
+            found[f"{metrics.GRAD_NORM_PREFIX}{layer.name}"] = norm
+        return found
+
+    def at_end(self) -> dict[str, float]:
+        """Validation accuracy with batch statistics, once training ended (BN models)."""
+        if not self.has_bn:
+            return {}
+        return {metrics.VAL_ACCURACY_BATCH_STATS: self._batch_stats_accuracy()}
+
+    def _gradient_norms(self) -> list[float]:
+        """The norm of the loss's gradient for each layer's kernel, on the fixed batch."""
+        if self._gradients is None:
+            self._gradients = _compile_gradients(self.model, self.layers)
+        saved = self._save()
+        norms = self._gradients(self.x_grad, self.y_grad)
+        self._restore(saved)
+        return [float(norm) for norm in keras.ops.convert_to_numpy(norms)]
+
+    def _batch_stats_accuracy(self) -> float:
+        """Validation accuracy with BN normalising each batch by its own statistics."""
+        if self._batch_stats is None:
+            self._batch_stats = _compile_batch_stats(self.model)
+        saved = self._save()
+        full = len(self.x_val) // self.batch_size * self.batch_size
+        shape = (-1, self.batch_size, *self.x_val.shape[1:])
+        correct = int(
+            self._batch_stats(
+                self.x_val[:full].reshape(shape), self.y_val[:full].reshape(-1, self.batch_size)
+            )
+        )
+        if full < len(self.x_val):  # the last, smaller batch, as training would see it
+            rest = self.x_val[full:][None], self.y_val[full:][None]
+            correct += int(self._batch_stats(*rest))
+        self._restore(saved)
+        return correct / len(self.x_val)
+
+    def _save(self) -> list[np.ndarray]:
+        """The moving statistics, which a forward pass in training mode updates."""
+        return [keras.ops.convert_to_numpy(v.value) for v in self.model.non_trainable_variables]
+
+    def _restore(self, saved: list[np.ndarray]) -> None:
+        for variable, value in zip(self.model.non_trainable_variables, saved, strict=True):
+            variable.assign(value)
+
+
+def _compile(function):
+    """`function` compiled by the backend (traced once per input shape)."""
+    if keras_backend() == "jax":
+        return function  # Keras's layers run jitted under JAX already
+    import tensorflow as tf
+
+    return tf.function(function, reduce_retracing=True)
+
+
+def _compile_batch_stats(model: keras.Model):
+    """A function of batches (B, n, ...) and labels (B, n): how many the model classifies
+    right with BN in training mode, one batch at a time."""
+    if keras_backend() == "jax":
+        import jax
+        import jax.numpy as jnp
+
+        @jax.jit
+        def correct(trainable, frozen, x_batches, y_batches):
+            def one(batch):
+                x, y = batch
+                outputs, _ = model.stateless_call(trainable, frozen, x, training=True)
+                return jnp.sum(jnp.argmax(outputs, axis=-1) == y)
+
+            return jnp.sum(jax.lax.map(one, (x_batches, y_batches)))
+
+        return lambda x, y: correct(
+            [v.value for v in model.trainable_variables],
+            [v.value for v in model.non_trainable_variables],
+            x,
+            y,
+        )
+
+    # TensorFlow: eagerly, batch by batch. It runs once per job, and tracing a compiled
+    # loop would cost more than the loop itself.
+    def correct_eagerly(x_batches, y_batches):
+        total = 0
+        for x, y in zip(x_batches, y_batches, strict=True):
+            outputs = keras.ops.convert_to_numpy(model(x, training=True))
+            total += int((outputs.argmax(axis=-1) == y).sum())
+        return total
+
+    return correct_eagerly
+
+
+def _compile_gradients(model: keras.Model, layers: list):
+    """A compiled function of (x, y): the gradient norm of each layer's kernel."""
+    loss = keras.losses.SparseCategoricalCrossentropy()
+    if keras_backend() == "jax":
+        import jax
+        import jax.numpy as jnp
+
+        kernels = {id(layer.kernel): index for index, layer in enumerate(layers)}
+        positions = [kernels.get(id(v)) for v in model.trainable_variables]
+
+        @jax.jit
+        def norms(trainable, frozen, x, y):
+            def objective(values):
+                outputs, _ = model.stateless_call(values, frozen, x, training=True)
+                return loss(y, outputs)
+
+            gradients = jax.grad(objective)(trainable)
+            found = [None] * len(layers)
+            for position, gradient in zip(positions, gradients, strict=True):
+                if position is not None:
+                    found[position] = jnp.linalg.norm(gradient)
+            return jnp.stack(found)
+
+        return lambda x, y: norms(
+            [v.value for v in model.trainable_variables],
+            [v.value for v in model.non_trainable_variables],
+            x,
+            y,
+        )
+    import tensorflow as tf
+
+    @tf.function(reduce_retracing=True)
+    def norms(x, y):
+        kernels = [layer.kernel.value for layer in layers]
+        with tf.GradientTape() as tape:
+            value = loss(y, model(x, training=True))
+        return tf.stack([tf.norm(g) for g in tape.gradient(value, kernels)])
+
+    return norms
+
+
+def _last_hidden_activation(model: keras.Model) -> keras.layers.Layer:
+    """The last Activation layer that is not the output's softmax."""
+    found = [
+        layer
+        for layer in model.layers
+        if isinstance(layer, keras.layers.Activation)
+        and layer.get_config()["activation"] != "softmax"
+    ]
+    if not found:
+        raise ValueError("train.internals: the model has no hidden Activation layer to probe")
+    return found[-1]

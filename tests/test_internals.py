@@ -1,0 +1,68 @@
+"""What BN does inside the network, logged by a job and read back through MlflowClient."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from bnlab import job, metrics
+from conftest import TINY, run_train
+
+INTERNALS = ["train.internals=true", "train.steps=40", "train.eval_every=20", "data.limit=640"]
+KERNELS = ["conv2d", "conv2d_1", "conv2d_2", "dense", "dense_1"]
+
+
+def assert_internals(client: MlflowClient, run_id: str, bn: bool) -> None:
+    data = client.get_run(run_id).data
+    percentiles = [
+        client.get_metric_history(run_id, key)
+        for key in (metrics.PREACT_P15, metrics.PREACT_P50, metrics.PREACT_P85)
+    ]
+    # Every evaluation, ordered 15th <= 50th <= 85th.
+    assert [[p.step for p in history] for history in percentiles] == [[20, 40]] * 3
+    for low, middle, high in zip(*percentiles, strict=True):
+        assert low.value <= middle.value <= high.value
+    norms = sorted(key for key in data.metrics if key.startswith(metrics.GRAD_NORM_PREFIX))
+    assert len(norms) == len(KERNELS)
+    for key in norms:
+        history = client.get_metric_history(run_id, key)
+        assert [p.step for p in history] == [20, 40] and all(p.value > 0 for p in history)
+    # Batch statistics against moving ones: BN models only, once, at the end.
+    assert (metrics.VAL_ACCURACY_BATCH_STATS in data.metrics) is bn
+    if bn:
+        assert 0 <= data.metrics[metrics.VAL_ACCURACY_BATCH_STATS] <= 1
+    assert data.metrics[metrics.INTERNALS_SECONDS] > 0
+
+
+@pytest.mark.parametrize("bn", [True, False])
+def test_a_job_logs_its_internals_and_they_change_nothing_it_trains(
+    tiny_cfg, client: MlflowClient, bn: bool
+) -> None:
+    flag = f"bn={str(bn).lower()}"
+    plain = job.run(tiny_cfg(flag, "train.steps=40", "train.eval_every=20", "data.limit=640"))
+    measured = job.run(tiny_cfg(flag, *INTERNALS, "train.rerun=true"))
+    # Measuring restores BN's moving statistics: the run trains exactly the same.
+    assert measured[metrics.OBJECTIVE] == plain[metrics.OBJECTIVE]
+    assert measured[metrics.TEST_ACCURACY] == plain[metrics.TEST_ACCURACY]
+    experiment = client.get_experiment_by_name("bn-trick").experiment_id
+    [run] = client.search_runs(
+        [experiment], f"metrics.`{metrics.INTERNALS_SECONDS}` > 0", max_results=1
+    )
+    assert_internals(client, run.info.run_id, bn)
+    # One identity with and without it: internals are not part of what is trained.
+    identities = {r.data.tags["identity"] for r in client.search_runs([experiment])}
+    assert len(identities) == 1
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="jax is not installed")
+def test_internals_are_logged_under_jax_too(tmp_path: Path) -> None:
+    done = run_train([*TINY, *INTERNALS], cwd=tmp_path, env={"KERAS_BACKEND": "jax"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
+    [run] = client.search_runs([client.get_experiment_by_name("bn-trick").experiment_id])
+    assert run.data.tags["keras_backend"] == "jax"
+    assert_internals(client, run.info.run_id, bn=True)

@@ -2,6 +2,7 @@
 
 python pipelines/report.py
 python pipelines/report.py --experiment NAME --tracking-uri URI --out DIR
+python pipelines/report.py --claims [OVERRIDE ...]   # the claims page (overrides as for the suite)
 """
 
 import argparse
@@ -36,7 +37,15 @@ def main() -> int:
     parser.add_argument(
         "--ui-url", help="where the MLflow UI serves this store (default http://127.0.0.1:5000)"
     )
+    parser.add_argument(
+        "--claims",
+        nargs="*",
+        metavar="OVERRIDE",
+        help="write the claims page instead (the suite's Hydra overrides, if any)",
+    )
     args = parser.parse_args()
+    if args.claims is not None:
+        return claims_page(args)
     try:
         files = build_report(
             args.tracking_uri,
@@ -56,6 +65,22 @@ def main() -> int:
     if files.run_id:
         print(f"Logged to MLflow run {files.run_id}")
     print("\n".join(files.browse))
+    return 0
+
+
+def claims_page(args: argparse.Namespace) -> int:
+    from bnlab import claim_suite, claims_report
+    from bnlab.errors import USER_ERRORS
+
+    out = args.out or Path("reports") / args.experiment / "claims"
+    try:
+        page = claims_report.build(
+            args.tracking_uri, args.experiment, out, args.claims, claim_suite.names()
+        )
+    except (*USER_ERRORS, ReportError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"Claims: {page.resolve()}")
     return 0
 
 

@@ -195,6 +195,17 @@ class CompareConfig:
 
 
 @dataclass
+class ClaimConfig:
+    # Set by a claim's saved study (conf/experiment/claims/): which claim of the article
+    # its runs test, in the article's words, and the rule (bnlab/claims.py) that counts it.
+    id: str | None = None
+    says: str = ""
+    rule: str = ""
+    # Where the claim comes in the suite: a study whose runs another reuses goes first.
+    order: int = 0
+
+
+@dataclass
 class SearchConfig:
     # Filled by the Optuna sweeper for each trial, so the job can report to its study.
     study: str | None = None
@@ -221,6 +232,8 @@ class Config:
     search: SearchConfig = field(default_factory=SearchConfig)
     # What the report compares; recorded with each run, never part of its identity.
     compare: CompareConfig = field(default_factory=CompareConfig)
+    # The claim a claims-suite study tests; recorded with each run, never part of its identity.
+    claim: ClaimConfig = field(default_factory=ClaimConfig)
 
     def __post_init__(self) -> None:
         _check_ranges(self)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+from collections.abc import Iterator
 from typing import Any
 
 from hydra import compose
@@ -41,6 +42,19 @@ def grid_jobs(config: DictConfig) -> list[list[str]]:
 def check_jobs(config_name: str, jobs: list[list[str]]) -> None:
     """Validates every job's config before any job starts; raises on the first bad one.
 
+    Also refuses, for every grid point, an optimizer argument its class does not take.
+    """
+    optimizers = {_optimizer(config) for config in job_configs(config_name, jobs)}
+    for target, arguments in optimizers:
+        # Only arguments beyond the learning rate need the class's signature; reading it
+        # imports Keras, which a launch of the default optimizers never pays for.
+        if set(arguments) - {"learning_rate"}:
+            target_class(target, arguments, "optimizer")
+
+
+def job_configs(config_name: str, jobs: list[list[str]]) -> Iterator[Config]:
+    """Each job's validated config, in order; raises on the first bad one.
+
     The first job is composed in full. A job whose overrides differ from the first one's
     only in plain values (`lr=0.01`, `model.bn=false`: no config group, no `+` or `~`)
     has the same defaults list, so its config is the first one's with those values set,
@@ -52,25 +66,19 @@ def check_jobs(config_name: str, jobs: list[list[str]]) -> None:
     parser = OverridesParser.create()
     base_overrides = jobs[0]
     base = compose(config_name=config_name, overrides=base_overrides)
-    optimizers = {_optimizer(validate(base, base_overrides))}
+    yield validate(base, base_overrides)
     base_values = {o.get_key_element(): o for o in parser.parse_overrides(base_overrides)}
     for overrides in jobs[1:]:
         parsed = parser.parse_overrides(overrides)
         changed = [o for o in parsed if _differs(o, base_values)]
         if len(parsed) != len(base_values) or not all(_plain_value(o, base) for o in changed):
-            config = validate(compose(config_name=config_name, overrides=overrides), overrides)
-            optimizers.add(_optimizer(config))
+            yield validate(compose(config_name=config_name, overrides=overrides), overrides)
             continue
         job_cfg = copy.deepcopy(base)
         with read_write(job_cfg):
             for override in changed:
                 OmegaConf.update(job_cfg, override.get_key_element(), override.value(), merge=True)
-        optimizers.add(_optimizer(validate(job_cfg, overrides)))
-    for target, arguments in optimizers:
-        # Only arguments beyond the learning rate need the class's signature; reading it
-        # imports Keras, which a launch of the default optimizers never pays for.
-        if set(arguments) - {"learning_rate"}:
-            target_class(target, arguments, "optimizer")
+        yield validate(job_cfg, overrides)
 
 
 def _optimizer(config: Config) -> tuple[str, tuple[str, ...]]:

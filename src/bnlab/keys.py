@@ -30,6 +30,7 @@ NOT_TRAINED = (
     "tracking",
     "search",
     "compare",
+    "claim",
     "train.rerun",
     "train.threads",
     "train.internals",

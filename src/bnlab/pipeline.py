@@ -16,6 +16,7 @@ import pandas as pd
 from bnlab import analysis, links, report, search, tracking
 from bnlab import comparison as comparisons
 from bnlab.config import CONF_DIR, ConfigError
+from bnlab.errors import USER_ERRORS, exit_on_user_error
 from bnlab.redaction import redact_text
 from bnlab.store_uri import check_tracking_uri, sqlite_path
 from bnlab.tracking import queries
@@ -382,4 +383,43 @@ def run_study(overrides: list[str], out: Path | None = None, target: float = 0.9
     files = build_report(uri, experiment, folder, parent_run_id, target, ui_url=ui_url)
     print(f"Report: {(files.folder / 'index.html').resolve()}")
     print("\n".join(files.browse))
+    return status
+
+
+def run_claims(names: list[str] | None, overrides: list[str]) -> int:
+    """Runs the claims suite (every claim's study, or those named), then the claims page.
+
+    Each study is one sweep into the main job's experiment, so runs whose settings match
+    are reused, and a second launch resumes. Bad input fails before any study runs.
+
+    Returns:
+        The exit status: 2 on bad input, else the first failed sweep's, else 0.
+    """
+    from bnlab import claim_suite, claims_report
+
+    every = claim_suite.names()
+    chosen = names or every
+    unknown = [name for name in chosen if name not in every]
+    if unknown:
+        print(
+            f"error: --claims: no claim named {', '.join(unknown)} (known: {', '.join(every)})",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        for name in chosen:
+            claim_suite.expand(name, overrides)  # every grid point, checked before any run
+    except USER_ERRORS as error:
+        exit_on_user_error(error)
+    status = claim_suite.run(chosen, overrides)
+    uri, experiment, enabled, _ = _study_tracking(overrides)
+    if not enabled:
+        print(
+            "error: the suite ran without tracking, so there is nothing to judge", file=sys.stderr
+        )
+        return status or 2
+    page = claims_report.build(
+        uri, experiment, Path("reports") / experiment / "claims", overrides, every
+    )
+    print(f"Claims: {page.resolve()}")
     return status

@@ -235,6 +235,7 @@ def train_model(config: Config, data: Splits, on_eval: EvalHook | None = None) -
         metrics.SAMPLES_PER_SECOND: samples / fit_seconds,
         metrics.STEPS_PER_SECOND: step / fit_seconds,
         metrics.WALL_TIME: time.perf_counter() - started,
+        metrics.PARAMETERS: float(model.count_params()),
     }
     if train.internals and evaluator.history:
         tic = time.perf_counter()

@@ -187,3 +187,28 @@ def load_runs(
     curves = pd.DataFrame(points, columns=["run_id", "step", "value"])
     curves = curves.sort_values(["run_id", "step"]).drop_duplicates(["run_id", "step"], keep="last")
     return pd.DataFrame(rows), curves
+
+
+def histories(uri: str, run_ids: list[str], keys: list[str], workers: int = 8) -> pd.DataFrame:
+    """The logged points of `keys` for each run: one row per point (run_id, key, step, value)."""
+    client = MlflowClient(tracking_uri=uri)
+    requests = [(run_id, key) for run_id in run_ids for key in keys]
+
+    def history(request: tuple[str, str]) -> list[tuple[str, str, int, float]]:
+        run_id, key = request
+        points = retry(lambda: client.get_metric_history(run_id, key))
+        return [(run_id, key, point.step, point.value) for point in points]
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        points = [point for batch in pool.map(history, requests) for point in batch]
+    return pd.DataFrame(points, columns=["run_id", "key", "step", "value"])
+
+
+def grad_norm_keys(uri: str, run_ids: list[str]) -> list[str]:
+    """The gradient-norm metrics (one per layer) the runs logged, by name."""
+    client = MlflowClient(tracking_uri=uri)
+    keys: set[str] = set()
+    for run_id in run_ids:
+        found = retry(lambda run_id=run_id: client.get_run(run_id)).data.metrics
+        keys |= {key for key in found if key.startswith(metrics.GRAD_NORM_PREFIX)}
+    return sorted(keys)

@@ -1,0 +1,89 @@
+"""The claims page's figures: DataFrames in, matplotlib Figures out (no store, no training)."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from bnlab import metrics  # noqa: E402
+
+SIDE_COLOURS = ("tab:blue", "tab:orange", "tab:green", "tab:red")
+
+
+def plot_bars(bars: pd.DataFrame, title: str, measure: str) -> Figure:
+    """One group of bars per setting, one bar per side, with its 95 % interval over seeds."""
+    settings = list(dict.fromkeys(bars["setting"]))
+    sides = list(dict.fromkeys(bars["side"]))
+    width = 0.8 / max(len(sides), 1)
+    figure, axis = plt.subplots(figsize=(max(5.0, 0.9 * len(settings) * len(sides) + 2), 3.6))
+    positions = np.arange(len(settings))
+    for index, side in enumerate(sides):
+        shown = bars[bars["side"] == side].set_index("setting").reindex(settings)
+        errors = shown["error"].to_numpy(dtype=float)
+        axis.bar(
+            positions + (index - (len(sides) - 1) / 2) * width,
+            shown["value"].to_numpy(dtype=float),
+            width,
+            yerr=np.where(np.isfinite(errors), errors, 0),
+            capsize=3,
+            color=SIDE_COLOURS[index % len(SIDE_COLOURS)],
+            label=str(side),
+        )
+    axis.set_xticks(positions, settings, rotation=30 if len(settings) > 6 else 0, ha="right")
+    axis.set(ylabel=measure, title=title)
+    axis.grid(alpha=0.3, axis="y")
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    return figure
+
+
+def plot_internals(points: pd.DataFrame, cells: list[tuple[str, str]]) -> Figure:
+    """Inside the network over steps, BN against plain, one column per cell.
+
+    Args:
+        points: One row per logged point: cell (its name), side (BN or no BN), key
+            (an internals metric), step, value.
+        cells: (name, what happened) per column, e.g. ("sigmoid lr=0.05", "plain at chance").
+    """
+    figure, axes = plt.subplots(
+        2, max(len(cells), 1), figsize=(5 * max(len(cells), 1), 6.4), squeeze=False
+    )
+    percentiles = (metrics.PREACT_P15, metrics.PREACT_P50, metrics.PREACT_P85)
+    for column, (cell, what) in enumerate(cells):
+        shown = points[points["cell"] == cell]
+        for index, side in enumerate(("BN", "no BN")):
+            colour = SIDE_COLOURS[index]
+            mine = shown[shown["side"] == side]
+            for key, style in zip(percentiles, (":", "-", ":"), strict=True):
+                line = mine[mine["key"] == key].sort_values("step")
+                axes[0][column].plot(
+                    line["step"],
+                    line["value"],
+                    linestyle=style,
+                    color=colour,
+                    label=f"{side} {key.rsplit('_', 1)[-1]}"
+                    if style == "-" or key == percentiles[0]
+                    else None,
+                )
+            norms = mine[mine["key"].str.startswith(metrics.GRAD_NORM_PREFIX)]
+            total = norms.groupby("step")["value"].apply(lambda v: float(np.sqrt((v**2).sum())))
+            axes[1][column].plot(total.index, total.to_numpy(), color=colour, label=side)
+        axes[0][column].set(title=f"{cell} ({what})", ylabel="input to the last hidden activation")
+        axes[1][column].set(xlabel="training step", ylabel="gradient norm (all layers)")
+        axes[1][column].set_yscale("log")
+        for axis in axes[:, column]:
+            axis.grid(alpha=0.3)
+            axis.legend(fontsize=7)
+    figure.suptitle(
+        "Inside the network: 15th, 50th, 85th percentiles (dotted: 15th and 85th) and "
+        "gradient norm, seed 0",
+        fontsize=10,
+    )
+    figure.tight_layout()
+    return figure

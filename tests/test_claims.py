@@ -208,3 +208,83 @@ def test_every_claim_study_is_data_with_three_seeds_and_a_known_rule() -> None:
         "swish",
         "softplus",
     }
+
+
+@pytest.mark.slow
+def test_a_tiny_claims_suite_runs_end_to_end_and_a_second_launch_resumes(tmp_path) -> None:
+    import json
+    import subprocess
+    import sys
+
+    from mlflow import MlflowClient
+
+    from conftest import ROOT
+
+    # The whole suite, shrunk: the digits MLP, 20 steps, one seed, one job at a time.
+    tiny = [
+        "model=mlp",
+        "data=digits",
+        "train.steps=20",
+        "train.eval_every=10",
+        "seed=0",
+        "hydra/launcher=basic",
+    ]
+    study = [sys.executable, str(ROOT / "pipelines" / "study.py")]
+    done = subprocess.run(
+        [*study, "--claims", *tiny], cwd=tmp_path, capture_output=True, text=True, timeout=1500
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Claim 9/9: train_vs_inference" in done.stdout
+    folder = tmp_path / "reports" / "bn-trick" / "claims"
+    entries = json.loads((folder / "claims.json").read_text())
+    assert [entry["id"] for entry in entries] == claim_suite.names()
+    for entry in entries:
+        assert entry["verdict"] in (claims.SUPPORTED, claims.NOT_SUPPORTED, claims.MIXED), entry
+        assert 0 <= entry["k"] <= entry["n"] and entry["n"] > 0
+        assert entry["recorded"] == entry["runs"]
+        assert entry["rule"] == claims.RULE_TEXTS[entry["id"]]
+    page = (folder / "index.html").read_text()
+    assert all(entry["says"] in page for entry in entries)
+    assert page.count("data:image/png;base64,") >= len(entries)
+
+    # What the jobs logged inside the network, read back from the store.
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
+    experiment = client.get_experiment_by_name("bn-trick").experiment_id
+    [run] = client.search_runs(
+        [experiment], "params.bn = 'true' and params.`model.bn_momentum` = '0.99'", max_results=1
+    )
+    history = client.get_metric_history(run.info.run_id, metrics.PREACT_P50)
+    assert [point.step for point in history] == [10, 20]
+    assert metrics.VAL_ACCURACY_BATCH_STATS in run.data.metrics
+
+    # A second launch trains nothing: every study's runs are found and reused.
+    again = subprocess.run(
+        [*study, "--claims=placement,no_bias", *tiny],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.stdout.count("Sweep finished") == 2
+    assert "finished 0," in again.stdout and "trained, " in again.stdout
+
+
+def test_an_unknown_claim_or_bad_override_fails_before_any_study_runs(tmp_path) -> None:
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    study = [sys.executable, str(ROOT / "pipelines" / "study.py")]
+    for arguments, key in (
+        (["--claims=faster,nope"], "--claims: no claim named nope"),
+        (["--claims", "model.init_scale=-1"], "model.init_scale"),
+    ):
+        done = subprocess.run(
+            [*study, *arguments], cwd=tmp_path, capture_output=True, text=True, timeout=300
+        )
+        assert done.returncode == 2, done.stderr[-2000:]
+        [line] = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+        assert key in line
+        assert not (tmp_path / "mlflow.db").exists()

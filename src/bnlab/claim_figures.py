@@ -21,7 +21,9 @@ def plot_bars(bars: pd.DataFrame, title: str, measure: str) -> Figure:
     settings = list(dict.fromkeys(bars["setting"]))
     sides = list(dict.fromkeys(bars["side"]))
     width = 0.8 / max(len(sides), 1)
-    figure, axis = plt.subplots(figsize=(max(5.0, 0.9 * len(settings) * len(sides) + 2), 3.6))
+    # Wide enough for the bars, narrow enough that the page does not shrink the text.
+    width_inches = min(12.0, max(5.0, 0.45 * len(settings) * len(sides) + 2))
+    figure, axis = plt.subplots(figsize=(width_inches, 3.8))
     positions = np.arange(len(settings))
     for index, side in enumerate(sides):
         shown = bars[bars["side"] == side].set_index("setting").reindex(settings)
@@ -35,7 +37,9 @@ def plot_bars(bars: pd.DataFrame, title: str, measure: str) -> Figure:
             color=SIDE_COLOURS[index % len(SIDE_COLOURS)],
             label=str(side),
         )
-    axis.set_xticks(positions, settings, rotation=30 if len(settings) > 6 else 0, ha="right")
+    axis.set_xticks(
+        positions, settings, rotation=35 if len(settings) > 6 else 0, ha="right", fontsize=8
+    )
     axis.set(ylabel=measure, title=title)
     axis.grid(alpha=0.3, axis="y")
     axis.legend(fontsize=8)

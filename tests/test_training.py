@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+import pytest
+
 from bnlab import metrics
 from bnlab.config import validate
 from bnlab.data import load_data
@@ -54,3 +56,17 @@ def test_schedule_ends_every_compiled_call_on_an_evaluation(tiny_cfg) -> None:
     odd = validate(tiny_cfg("train.steps=70", "train.eval_every=20"))
     assert steps_per_execution(odd) == 10
     assert _intervals(odd) == [(20, 3), (10, 1)]
+
+
+@pytest.mark.parametrize("activation", ["tanh", "elu", "selu", "gelu", "swish", "softplus"])
+def test_every_activation_trains_and_evaluates_with_the_fused_bn_kernel(
+    tiny_cfg, activation: str
+) -> None:
+    # TensorFlow's remapper fused FusedBatchNorm with these activations at evaluation and
+    # stopped with "Fusion is not implemented" on the CPU (bnlab/graph_options.py).
+    from bnlab import job
+
+    final = job.run(
+        tiny_cfg(f"activation={activation}", "model.bn_impl=fused", "tracking.enabled=false")
+    )
+    assert 0 <= final[metrics.OBJECTIVE] <= 1

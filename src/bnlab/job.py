@@ -288,7 +288,15 @@ def _run(cfg: DictConfig, on_eval: EvalHook | None) -> dict[str, float]:
 
             reporter = TrialReporter(config.search)
             stoppers.append(reporter.report)
+        from bnlab import graph_options
         from bnlab.training import train_model
+
+        model = config.model
+        graph_options.apply(
+            getattr(model, "bn", False),
+            getattr(model, "bn_impl", None),
+            getattr(model, "activation", None),
+        )
 
         data = load_data(config.data)
         if run_logger is not None:

@@ -1,0 +1,28 @@
+"""TensorFlow graph options a job needs to run every model it accepts.
+
+TensorFlow's graph optimizer (grappler's "remapper") fuses a fused BatchNorm with the
+activation after it. On the CPU its oneDNN kernel implements that fusion for relu only:
+with tanh, elu, selu, gelu, swish or softplus after BN, evaluation stops with
+"UnimplementedError: Fusion is not implemented: [FusedBatchNorm,Tanh]". For those
+activations the remapper is switched off; it only fuses ops, so the arithmetic, and
+therefore what a run trains, is the same either way.
+"""
+
+from __future__ import annotations
+
+from bnlab.backend import keras_backend
+
+# Activations whose fusion with TensorFlow's fused BatchNorm the CPU kernel implements
+# (sigmoid is never fused, so it needs nothing either).
+FUSABLE = ("relu", "sigmoid")
+
+
+def apply(bn: bool, bn_impl: str | None, activation: str | None) -> None:
+    """Switches the remapper off for a fused-BN model whose activation it cannot fuse."""
+    if keras_backend() != "tensorflow" or not bn or bn_impl != "fused":
+        return
+    if activation in FUSABLE:
+        return
+    import tensorflow as tf
+
+    tf.config.optimizer.set_experimental_options({"remapping": False})

@@ -20,7 +20,7 @@ from bnlab import metrics
 from bnlab.backend import keras_backend
 
 # Images in the fixed batches the percentiles and gradients are computed on.
-PROBE_IMAGES = 256
+PROBE_IMAGES = 128
 PERCENTILES = (15, 50, 85)
 
 
@@ -38,22 +38,25 @@ class Internals:
             layer for layer in model.layers if getattr(layer, "kernel", None) is not None
         ]
         self.has_bn = any("BatchNormalization" in type(layer).__name__ for layer in model.layers)
-        self._gradients = None
+        self._measure = None
         self._batch_stats = None
-        self._probe_call = None
 
     def measure(self) -> dict[str, float]:
-        if self._probe_call is None:
-            self._probe_call = _compile(lambda x: self.probe(x, training=False))
-        values = keras.ops.convert_to_numpy(self._probe_call(self.x_probe))
-        low, middle, high = np.percentile(np.asarray(values), PERCENTILES)
+        """Percentiles and gradient norms, for one evaluation."""
+        if self._measure is None:
+            self._measure = _compile_measure(self.model, self.probe, self.layers)
+        saved = self._save()
+        values, norms = self._measure(self.x_probe, self.x_grad, self.y_grad)
+        self._restore(saved)  # the gradient's forward pass ran BN in training mode
+        low, middle, high = np.percentile(keras.ops.convert_to_numpy(values), PERCENTILES)
         found = {
             metrics.PREACT_P15: float(low),
             metrics.PREACT_P50: float(middle),
             metrics.PREACT_P85: float(high),
         }
-        for layer, norm in zip(self.layers, self._gradient_norms(), strict=True):
-            found[f"{metrics.GRAD_NORM_PREFIX}{layer.name}"] = norm
+        norms = keras.ops.convert_to_numpy(norms)
+        for layer, norm in zip(self.layers, norms, strict=True):
+            found[f"{metrics.GRAD_NORM_PREFIX}{layer.name}"] = float(norm)
         return found
 
     def at_end(self) -> dict[str, float]:
@@ -61,15 +64,6 @@ class Internals:
         if not self.has_bn:
             return {}
         return {metrics.VAL_ACCURACY_BATCH_STATS: self._batch_stats_accuracy()}
-
-    def _gradient_norms(self) -> list[float]:
-        """The norm of the loss's gradient for each layer's kernel, on the fixed batch."""
-        if self._gradients is None:
-            self._gradients = _compile_gradients(self.model, self.layers)
-        saved = self._save()
-        norms = self._gradients(self.x_grad, self.y_grad)
-        self._restore(saved)
-        return [float(norm) for norm in keras.ops.convert_to_numpy(norms)]
 
     def _batch_stats_accuracy(self) -> float:
         """Validation accuracy with BN normalising each batch by its own statistics."""
@@ -96,15 +90,6 @@ class Internals:
     def _restore(self, saved: list[np.ndarray]) -> None:
         for variable, value in zip(self.model.non_trainable_variables, saved, strict=True):
             variable.assign(value)
-
-
-def _compile(function):
-    """`function` compiled by the backend (traced once per input shape)."""
-    if keras_backend() == "jax":
-        return function  # Keras's layers run jitted under JAX already
-    import tensorflow as tf
-
-    return tf.function(function, reduce_retracing=True)
 
 
 def _compile_batch_stats(model: keras.Model):
@@ -142,8 +127,9 @@ def _compile_batch_stats(model: keras.Model):
     return correct_eagerly
 
 
-def _compile_gradients(model: keras.Model, layers: list):
-    """A compiled function of (x, y): the gradient norm of each layer's kernel."""
+def _compile_measure(model: keras.Model, probe: keras.Model, layers: list):
+    """One compiled function of (probe images, x, y): the probed values in inference mode
+    and the gradient norm of each layer's kernel on (x, y): one trace, one call each time."""
     loss = keras.losses.SparseCategoricalCrossentropy()
     if keras_backend() == "jax":
         import jax
@@ -165,22 +151,24 @@ def _compile_gradients(model: keras.Model, layers: list):
                     found[position] = jnp.linalg.norm(gradient)
             return jnp.stack(found)
 
-        return lambda x, y: norms(
-            [v.value for v in model.trainable_variables],
-            [v.value for v in model.non_trainable_variables],
-            x,
-            y,
-        )
+        def measure_jax(images, x, y):
+            values = probe(images, training=False)
+            trainable = [v.value for v in model.trainable_variables]
+            frozen = [v.value for v in model.non_trainable_variables]
+            return values, norms(trainable, frozen, x, y)
+
+        return measure_jax
     import tensorflow as tf
 
     @tf.function(reduce_retracing=True)
-    def norms(x, y):
+    def measure_tf(images, x, y):
+        values = probe(images, training=False)
         kernels = [layer.kernel.value for layer in layers]
         with tf.GradientTape() as tape:
             value = loss(y, model(x, training=True))
-        return tf.stack([tf.norm(g) for g in tape.gradient(value, kernels)])
+        return values, tf.stack([tf.norm(g) for g in tape.gradient(value, kernels)])
 
-    return norms
+    return measure_tf
 
 
 def _last_hidden_activation(model: keras.Model) -> keras.layers.Layer:

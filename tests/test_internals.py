@@ -32,8 +32,10 @@ def assert_internals(client: MlflowClient, run_id: str, bn: bool) -> None:
         assert [p.step for p in history] == [20, 40] and all(p.value > 0 for p in history)
     # Batch statistics against moving ones: BN models only, once, at the end.
     assert (metrics.VAL_ACCURACY_BATCH_STATS in data.metrics) is bn
+    assert (metrics.VAL_ACCURACY_MOVING_STATS in data.metrics) is bn
     if bn:
         assert 0 <= data.metrics[metrics.VAL_ACCURACY_BATCH_STATS] <= 1
+        assert 0 <= data.metrics[metrics.VAL_ACCURACY_MOVING_STATS] <= 1
     assert data.metrics[metrics.INTERNALS_SECONDS] > 0
 
 

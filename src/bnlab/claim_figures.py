@@ -64,16 +64,11 @@ def plot_internals(points: pd.DataFrame, cells: list[tuple[str, str]]) -> Figure
         for index, side in enumerate(("BN", "no BN")):
             colour = SIDE_COLOURS[index]
             mine = shown[shown["side"] == side]
-            for key, style in zip(percentiles, (":", "-", ":"), strict=True):
+            labels = (f"{side} 15th and 85th", f"{side} median", None)
+            for key, style, label in zip(percentiles, (":", "-", ":"), labels, strict=True):
                 line = mine[mine["key"] == key].sort_values("step")
                 axes[0][column].plot(
-                    line["step"],
-                    line["value"],
-                    linestyle=style,
-                    color=colour,
-                    label=f"{side} {key.rsplit('_', 1)[-1]}"
-                    if style == "-" or key == percentiles[0]
-                    else None,
+                    line["step"], line["value"], linestyle=style, color=colour, label=label
                 )
             norms = mine[mine["key"].str.startswith(metrics.GRAD_NORM_PREFIX)]
             total = norms.groupby("step")["value"].apply(lambda v: float(np.sqrt((v**2).sum())))

@@ -47,6 +47,7 @@ READ = (
     metrics.STEPS_PER_SECOND,
     metrics.PARAMETERS,
     metrics.VAL_ACCURACY_BATCH_STATS,
+    metrics.VAL_ACCURACY_MOVING_STATS,
 )
 
 

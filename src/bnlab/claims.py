@@ -98,8 +98,9 @@ NOT_REGULARIZER_RULE = (
 
 NO_BIAS_RULE = (
     "Per cell and seed, the claim holds when the layers without bias are within "
-    f"{TOLERANCE} of the biased ones' best validation accuracy and take no more time "
-    "per step."
+    f"{TOLERANCE} of the biased ones' best validation accuracy; the saving is counted in "
+    "parameters, and step times are shown, not judged (runs reused from other studies ran "
+    "under other loads)."
 )
 
 PLACEMENT_RULE = (
@@ -321,29 +322,33 @@ def no_bias(runs: pd.DataFrame, curves: pd.DataFrame) -> Finding:
         pairs[f"{metrics.BEST_VAL_ACCURACY}_t"]
         >= pairs[f"{metrics.BEST_VAL_ACCURACY}_f"] - TOLERANCE
     )
-    cheaper = pairs[f"{metrics.STEPS_PER_SECOND}_t"] >= pairs[f"{metrics.STEPS_PER_SECOND}_f"]
-    agree, compared = _count(pairs, accurate & cheaper)
-    ratio = (
-        pairs[f"{metrics.STEPS_PER_SECOND}_f"] / pairs[f"{metrics.STEPS_PER_SECOND}_t"]
-    ).median()
+    speed_without, speed_with = (
+        pairs[f"{metrics.STEPS_PER_SECOND}_t"],
+        pairs[f"{metrics.STEPS_PER_SECOND}_f"],
+    )
+    agree, compared = _count(pairs, accurate)
     return Finding(
         agree,
         compared,
         NO_BIAS_RULE,
         {
-            "accurate": int(accurate.sum()),
-            "no_slower": int(cheaper.sum()),
             "parameters_without_bias": _median(pairs, f"{metrics.PARAMETERS}_t"),
             "parameters_with_bias": _median(pairs, f"{metrics.PARAMETERS}_f"),
-            "step_time_without_over_with": _number(ratio),
+            "step_time_without_over_with": _number((speed_with / speed_without).median()),
+            "best_val_accuracy_difference": _number(
+                (
+                    pairs[f"{metrics.BEST_VAL_ACCURACY}_t"]
+                    - pairs[f"{metrics.BEST_VAL_ACCURACY}_f"]
+                ).mean()
+            ),
         },
         _bars(
             runs,
             ["activation"],
             runs["model.bn_bias"].map({True: "with bias", False: "without bias"}),
-            1000 / runs[metrics.STEPS_PER_SECOND],
+            runs[metrics.BEST_VAL_ACCURACY],
         ),
-        "milliseconds per training step",
+        "best validation accuracy",
     )
 
 
@@ -371,7 +376,13 @@ def placement(runs: pd.DataFrame, curves: pd.DataFrame) -> Finding:
 @rule("train_vs_inference", TRAIN_VS_INFERENCE_RULE)
 def train_vs_inference(runs: pd.DataFrame, curves: pd.DataFrame) -> Finding:
     measured = runs.dropna(subset=[metrics.VAL_ACCURACY_BATCH_STATS])
-    difference = (measured[metrics.VAL_ACCURACY] - measured[metrics.VAL_ACCURACY_BATCH_STATS]).abs()
+    # The same images in both modes: the moving-statistics accuracy logged beside the
+    # batch-statistics one, or (runs that logged only the latter, on the whole validation
+    # split) the final validation accuracy.
+    moving = measured[metrics.VAL_ACCURACY]
+    if metrics.VAL_ACCURACY_MOVING_STATS in measured:
+        moving = measured[metrics.VAL_ACCURACY_MOVING_STATS].fillna(moving)
+    difference = (moving - measured[metrics.VAL_ACCURACY_BATCH_STATS]).abs()
     agree, compared = _count(measured, difference >= TOLERANCE)
     by_momentum = difference.groupby(measured["model.bn_momentum"]).mean()
     return Finding(
@@ -388,7 +399,7 @@ def train_vs_inference(runs: pd.DataFrame, curves: pd.DataFrame) -> Finding:
                     measured,
                     ["model.bn_momentum"],
                     pd.Series(["moving statistics"] * len(measured)),
-                    measured[metrics.VAL_ACCURACY],
+                    moving,
                 ),
                 _bars(
                     measured,

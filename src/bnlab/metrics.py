@@ -18,6 +18,7 @@ PREACT_P50 = "internals/preact_p50"
 PREACT_P85 = "internals/preact_p85"
 GRAD_NORM_PREFIX = "internals/grad_norm/"
 VAL_ACCURACY_BATCH_STATS = "val/accuracy_batch_stats"
+VAL_ACCURACY_MOVING_STATS = "val/accuracy_moving_stats"
 # The model's parameter count (weights and BN's statistics), logged once.
 PARAMETERS = "model/parameters"
 # Seconds a run spent measuring its internals (left out of its steps per second).

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import math
@@ -232,7 +233,7 @@ def _run(cfg: DictConfig, on_eval: EvalHook | None) -> dict[str, float]:
     if prepared:
         store = prepared[1]
     else:
-        store = tracking.open_store(config.tracking) if config.tracking.enabled else None
+        store = _open_store(config, context.multirun) if config.tracking.enabled else None
     identity = identity_hash(config)
     # The backend has started (for the identity): an optimizer argument its class does
     # not take fails here, before any run is opened.
@@ -342,6 +343,16 @@ def _run(cfg: DictConfig, on_eval: EvalHook | None) -> dict[str, float]:
             log.exception("Job failed")
             return {metrics.OBJECTIVE: math.nan}
         raise
+
+
+def _open_store(config: Config, multirun: bool) -> tracking.Store:
+    """The job's store. A sweep's launch has already reached it, so a job of a sweep that
+    finds it down meets an outage, not a bad URI: it waits as long as any store call
+    (tracking.deadline_seconds), not just tracking.connect_seconds."""
+    settings = config.tracking
+    if multirun and settings.deadline_seconds > settings.connect_seconds:
+        settings = dataclasses.replace(settings, connect_seconds=settings.deadline_seconds)
+    return tracking.open_store(settings)
 
 
 def _log_log_file(run_logger: tracking.RunLogger, context: JobContext) -> None:

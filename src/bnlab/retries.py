@@ -61,24 +61,24 @@ def treat_as_server_errors(*types: type[BaseException]) -> None:
 _jitter = random.Random()
 
 
-def caused_by(error: BaseException, types: tuple[type[BaseException], ...]) -> bool:
-    """Whether `error`, or any error it was raised from, is one of `types`."""
+def _chain(error: BaseException) -> Iterator[BaseException]:
+    """`error`, then each error it was raised from (its cause, else its context), once each."""
     seen: set[int] = set()
     current: BaseException | None = error
     while current is not None and id(current) not in seen:
         seen.add(id(current))
-        if isinstance(current, types):
-            return True
+        yield current
         current = current.__cause__ or current.__context__
-    return False
+
+
+def caused_by(error: BaseException, types: tuple[type[BaseException], ...]) -> bool:
+    """Whether `error`, or any error it was raised from, is one of `types`."""
+    return any(isinstance(current, types) for current in _chain(error))
 
 
 def is_transient(error: BaseException) -> bool:
     """Whether `error`, or any error it was raised from, is one worth retrying."""
-    seen: set[int] = set()
-    current: BaseException | None = error
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
+    for current in _chain(error):
         if isinstance(current, NEVER_TRANSIENT):
             return False
         if isinstance(current, TRANSIENT_TYPES):
@@ -88,7 +88,6 @@ def is_transient(error: BaseException) -> bool:
             return True
         if isinstance(current, _server_error_types) and code in STORE_SIDE_CODES:
             return True
-        current = current.__cause__ or current.__context__
     return False
 
 

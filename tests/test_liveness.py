@@ -256,7 +256,10 @@ def test_a_stopped_joblib_sweep_writes_every_evaluation_its_jobs_printed(tmp_pat
     output = "".join(lines)
     assert process.returncode == 130, output[-2000:]
     jobs = [run for run in _runs(client) if run.data.tags.get(metrics.ROLE_TAG) == "job"]
-    assert jobs and all(run.info.status == "KILLED" for run in jobs)
+    closed = {
+        run.info.run_id: (run.info.status, run.data.tags.get(metrics.ERROR_TAG)) for run in jobs
+    }
+    assert jobs and all(status == "KILLED" for status, _ in closed.values()), closed
     logs = [path.read_text() for path in (tmp_path / "multirun").rglob("train.log")]
     for run in jobs:
         [log] = [text for text in logs if run.info.run_id in text]

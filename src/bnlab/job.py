@@ -327,7 +327,10 @@ def _run(cfg: DictConfig, on_eval: EvalHook | None) -> dict[str, float]:
             return {metrics.OBJECTIVE: math.nan}
         raise
     except BaseException as error:
-        outcome = metrics.FAILED if isinstance(error, Exception) else metrics.KILLED
+        # Once a stop was asked, whatever ends the job is that stop: a library may turn the
+        # KeyboardInterrupt it met into an error of its own.
+        stopped = interrupts.requested() or not isinstance(error, Exception)
+        outcome = metrics.KILLED if stopped else metrics.FAILED
         if run_logger is not None:
             run_logger.log_error(error)
             _log_log_file(run_logger, context)

@@ -53,6 +53,21 @@ def mostly(row: dict, good: bool, seeds_for: tuple = SEEDS) -> bool:
     return good and row["seed"] in seeds_for
 
 
+def timings(ratio: float, rounds: int = 7) -> pd.DataFrame:
+    """A side-by-side timing of one cell: without bias takes `ratio` times the step time
+    with it, every round."""
+    return pd.DataFrame(
+        [
+            {"timing": "cell", "label": label, "round": number, "seconds": seconds, "start_time": 0}
+            for number in range(rounds)
+            for label, seconds in (("true", 0.030), ("false", 0.030 * ratio))
+        ]
+    )
+
+
+NO_TIMINGS = pd.DataFrame(columns=["timing", "label", "round", "seconds"])
+
+
 def case(name: str, good: bool, seeds_for: tuple = SEEDS):
     grid_base = {"seed": SEEDS}
 
@@ -122,7 +137,7 @@ def case(name: str, good: bool, seeds_for: tuple = SEEDS):
         def outcome(row):
             return {metrics.VAL_ACCURACY_BATCH_STATS: 0.8 if bn_wins(row) else 0.94}, None
 
-    return runs(grid, outcome)
+    return (*runs(grid, outcome), timings(0.98) if name == "no_bias" else NO_TIMINGS)
 
 
 @pytest.mark.parametrize("name", sorted(claims.RULES))
@@ -165,7 +180,7 @@ def test_a_mixed_count_is_mixed_for_a_rule_too() -> None:
             None,
         ),
     )
-    finding = claims.RULES["better"](frame, curves)
+    finding = claims.RULES["better"](frame, curves, NO_TIMINGS)
     assert (finding.agree, finding.compared, finding.verdict) == (2, 4, claims.MIXED)
 
 
@@ -179,11 +194,64 @@ def test_a_claim_whose_runs_are_not_all_recorded_is_not_run() -> None:
         start_time=0,
         **{metrics.BEST_VAL_ACCURACY: 0.9},
     )
-    result = claim_suite.judge(study, recorded, pd.DataFrame(columns=["run_id", "step", "value"]))
+    no_curves = pd.DataFrame(columns=["run_id", "step", "value"])
+    result = claim_suite.judge(study, recorded, no_curves)
     assert result.finding is None and result.recorded == 11
     full = pd.concat([recorded, study.cells.tail(1).assign(run_id="run11", outcome="finished")])
-    result = claim_suite.judge(study, full, pd.DataFrame(columns=["run_id", "step", "value"]))
+    result = claim_suite.judge(study, full, no_curves)
     assert result.finding is not None and result.recorded == 12
+
+
+def test_no_bias_times_its_variants_side_by_side_and_is_not_run_until_they_are_timed() -> None:
+    study = claim_suite.expand("no_bias", ["train.steps=20", "train.eval_every=10"])
+    # One timed cell per activation (the first seed), each with and without bias.
+    assert [cell.settings for cell in study.timing] == [
+        {"activation": "relu"},
+        {"activation": "sigmoid"},
+    ]
+    assert all(sorted(cell.variants) == ["false", "true"] for cell in study.timing)
+    assert all(cell.variants["true"].model.bn_bias for cell in study.timing)
+    assert len({cell.identity for cell in study.timing}) == 2
+    assert study.command.startswith("python pipelines/study.py --claims=no_bias")
+    # Longer bursts are another timing.
+    longer = claim_suite.expand(
+        "no_bias", ["train.steps=20", "train.eval_every=10", "claim.timing.rounds=9"]
+    )
+    assert {c.identity for c in longer.timing}.isdisjoint(c.identity for c in study.timing)
+
+    recorded = study.cells.assign(
+        run_id=[f"run{i}" for i in range(len(study.cells))],
+        outcome=metrics.FINISHED,
+        start_time=0,
+        **{metrics.BEST_VAL_ACCURACY: 0.9, metrics.PARAMETERS: 1000.0},
+    )
+    no_curves = pd.DataFrame(columns=["run_id", "step", "value"])
+    result = claim_suite.judge(study, recorded, no_curves, NO_TIMINGS)
+    assert result.finding is None and result.recorded == len(study.cells) and not result.timed
+    # One cell timed, twice (the newer counts); the other not yet.
+    first = [
+        timings(ratio).assign(timing=study.timing[0].identity, start_time=start)
+        for ratio, start in ((1.5, 1), (0.9, 2))
+    ]
+    result = claim_suite.judge(study, recorded, no_curves, pd.concat(first))
+    assert result.finding is None and not result.timed
+    second = timings(0.95).assign(timing=study.timing[1].identity)
+    result = claim_suite.judge(study, recorded, no_curves, pd.concat([*first, second]))
+    assert result.finding is not None and result.timed
+    details = result.finding.details
+    assert details["step_time_without_over_with"] == pytest.approx(0.925)
+    assert details["rounds_faster_without_bias"] == "14 of 14"
+    low, high = details["step_time_ratio_ci95"]
+    assert low < 0.925 < high
+
+
+def test_no_bias_reports_the_side_by_side_step_time_not_the_runs_own() -> None:
+    frame, curves, _ = case("no_bias", True)
+    # The runs' own step times say the opposite; the timing decides what is shown.
+    frame[metrics.STEPS_PER_SECOND] = frame["model.bn_bias"].map({True: 200.0, False: 100.0})
+    details = claims.RULES["no_bias"](frame, curves, timings(1.1)).details
+    assert details["step_time_without_over_with"] == pytest.approx(1.1)
+    assert details["rounds_faster_without_bias"] == "0 of 7"
 
 
 def test_every_claim_study_is_data_with_three_seeds_and_a_known_rule() -> None:
@@ -257,6 +325,19 @@ def test_a_tiny_claims_suite_runs_end_to_end_and_a_second_launch_resumes(tmp_pat
     assert [point.step for point in history] == [10, 20]
     assert metrics.VAL_ACCURACY_BATCH_STATS in run.data.metrics
 
+    # no_bias's variants, timed side by side after its sweep: one run per activation.
+    timed = client.search_runs([experiment], f"tags.{metrics.ROLE_TAG} = 'timing'")
+    assert sorted(run.data.params["activation"] for run in timed) == ["relu", "sigmoid"]
+    for run in timed:
+        assert run.info.status == "FINISHED" and run.data.params["claim.id"] == "no_bias"
+        for label in ("true", "false"):
+            points = client.get_metric_history(run.info.run_id, metrics.TIMING_PREFIX + label)
+            assert [point.step for point in points] == list(range(7))
+            assert all(0 < point.value < 1 for point in points)
+    [no_bias] = [entry for entry in entries if entry["id"] == "no_bias"]
+    assert no_bias["details"]["rounds_faster_without_bias"].endswith(" of 14")
+    assert no_bias["details"]["step_time_without_over_with"] > 0
+
     # A second launch trains nothing: every study's runs are found and reused.
     again = subprocess.run(
         [*study, "--claims=placement,no_bias", *tiny],
@@ -268,6 +349,8 @@ def test_a_tiny_claims_suite_runs_end_to_end_and_a_second_launch_resumes(tmp_pat
     assert again.returncode == 0, again.stderr[-3000:]
     assert again.stdout.count("Sweep finished") == 2
     assert "finished 0," in again.stdout and "trained, " in again.stdout
+    assert again.stderr.count("recorded already") == 2
+    assert len(client.search_runs([experiment], f"tags.{metrics.ROLE_TAG} = 'timing'")) == 2
 
 
 def test_an_unknown_claim_or_bad_override_fails_before_any_study_runs(tmp_path) -> None:
@@ -280,6 +363,7 @@ def test_an_unknown_claim_or_bad_override_fails_before_any_study_runs(tmp_path) 
     for arguments, key in (
         (["--claims=faster,nope"], "--claims: no claim named nope"),
         (["--claims", "model.init_scale=-1"], "model.init_scale"),
+        (["--claims=no_bias", "claim.timing.rounds=1"], "claim.timing.rounds"),
     ):
         done = subprocess.run(
             [*study, *arguments], cwd=tmp_path, capture_output=True, text=True, timeout=300

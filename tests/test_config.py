@@ -178,6 +178,10 @@ BAD_INPUT = [
     (["model.bn_position=middle"], "model.bn_position"),
     (["model.init_scale=0"], "model.init_scale"),
     (["model.init_scale=inf"], "model.init_scale"),
+    # A claim's side-by-side timing names a key of the config and times at least a step.
+    (["claim.timing.key=model.nope"], "claim.timing.key"),
+    (["claim.timing.key=model.bn_bias", "claim.timing.rounds=1"], "claim.timing.rounds"),
+    (["claim.timing.key=model.bn_bias", "claim.timing.steps=0"], "claim.timing.steps"),
     # An argument the optimizer's class does not take, refused by the launcher.
     (["-m", "lr=0.01,0.02", "optimizer.momentum=0.9"], "optimizer.momentum"),
     # What the report compares must name keys of the config; the variant a true/false one.

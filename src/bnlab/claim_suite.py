@@ -10,9 +10,11 @@ serve every claim whose grid holds them). A claim whose runs are not all recorde
 
 from __future__ import annotations
 
+import hashlib
+import json
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -21,12 +23,16 @@ from omegaconf import OmegaConf
 
 from bnlab import claims, metrics
 from bnlab.config import CONF_DIR, Config, register_configs
+from bnlab.errors import EXIT_BAD_INPUT
 from bnlab.grid import grid_jobs, job_configs
 from bnlab.identity import identity_hash
+from bnlab.keys import SHORTHANDS, trained_values
 from bnlab.redaction import redact_text
 from bnlab.tracking import queries
 
 STUDIES = CONF_DIR / "experiment" / "claims"
+# A sweep's exit status when interrupted (Ctrl-C, SIGTERM).
+EXIT_INTERRUPTED = 130
 # The values a rule reads, typed from each grid point's config.
 SETTINGS = {
     "bn": lambda c: c.model.bn,
@@ -52,6 +58,19 @@ READ = (
 
 
 @dataclass
+class TimingCell:
+    """The variants of one setting of a study timed side by side (`claim.timing`)."""
+
+    settings: dict  # the study's other swept values (SETTINGS), the timed key and seed aside
+    variants: dict[str, Config]  # by the timed key's value, as a label
+    identity: str  # the variants' identities with the burst length and rounds
+
+    @property
+    def title(self) -> str:
+        return " ".join(f"{key}={value}" for key, value in self.settings.items())
+
+
+@dataclass
 class Study:
     """One claim's saved study, expanded: its claim, command and each grid point."""
 
@@ -59,10 +78,13 @@ class Study:
     claim: Config
     overrides: list[str]
     cells: pd.DataFrame  # one row per grid point: its settings and identity
+    timing: list[TimingCell] = field(default_factory=list)
 
     @property
     def command(self) -> str:
         extra = " ".join(self.overrides)
+        if self.timing:  # its sweep, then its side-by-side timing
+            return f"python pipelines/study.py --claims={self.name} {extra}".strip()
         return f"python src/train.py -m +experiment=claims/{self.name} {extra}".strip()
 
 
@@ -85,19 +107,68 @@ def expand(name: str, overrides: list[str]) -> Study:
         {**{key: read(job) for key, read in SETTINGS.items()}, "identity": identity_hash(job)}
         for job in configs
     ]
-    return Study(name, configs[0], overrides, pd.DataFrame(rows))
+    cells = pd.DataFrame(rows)
+    return Study(name, configs[0], overrides, cells, _timing_cells(configs, cells))
+
+
+def _plain(value: object) -> object:
+    """A frame's value as Python's own type (numpy's bool and float print differently)."""
+    return value.item() if hasattr(value, "item") else value
+
+
+def label(value: object) -> str:
+    """A timed key's value as a label: booleans as on the command line."""
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def _timing_cells(configs: list[Config], cells: pd.DataFrame) -> list[TimingCell]:
+    """The grid points that differ only in the timed key, first seed only, by setting."""
+    timing = configs[0].claim.timing
+    if not timing.key:
+        return []
+    key = SHORTHANDS.get(timing.key, timing.key)
+    aside = {key, "train.seed", *[s for s, k in SHORTHANDS.items() if k in (key, "train.seed")]}
+    first_seed = min(config.train.seed for config in configs)
+    groups: dict[str, dict[str, int]] = {}
+    for index, config in enumerate(configs):
+        if config.train.seed != first_seed:
+            continue
+        values = trained_values(config)
+        rest = json.dumps({k: v for k, v in values.items() if k not in aside}, default=str)
+        groups.setdefault(rest, {})[label(values[key])] = index
+    setting_names = [name for name in SETTINGS if name not in aside and name != "seed"]
+    varying = [name for name in setting_names if cells[name].astype(str).nunique() > 1]
+    found = []
+    for indices in groups.values():
+        if len(indices) < 2:
+            continue
+        first = next(iter(indices.values()))
+        identities = sorted((name, cells["identity"][index]) for name, index in indices.items())
+        payload = json.dumps([identities, timing.steps, timing.rounds])
+        found.append(
+            TimingCell(
+                {name: _plain(cells[name][first]) for name in varying},
+                {name: configs[index] for name, index in indices.items()},
+                hashlib.sha256(payload.encode()).hexdigest()[:16],
+            )
+        )
+    return found
 
 
 @dataclass
 class Result:
     study: Study
-    finding: claims.Finding | None  # None: not all its runs are recorded
+    finding: claims.Finding | None  # None: not all its runs (or timings) are recorded
     recorded: int
     runs: pd.DataFrame
+    timed: bool = True  # False: a cell of its side-by-side timing is not recorded
 
 
-def judge(study: Study, runs: pd.DataFrame, curves: pd.DataFrame) -> Result:
-    """The study's verdict from the experiment's recorded runs (`queries.load_runs`)."""
+def judge(
+    study: Study, runs: pd.DataFrame, curves: pd.DataFrame, timings: pd.DataFrame | None = None
+) -> Result:
+    """The study's verdict from the experiment's recorded runs (`queries.load_runs`) and
+    side-by-side timings (`queries.load_timings`): *not run* while any is missing."""
     complete = runs[runs["outcome"].isin(metrics.COMPLETE_OUTCOMES)] if len(runs) else runs
     newest = (
         complete.sort_values("start_time", ascending=False).drop_duplicates("identity")
@@ -107,14 +178,32 @@ def judge(study: Study, runs: pd.DataFrame, curves: pd.DataFrame) -> Result:
     columns = ["run_id", "identity", *[key for key in READ if key in newest]]
     found = study.cells.merge(newest[columns], on="identity", how="left")
     recorded = int(found["run_id"].notna().sum())
-    if recorded < len(found):
-        return Result(study, None, recorded, found)
+    timed = _timed(study, timings)
+    if recorded < len(found) or timed is None:
+        return Result(study, None, recorded, found, timed is not None)
     for key in READ:
         found[key] = pd.to_numeric(found[key], errors="coerce") if key in found else float("nan")
     rule = claims.RULES[study.claim.claim.rule]
-    return Result(
-        study, rule(found, curves[curves["run_id"].isin(found["run_id"])]), recorded, found
-    )
+    finding = rule(found, curves[curves["run_id"].isin(found["run_id"])], timed)
+    return Result(study, finding, recorded, found)
+
+
+TIMING_COLUMNS = ["timing", "label", "round", "seconds"]
+
+
+def _timed(study: Study, timings: pd.DataFrame | None) -> pd.DataFrame | None:
+    """The study's timed rounds with each cell's settings (typed); None while a cell of its
+    timing is not recorded. Empty for a study that times nothing."""
+    if not study.timing:
+        return pd.DataFrame(columns=TIMING_COLUMNS)
+    if timings is None or not len(timings):
+        return None
+    cells = pd.DataFrame([{"timing": cell.identity, **cell.settings} for cell in study.timing])
+    newest = timings[timings["timing"].isin(cells["timing"])]
+    newest = newest[newest["start_time"] == newest.groupby("timing")["start_time"].transform("max")]
+    if newest["timing"].nunique() < len(cells):
+        return None
+    return newest[TIMING_COLUMNS].merge(cells, on="timing")
 
 
 def run(names_to_run: list[str], overrides: list[str]) -> int:
@@ -130,13 +219,30 @@ def run(names_to_run: list[str], overrides: list[str]) -> int:
         ]
         print(f"Claim {index}/{len(names_to_run)}: {name}", flush=True)
         print("$ " + redact_text(" ".join(command[1:])), flush=True)
-        status = subprocess.run(command).returncode or status
+        swept = subprocess.run(command).returncode
+        status = status or swept
+        if swept not in (EXIT_BAD_INPUT, EXIT_INTERRUPTED) and _times(name):
+            # After the sweep, not beside it: the variants are timed on a quiet machine.
+            command = [sys.executable, "-m", "bnlab.claim_timing", name, *overrides]
+            print("$ " + redact_text(" ".join(command[1:])), flush=True)
+            status = status or subprocess.run(command).returncode
     return status
 
 
-def load(uri: str, experiment: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _times(name: str) -> bool:
+    """Whether a claim's study also times its variants side by side (`claim.timing`)."""
+    return bool(OmegaConf.select(OmegaConf.load(STUDIES / f"{name}.yaml"), "claim.timing.key"))
+
+
+def load(uri: str, experiment: str) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """The experiment's job runs, their validation curves and its side-by-side timings."""
     try:
-        return queries.load_runs(uri, experiment)
+        runs, curves = queries.load_runs(uri, experiment)
+        return runs, curves, queries.load_timings(uri, experiment)
     except queries.StoreQueryError:
         empty = pd.DataFrame(columns=["run_id", "identity", "outcome", "start_time"])
-        return empty, pd.DataFrame(columns=["run_id", "step", "value"])
+        return (
+            empty,
+            pd.DataFrame(columns=["run_id", "step", "value"]),
+            pd.DataFrame(columns=[*TIMING_COLUMNS, "start_time"]),
+        )

@@ -1,8 +1,10 @@
 """The article's claims as rules: each counts, over seeds, the comparisons that bear it out.
 
 A rule takes one row per run of its claim's study (the study's swept values, typed, and
-the run's final metrics) and the runs' validation curves, and returns how many of how
-many comparisons agree with the claim, with the one sentence that says what it counted.
+the run's final metrics), the runs' validation curves and the study's side-by-side step
+timings (one row per variant and round; empty unless the study has `claim.timing`), and
+returns how many of how many comparisons agree with the claim, with the one sentence that
+says what it counted.
 The verdict follows the count: *supported* when at least two thirds agree, *not
 supported* when at most one third do, *mixed* in between; *not run* when the study has
 not recorded all its runs. Which study feeds which rule is data
@@ -59,7 +61,7 @@ def verdict(agree: int, compared: int) -> str:
     return MIXED
 
 
-Rule = Callable[[pd.DataFrame, pd.DataFrame], "Finding"]
+Rule = Callable[[pd.DataFrame, pd.DataFrame, pd.DataFrame], "Finding"]
 RULES: dict[str, Rule] = {}
 # Each rule's sentence: what it counts, said the same on the page whether or not it ran.
 RULE_TEXTS: dict[str, str] = {}
@@ -99,8 +101,9 @@ NOT_REGULARIZER_RULE = (
 NO_BIAS_RULE = (
     "Per cell and seed, the claim holds when the layers without bias are within "
     f"{TOLERANCE} of the biased ones' best validation accuracy; the saving is counted in "
-    "parameters, and step times are shown, not judged (runs reused from other studies ran "
-    "under other loads)."
+    "parameters and in step time, timed side by side in one process (the two variants "
+    "alternating, burst by burst), not in the runs' own step times, which ran under "
+    "other loads."
 )
 
 PLACEMENT_RULE = (
@@ -116,7 +119,7 @@ TRAIN_VS_INFERENCE_RULE = (
 
 
 def rule(name: str, text: str) -> Callable[[Callable], Rule]:
-    """Registers a rule: a function of (runs, curves) returning (agree, compared, ...)."""
+    """Registers a rule: a function of (runs, curves, timings) returning a Finding."""
 
     def register(function: Callable) -> Rule:
         RULES[name] = function
@@ -167,7 +170,7 @@ def _count(pairs: pd.DataFrame, agrees: pd.Series) -> tuple[int, int]:
 
 
 @rule("faster", FASTER_RULE)
-def faster(runs: pd.DataFrame, curves: pd.DataFrame) -> Finding:
+def faster(runs: pd.DataFrame, curves: pd.DataFrame, timings: pd.DataFrame) -> Finding:
     runs = runs.copy()
     runs["steps_to_target"] = [
         steps_to_target(curves[curves["run_id"] == run_id], TARGET) for run_id in runs["run_id"]
@@ -199,7 +202,7 @@ def faster(runs: pd.DataFrame, curves: pd.DataFrame) -> Finding:
 
 
 @rule("higher_lr", HIGHER_LR_RULE)
-def higher_lr(runs: pd.DataFrame, curves: pd.DataFrame) -> Finding:
+def higher_lr(runs: pd.DataFrame, curves: pd.DataFrame, timings: pd.DataFrame) -> Finding:
     runs = runs.assign(learned=_learned(runs))
     fraction = runs.groupby(["activation", "bn", "lr"])["learned"].mean()
     largest = {}
@@ -234,7 +237,7 @@ def higher_lr(runs: pd.DataFrame, curves: pd.DataFrame) -> Finding:
 
 
 @rule("init", INIT_RULE)
-def init(runs: pd.DataFrame, curves: pd.DataFrame) -> Finding:
+def init(runs: pd.DataFrame, curves: pd.DataFrame, timings: pd.DataFrame) -> Finding:
     pairs = _paired(runs, ["model.init_scale", "seed"], "bn")
     away = pairs[pairs["model.init_scale"] != 1.0]
     better = (
@@ -258,7 +261,7 @@ def init(runs: pd.DataFrame, curves: pd.DataFrame) -> Finding:
 
 
 @rule("activations", ACTIVATIONS_RULE)
-def activations(runs: pd.DataFrame, curves: pd.DataFrame) -> Finding:
+def activations(runs: pd.DataFrame, curves: pd.DataFrame, timings: pd.DataFrame) -> Finding:
     runs = runs.assign(learned=_learned(runs))
     viable = runs.groupby(["lr", "seed", "bn"])["learned"].sum().unstack("bn")
     agree, compared = int((viable[True] > viable[False]).sum()), len(viable)
@@ -279,7 +282,7 @@ def activations(runs: pd.DataFrame, curves: pd.DataFrame) -> Finding:
 
 
 @rule("better", BETTER_RULE)
-def better(runs: pd.DataFrame, curves: pd.DataFrame) -> Finding:
+def better(runs: pd.DataFrame, curves: pd.DataFrame, timings: pd.DataFrame) -> Finding:
     best = _best_column(runs, ["activation"])
     pairs = _paired(best, ["activation", "seed"], "bn")
     difference = pairs[f"{metrics.TEST_ACCURACY}_t"] - pairs[f"{metrics.TEST_ACCURACY}_f"]
@@ -296,7 +299,7 @@ def better(runs: pd.DataFrame, curves: pd.DataFrame) -> Finding:
 
 
 @rule("not_regularizer", NOT_REGULARIZER_RULE)
-def not_regularizer(runs: pd.DataFrame, curves: pd.DataFrame) -> Finding:
+def not_regularizer(runs: pd.DataFrame, curves: pd.DataFrame, timings: pd.DataFrame) -> Finding:
     best = _best_column(runs, ["activation"])
     best = best.assign(gap=best[metrics.TRAIN_ACCURACY] - best[metrics.VAL_ACCURACY])
     pairs = _paired(best, ["activation", "seed"], "bn")
@@ -315,18 +318,19 @@ def not_regularizer(runs: pd.DataFrame, curves: pd.DataFrame) -> Finding:
 
 
 @rule("no_bias", NO_BIAS_RULE)
-def no_bias(runs: pd.DataFrame, curves: pd.DataFrame) -> Finding:
+def no_bias(runs: pd.DataFrame, curves: pd.DataFrame, timings: pd.DataFrame) -> Finding:
     runs = runs.assign(without=~runs["model.bn_bias"])
     pairs = _paired(runs, ["activation", "lr", "seed"], "without")
     accurate = (
         pairs[f"{metrics.BEST_VAL_ACCURACY}_t"]
         >= pairs[f"{metrics.BEST_VAL_ACCURACY}_f"] - TOLERANCE
     )
-    speed_without, speed_with = (
-        pairs[f"{metrics.STEPS_PER_SECOND}_t"],
-        pairs[f"{metrics.STEPS_PER_SECOND}_f"],
-    )
     agree, compared = _count(pairs, accurate)
+    # Each round of each timed cell: the step time without bias over the one with it.
+    rounds = timings.pivot_table(index=["timing", "round"], columns="label", values="seconds")
+    paired = {"true", "false"} <= set(rounds)
+    ratio = rounds["false"] / rounds["true"] if paired else pd.Series(dtype=float)
+    mean, _, ci95, _ = interval(ratio)
     return Finding(
         agree,
         compared,
@@ -334,7 +338,9 @@ def no_bias(runs: pd.DataFrame, curves: pd.DataFrame) -> Finding:
         {
             "parameters_without_bias": _median(pairs, f"{metrics.PARAMETERS}_t"),
             "parameters_with_bias": _median(pairs, f"{metrics.PARAMETERS}_f"),
-            "step_time_without_over_with": _number((speed_with / speed_without).median()),
+            "step_time_without_over_with": _number(ratio.median()),
+            "step_time_ratio_ci95": [_number(mean - ci95), _number(mean + ci95)],
+            "rounds_faster_without_bias": f"{int((ratio < 1).sum())} of {len(ratio)}",
             "best_val_accuracy_difference": _number(
                 (
                     pairs[f"{metrics.BEST_VAL_ACCURACY}_t"]
@@ -353,7 +359,7 @@ def no_bias(runs: pd.DataFrame, curves: pd.DataFrame) -> Finding:
 
 
 @rule("placement", PLACEMENT_RULE)
-def placement(runs: pd.DataFrame, curves: pd.DataFrame) -> Finding:
+def placement(runs: pd.DataFrame, curves: pd.DataFrame, timings: pd.DataFrame) -> Finding:
     runs = runs.assign(before=runs["model.bn_position"] == "before")
     pairs = _paired(runs, ["activation", "lr", "seed"], "before")
     difference = pairs[f"{metrics.BEST_VAL_ACCURACY}_t"] - pairs[f"{metrics.BEST_VAL_ACCURACY}_f"]
@@ -374,7 +380,7 @@ def placement(runs: pd.DataFrame, curves: pd.DataFrame) -> Finding:
 
 
 @rule("train_vs_inference", TRAIN_VS_INFERENCE_RULE)
-def train_vs_inference(runs: pd.DataFrame, curves: pd.DataFrame) -> Finding:
+def train_vs_inference(runs: pd.DataFrame, curves: pd.DataFrame, timings: pd.DataFrame) -> Finding:
     measured = runs.dropna(subset=[metrics.VAL_ACCURACY_BATCH_STATS])
     # The same images in both modes: the moving-statistics accuracy logged beside the
     # batch-statistics one, or (runs that logged only the latter, on the whole validation

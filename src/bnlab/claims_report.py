@@ -21,9 +21,10 @@ INTERNALS_KEYS = [metrics.PREACT_P15, metrics.PREACT_P50, metrics.PREACT_P85]
 
 def build(uri: str, experiment: str, out: Path, overrides: list[str], names: list[str]) -> Path:
     """Judges each claim on the experiment's runs and writes the page; returns its path."""
-    runs, curves = claim_suite.load(uri, experiment)
+    runs, curves, timings = claim_suite.load(uri, experiment)
     results = [
-        claim_suite.judge(claim_suite.expand(name, overrides), runs, curves) for name in names
+        claim_suite.judge(claim_suite.expand(name, overrides), runs, curves, timings)
+        for name in names
     ]
     out.mkdir(parents=True, exist_ok=True)
     entries, sentences, images = [], [], {}
@@ -47,6 +48,7 @@ def build(uri: str, experiment: str, out: Path, overrides: list[str], names: lis
                 "claim (the article's words)": entry["says"],
                 "verdict": entry["verdict"],
                 "k of n": f"{entry['k']} of {entry['n']}" if entry["n"] else "-",
+                "measured": _measured(entry["details"]),
                 "rule": entry["rule"],
             }
             for entry in entries
@@ -82,6 +84,7 @@ def _entry(result: claim_suite.Result) -> dict:
         "command": study.command,
         "runs": len(study.cells),
         "recorded": result.recorded,
+        "timed": result.timed,
     }
     if finding is None:
         return entry | {
@@ -100,11 +103,27 @@ def _entry(result: claim_suite.Result) -> dict:
     }
 
 
+def _measured(details: dict) -> str:
+    """A finding's figures in a line: `step time without over with 0.982; ...`."""
+
+    def shown(value) -> str:
+        if isinstance(value, float):
+            return f"{value:.4g}"
+        if isinstance(value, list):
+            return "[" + ", ".join(shown(item) for item in value) + "]"
+        if isinstance(value, dict):
+            return ", ".join(f"{key} {shown(item)}" for key, item in value.items())
+        return "-" if value is None else str(value)
+
+    return "; ".join(f"{key.replace('_', ' ')} {shown(value)}" for key, value in details.items())
+
+
 def _sentence(entry: dict) -> str:
     if entry["verdict"] == claims.NOT_RUN:
+        timing = "" if entry["timed"] else ", its side-by-side step timing not"
         return (
-            f"{entry['says']}: not run ({entry['recorded']} of {entry['runs']} runs recorded); "
-            f"run it with: {entry['command']}"
+            f"{entry['says']}: not run ({entry['recorded']} of {entry['runs']} runs "
+            f"recorded{timing}); run it with: {entry['command']}"
         )
     return f"{entry['says']}: {entry['verdict']} ({entry['k']} of {entry['n']})."
 

@@ -195,6 +195,17 @@ class CompareConfig:
 
 
 @dataclass
+class TimingConfig:
+    # A swept key whose values are timed side by side in one process (`bnlab.step_timing`):
+    # runs trained at other times, under other loads, cannot compare step times. Empty: the
+    # claim times nothing.
+    key: str = ""
+    # Steps per timed burst; the variants alternate, burst by burst, for `rounds` rounds.
+    steps: int = 50
+    rounds: int = 7
+
+
+@dataclass
 class ClaimConfig:
     # Set by a claim's saved study (conf/experiment/claims/): which claim of the article
     # its runs test, in the article's words, and the rule (bnlab/claims.py) that counts it.
@@ -203,6 +214,8 @@ class ClaimConfig:
     rule: str = ""
     # Where the claim comes in the suite: a study whose runs another reuses goes first.
     order: int = 0
+    # A claim about step time also times its variants side by side.
+    timing: TimingConfig = field(default_factory=TimingConfig)
 
 
 @dataclass
@@ -293,6 +306,22 @@ def _check_compare(config: Config) -> None:
 _MISSING_KEY = object()
 
 
+def _check_timing(config: Config) -> None:
+    """A claim's side-by-side timing names a key of this config, and times enough steps."""
+    timing = config.claim.timing
+    if not timing.key:
+        return
+    node: Any = config
+    for part in timing.key.split("."):
+        if not part or not hasattr(node, part):
+            raise ConfigError(f"claim.timing.key: '{timing.key}' is not a key of this config")
+        node = getattr(node, part)
+    if timing.steps < 1:
+        _fail("claim.timing.steps", f"must be >= 1, got {timing.steps}")
+    if timing.rounds < 2:
+        _fail("claim.timing.rounds", f"must be >= 2 (rounds are compared), got {timing.rounds}")
+
+
 def _check_ranges(config: Config) -> None:
     _check_finite(config)
     # Each plug-in checks its own fields; the message gains the group's name.
@@ -303,6 +332,7 @@ def _check_ranges(config: Config) -> None:
             key, _, message = str(error).partition(": ")
             _fail(f"{group}.{key}", message)
     _check_compare(config)
+    _check_timing(config)
     data, train = config.data, config.train
     if not 0 <= train.seed <= MAX_SEED:
         _fail("seed", f"must be in [0, {MAX_SEED}], got {train.seed}")

@@ -18,11 +18,12 @@ FUSABLE = ("relu", "sigmoid")
 
 
 def apply(bn: bool, bn_impl: str | None, activation: str | None) -> None:
-    """Switches the remapper off for a fused-BN model whose activation it cannot fuse."""
-    if keras_backend() != "tensorflow" or not bn or bn_impl != "fused":
-        return
-    if activation in FUSABLE:
+    """Switches the remapper off for a fused-BN model whose activation it cannot fuse, and
+    back on for any other: one process may build several models (a worker's next job, the
+    variants timed side by side). A function takes the setting when it first runs."""
+    if keras_backend() != "tensorflow":
         return
     import tensorflow as tf
 
-    tf.config.optimizer.set_experimental_options({"remapping": False})
+    unfusable = bn and bn_impl == "fused" and activation not in FUSABLE
+    tf.config.optimizer.set_experimental_options({"remapping": not unfusable})

@@ -23,6 +23,9 @@ VAL_ACCURACY_MOVING_STATS = "val/accuracy_moving_stats"
 PARAMETERS = "model/parameters"
 # Seconds a run spent measuring its internals (left out of its steps per second).
 INTERNALS_SECONDS = "perf/internals_seconds"
+# A claim's side-by-side step timing (bnlab.step_timing): seconds per step of each variant,
+# one point per round, under `timing/seconds_per_step/<the timed key's value>`.
+TIMING_PREFIX = "timing/seconds_per_step/"
 SAMPLES_PER_SECOND = "perf/samples_per_second"
 STEPS_PER_SECOND = "perf/steps_per_second"
 WALL_TIME = "perf/wall_time_s"
@@ -63,6 +66,8 @@ SPOOL_TAG = "spooled_from"  # a run recorded from a spool: the run its job had o
 HEARTBEAT_TAG = "heartbeat"  # Unix time of the last sign of life of a RUNNING run
 STUDY_TAG = "study"  # the Optuna study of a search and its trials
 TRIAL_TAG = "trial"  # a trial's number in its study
+# On a claim's side-by-side step timing (role "timing"): the identity of what it timed.
+TIMING_TAG = "timing"
 # On a sweep's parent: one tag per job that reused a complete run, valued with that run's id.
 SKIPPED_TAG_PREFIX = "skipped."
 # On a sweep's parent: the count of each outcome, e.g. jobs.finished.

@@ -179,6 +179,14 @@ class Store(Liveness, SweepBook, SpoolReplay):
             run.info.run_id, run.data.tags[metrics.OUTCOME_TAG], dict(run.data.metrics)
         )
 
+    def find_timing(self, identity: str) -> str | None:
+        """The newest finished side-by-side timing with this identity (its run id), if any."""
+        runs = self._search(
+            f"tags.{metrics.TIMING_TAG} = '{identity}' and attributes.status = 'FINISHED'",
+            order_by=["attributes.start_time DESC"],
+        )
+        return runs[0].info.run_id if runs else None
+
     def start_run(
         self, name: str, tags: Mapping[str, str], parent_run_id: str | None = None
     ) -> RunLogger:

@@ -13,7 +13,7 @@ import sys
 
 from hydra import compose, initialize_config_dir
 
-from bnlab import metrics, provenance, threads
+from bnlab import interrupts, metrics, provenance, threads
 from bnlab.config import CONF_DIR, ConfigError, register_configs
 from bnlab.errors import USER_ERRORS, exit_on_user_error
 
@@ -84,7 +84,7 @@ def time_claim(name: str, overrides: list[str], job_threads: int | None = None) 
             run.end(metrics.FINISHED)
         except BaseException as error:
             run.log_error(error)
-            run.end(metrics.FAILED if isinstance(error, Exception) else metrics.KILLED)
+            run.end(metrics.KILLED if interrupts.stopped_by(error) else metrics.FAILED)
             raise
         ratio = sorted(a / b for a, b in zip(*found.values(), strict=False))
         log.info(
@@ -104,6 +104,7 @@ def main(argv: list[str]) -> int:
         return 2
     name, overrides = argv[0], argv[1:]
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    interrupts.install()  # a SIGTERM, like Ctrl-C, closes the timing's run as KILLED
     try:
         time_claim(name, overrides, _pin_threads(name, overrides))
     except USER_ERRORS as error:

@@ -279,24 +279,25 @@ def _check_finite(config: Config) -> None:
                 _fail(f"{prefix}{setting.name}", f"must be a finite number, got {value}")
 
 
+def _value_of(config: Config, key: str) -> Any:
+    """The value at a dotted key of `config`, or _MISSING_KEY when it holds no such key."""
+    node: Any = config
+    for part in key.split("."):
+        if not part or not hasattr(node, part):
+            return _MISSING_KEY
+        node = getattr(node, part)
+    return node
+
+
 def _check_compare(config: Config) -> None:
     """The compared keys exist, the variant is true/false, and two labels name its sides."""
     compare = config.compare
-
-    def value_of(key: str) -> Any:
-        node: Any = config
-        for part in key.split("."):
-            if not hasattr(node, part):
-                return _MISSING_KEY
-            node = getattr(node, part)
-        return node
-
-    if not isinstance(value_of(compare.variant), bool):
+    if not isinstance(_value_of(config, compare.variant), bool):
         raise ConfigError(f"compare.variant: '{compare.variant}' is not a true/false key")
     if len(compare.cell) != 2:
         raise ConfigError(f"compare.cell: names two keys (rows, columns), got {compare.cell}")
     for key in compare.cell:
-        if value_of(key) is _MISSING_KEY:
+        if _value_of(config, key) is _MISSING_KEY:
             raise ConfigError(f"compare.cell: '{key}' is not a key of this config")
     if len(compare.labels) != 2:
         raise ConfigError(f"compare.labels: names the two sides, got {compare.labels}")
@@ -311,11 +312,8 @@ def _check_timing(config: Config) -> None:
     timing = config.claim.timing
     if not timing.key:
         return
-    node: Any = config
-    for part in timing.key.split("."):
-        if not part or not hasattr(node, part):
-            raise ConfigError(f"claim.timing.key: '{timing.key}' is not a key of this config")
-        node = getattr(node, part)
+    if _value_of(config, timing.key) is _MISSING_KEY:
+        raise ConfigError(f"claim.timing.key: '{timing.key}' is not a key of this config")
     if timing.steps < 1:
         _fail("claim.timing.steps", f"must be >= 1, got {timing.steps}")
     if timing.rounds < 2:

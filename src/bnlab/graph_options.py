@@ -10,6 +10,8 @@ therefore what a run trains, is the same either way.
 
 from __future__ import annotations
 
+from typing import Any
+
 from bnlab.backend import keras_backend
 
 # Activations whose fusion with TensorFlow's fused BatchNorm the CPU kernel implements
@@ -17,13 +19,19 @@ from bnlab.backend import keras_backend
 FUSABLE = ("relu", "sigmoid")
 
 
-def apply(bn: bool, bn_impl: str | None, activation: str | None) -> None:
+def apply(model: Any) -> None:
     """Switches the remapper off for a fused-BN model whose activation it cannot fuse, and
     back on for any other: one process may build several models (a worker's next job, the
-    variants timed side by side). A function takes the setting when it first runs."""
+    variants timed side by side). A function takes the setting when it first runs.
+
+    Args:
+        model: The model's config; a plug-in without `bn`, `bn_impl` or `activation` has
+            no fused BN to worry about.
+    """
     if keras_backend() != "tensorflow":
         return
     import tensorflow as tf
 
-    unfusable = bn and bn_impl == "fused" and activation not in FUSABLE
+    bn, activation = getattr(model, "bn", False), getattr(model, "activation", None)
+    unfusable = bn and getattr(model, "bn_impl", None) == "fused" and activation not in FUSABLE
     tf.config.optimizer.set_experimental_options({"remapping": not unfusable})

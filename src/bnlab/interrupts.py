@@ -72,6 +72,13 @@ def requested() -> bool:
     return _requested.is_set()
 
 
+def stopped_by(error: BaseException) -> bool:
+    """Whether `error` ends this process's work as a stop, not a failure: it is not an
+    Exception (KeyboardInterrupt), or a stop was asked before it, since a library may turn
+    the KeyboardInterrupt it met into an error of its own."""
+    return requested() or not isinstance(error, Exception)
+
+
 def check() -> None:
     """Raises KeyboardInterrupt if a stop was asked for, even if the first one was swallowed."""
     if _requested.is_set():

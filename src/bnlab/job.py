@@ -292,12 +292,7 @@ def _run(cfg: DictConfig, on_eval: EvalHook | None) -> dict[str, float]:
         from bnlab import graph_options
         from bnlab.training import train_model
 
-        model = config.model
-        graph_options.apply(
-            getattr(model, "bn", False),
-            getattr(model, "bn_impl", None),
-            getattr(model, "activation", None),
-        )
+        graph_options.apply(config.model)
 
         data = load_data(config.data)
         if run_logger is not None:
@@ -327,10 +322,7 @@ def _run(cfg: DictConfig, on_eval: EvalHook | None) -> dict[str, float]:
             return {metrics.OBJECTIVE: math.nan}
         raise
     except BaseException as error:
-        # Once a stop was asked, whatever ends the job is that stop: a library may turn the
-        # KeyboardInterrupt it met into an error of its own.
-        stopped = interrupts.requested() or not isinstance(error, Exception)
-        outcome = metrics.KILLED if stopped else metrics.FAILED
+        outcome = metrics.KILLED if interrupts.stopped_by(error) else metrics.FAILED
         if run_logger is not None:
             run_logger.log_error(error)
             _log_log_file(run_logger, context)

@@ -48,25 +48,17 @@ def time_side_by_side(
     """
     models, feeds = {}, {}
     for label, config in variants.items():
-        model_config = config.model
-        graph_options.apply(
-            getattr(model_config, "bn", False),
-            getattr(model_config, "bn_impl", None),
-            getattr(model_config, "activation", None),
-        )
+        graph_options.apply(config.model)
         train = config.train
-        model = compile_model(config, data)  # compiled as its jobs compile it
+        models[label] = compile_model(config, data)  # compiled as its jobs compile it
         stream = batch_indices(len(data.x_train), train.batch_size, train.seed)
         indices = np.concatenate([next(stream) for _ in range(steps)])
         feeds[label] = (data.x_train[indices], data.y_train[indices], train.batch_size)
-        x, y, batch_size = feeds[label]
-        _burst(model, x, y, batch_size, steps)  # traces: untimed
-        models[label] = model
+        _burst(models[label], *feeds[label], steps)  # traces: untimed
     found: dict[str, list[float]] = {label: [] for label in variants}
     order = list(variants)
     for number in range(rounds):
         for label in order if number % 2 == 0 else reversed(order):
             interrupts.check()
-            x, y, batch_size = feeds[label]
-            found[label].append(_burst(models[label], x, y, batch_size, steps) / steps)
+            found[label].append(_burst(models[label], *feeds[label], steps) / steps)
     return found

@@ -191,41 +191,35 @@ def load_runs(
 
 def load_timings(uri: str, experiment: str) -> pd.DataFrame:
     """The experiment's finished side-by-side step timings (`bnlab.step_timing`): one row
-    per variant and round (run_id, timing, label, round, seconds per step), with each
-    run's params (the timed cell's settings) by their keys."""
+    per variant and round (run_id, timing, start_time, label, round, seconds per step)."""
     client = MlflowClient(tracking_uri=uri)
     runs = search_all(
         client,
         [_experiment_id(client, experiment)],
         f"tags.{metrics.ROLE_TAG} = 'timing' and attributes.status = 'FINISHED'",
     )
-    requests = [
-        (run, key)
-        for run in runs
-        for key in run.data.metrics
-        if key.startswith(metrics.TIMING_PREFIX)
-    ]
-
-    def rows(request: tuple[Any, str]) -> list[dict[str, Any]]:
-        run, key = request
-        points = retry(lambda: client.get_metric_history(run.info.run_id, key))
-        return [
-            {
-                **run.data.params,
-                "run_id": run.info.run_id,
-                "timing": run.data.tags.get(metrics.TIMING_TAG),
-                "start_time": run.info.start_time,
-                "label": key.removeprefix(metrics.TIMING_PREFIX),
-                "round": point.step,
-                "seconds": point.value,
-            }
-            for point in points
-        ]
-
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        found = [row for batch in pool.map(rows, requests) for row in batch]
-    columns = ["run_id", "timing", "start_time", "label", "round", "seconds"]
-    return pd.DataFrame(found) if found else pd.DataFrame(columns=columns)
+    keys = {
+        key for run in runs for key in run.data.metrics if key.startswith(metrics.TIMING_PREFIX)
+    }
+    points = histories(uri, [run.info.run_id for run in runs], sorted(keys))
+    timed = pd.DataFrame(
+        [
+            (run.info.run_id, run.data.tags.get(metrics.TIMING_TAG), run.info.start_time)
+            for run in runs
+        ],
+        columns=["run_id", "timing", "start_time"],
+    )
+    found = timed.merge(points, on="run_id")
+    return pd.DataFrame(
+        {
+            "run_id": found["run_id"],
+            "timing": found["timing"],
+            "start_time": found["start_time"],
+            "label": found["key"].str.removeprefix(metrics.TIMING_PREFIX),
+            "round": found["step"],
+            "seconds": found["value"],
+        }
+    )
 
 
 def histories(uri: str, run_ids: list[str], keys: list[str], workers: int = 8) -> pd.DataFrame:

@@ -30,6 +30,15 @@ def test_heartbeat_stamps_the_run_and_writes_buffered_metrics(store_uri: str, cl
     created = float(client.get_run(run.run_id).data.tags[metrics.HEARTBEAT_TAG])
     run.log_metrics({metrics.VAL_ACCURACY: 0.5}, 10)  # buffered: FLUSH_SECONDS is 5 s
     assert client.get_metric_history(run.run_id, metrics.VAL_ACCURACY) == []
+    requests: list[str] = []
+    for name in ("log_batch", "set_tag"):
+        send = getattr(run.client, name)
+
+        def counted(*args, send=send, name=name, **kwargs):
+            requests.append(name)
+            return send(*args, **kwargs)
+
+        setattr(run.client, name, counted)
     run.start_heartbeat(0.2)
 
     def beaten() -> bool:
@@ -38,6 +47,10 @@ def test_heartbeat_stamps_the_run_and_writes_buffered_metrics(store_uri: str, cl
         return stamped > created and [p.step for p in history] == [10]
 
     wait_for(beaten, timeout=10)
+    run.stop_heartbeat()
+    # One request per beat: the stamp rides on the metrics' batch (each request to a
+    # server with accounts costs a password check).
+    assert requests and set(requests) == {"log_batch"}
     run.end(metrics.FINISHED)
     assert client.get_run(run.run_id).info.status == "FINISHED"
 

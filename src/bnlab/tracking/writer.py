@@ -125,15 +125,9 @@ class RunLogger:
             return
 
         def beat() -> None:
-            self.flush()
-            if self.offline:
-                return
-            retry(
-                lambda: self.client.set_tag(
-                    self.run_id, metrics.HEARTBEAT_TAG, f"{time.time():.3f}"
-                ),
-                attempts=3,
-            )
+            # One request: the stamp rides on the queued metrics' batch (on a server with
+            # accounts every request costs a password check).
+            self.flush(tags={metrics.HEARTBEAT_TAG: f"{time.time():.3f}"})
 
         self._heartbeat = Heartbeat(seconds, beat, f"heartbeat of run {self.run_id}")
 
@@ -189,17 +183,20 @@ class RunLogger:
             self._buffer += [Metric(key, value, stamp, step) for key, value, stamp, step in points]
         self.flush()
 
-    def flush(self) -> None:
-        """Writes the queued metrics, at most 1,000 values per call."""
+    def flush(self, tags: Mapping[str, str] | None = None) -> None:
+        """Writes the queued metrics, at most 1,000 values per call, `tags` with the first."""
         with self._lock:
             batch, self._buffer = self._buffer, []
+            stamps = [RunTag(key, value) for key, value in (tags or {}).items()]
             try:
-                while batch:
+                while batch or stamps:
                     chunk = batch[:1000]
                     self._send(
-                        lambda chunk=chunk: self.client.log_batch(self.run_id, metrics=chunk)
+                        lambda chunk=chunk, stamps=stamps: self.client.log_batch(
+                            self.run_id, metrics=chunk, tags=stamps
+                        )
                     )
-                    batch = batch[1000:]
+                    batch, stamps = batch[1000:], []
             except BaseException:
                 # Keep what was not written, so a later flush can try again.
                 self._buffer = batch + self._buffer

@@ -139,15 +139,20 @@ def test_a_read_only_account_reads_but_cannot_write_and_no_one_deletes_anothers_
 def test_passwd_changes_a_password_read_from_a_file_and_refuses_a_short_one(
     tracking_stack, accounts, tmp_path: Path
 ) -> None:
+    search = f"{tracking_stack.tracking_uri}/api/2.0/mlflow/experiments/search?max_results=1"
+    old = ("bruno", accounts["bruno"][0])
+    # Each request on a new connection: every worker trusts the old password (60 s cache).
+    assert tracking_stack.workers > 1 and tracking_stack.auth_cache_seconds > 0
+    assert {requests.get(search, auth=old).status_code for _ in range(12)} == {200}
     new = tmp_path / "bruno.password"
     new.write_text("a-new-password-for-bruno\n")
     changed = stack_command(
         "user", tracking_stack.root, "passwd", "bruno", "--password-file", str(new)
     )
     assert changed.returncode == 0, changed.stderr
-    search = f"{tracking_stack.tracking_uri}/api/2.0/mlflow/experiments/search?max_results=1"
     assert requests.get(search, auth=("bruno", "a-new-password-for-bruno")).status_code == 200
-    assert requests.get(search, auth=("bruno", accounts["bruno"][0])).status_code == 401
+    # No worker trusts the old one any longer: `passwd` emptied their caches.
+    assert {requests.get(search, auth=old).status_code for _ in range(12)} == {401}
     short = tmp_path / "short.password"
     short.write_text("short\n")
     refused = stack_command(

@@ -37,7 +37,7 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--auth", dest="auth", action="store_true", help="accounts (the default)")
     up.add_argument(
         "--auth-cache-seconds", type=int,
-        help="how long a worker trusts a checked password (default 0: every request)",
+        help="how long a worker trusts a checked password (default 60; 0: every request)",
     )  # fmt: skip
     up.add_argument("--tls", action="store_true", default=None, help="TLS through nginx")
     up.add_argument("--tls-port", type=int, help="the TLS proxy's port (default a free one)")
@@ -92,6 +92,12 @@ def _user(args: argparse.Namespace, found: stack.Stack) -> None:
                 print(f"Added {args.name} ({'read-only' if args.read_only else 'may write'}).")
             elif args.user_action == "passwd":
                 accounts.set_password(uri, args.name, password)
+                try:
+                    server.forget_passwords(found)
+                except stack.StackError as error:
+                    raise stack.StackError(
+                        f"changed the password of {args.name}, but {error}"
+                    ) from error
                 print(f"Changed the password of {args.name}.")
             else:
                 for account in accounts.accounts(uri):

@@ -106,6 +106,10 @@ def _command(stack: Stack) -> list[str]:
         str(stack.workers),
         "--allowed-hosts",
         allowed_hosts(stack),
+        # uvicorn's default of 5 s is shorter than MLflow's start on a small machine: a
+        # new worker (at SIGHUP, see forget_passwords) would be refused as not ready.
+        "--uvicorn-opts",
+        f"--timeout-worker-healthcheck {START_SECONDS:.0f}",
     ]
     if stack.auth:
         command += ["--app-name", "basic-auth"]
@@ -177,6 +181,55 @@ def stop_process(pid: int | None, program: bytes) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGKILL)
     _reap(pid)
+
+
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is `pid` (read from /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(stat.parent.name))
+    return found
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
+def forget_passwords(stack: Stack) -> None:
+    """Empties every server worker's cache of checked passwords, after a password change.
+
+    MLflow drops a changed password only from the cache of the worker that changed it;
+    the others would trust the old one for up to `auth_cache_seconds`. uvicorn replaces
+    its workers on SIGHUP, each new one serving before the old one stops, so nothing is
+    refused meanwhile.
+    """
+    if not stack.auth_cache_seconds or stack.workers <= 1 or not alive(stack.server_pid):
+        return  # no cache, MLflow's own invalidation covers the one worker, or nothing runs
+    supervisors = [pid for pid in _children(stack.server_pid) if b"uvicorn" in _cmdline(pid)]
+    old = (
+        {pid for pid in _children(supervisors[0]) if b"spawn_main" in _cmdline(pid)}
+        if supervisors
+        else set()
+    )
+    late = f"they may trust the old password for up to {stack.auth_cache_seconds} s more"
+    if not old:
+        raise StackError(f"found no worker of the server (process {stack.server_pid}); {late}")
+    try:
+        os.kill(supervisors[0], signal.SIGHUP)
+    except PermissionError as error:
+        raise StackError(f"could not restart the server's workers ({error}); {late}") from error
+    deadline = time.monotonic() + START_SECONDS
+    while any(alive(pid, b"spawn_main") for pid in old):
+        if time.monotonic() > deadline:
+            raise StackError(
+                f"the server's workers did not restart within {START_SECONDS:g} s; {late}"
+            )
+        time.sleep(0.5)
 
 
 def stop(stack: Stack) -> None:

@@ -78,10 +78,12 @@ class Stack:
     # Fields below came with accounts and TLS; a folder from before them loads with
     # their defaults, and its next `up` adds accounts without touching its runs.
     auth: bool = True
-    # How long a server worker trusts a checked password (MLflow's auth_cache_ttl_seconds):
-    # 0 checks its hash on every request; more saves that cost, but a changed password
-    # or a deleted account may still work on other workers for up to this long.
-    auth_cache_seconds: int = 0
+    # How long a server worker trusts a checked password (MLflow's auth_cache_ttl_seconds).
+    # 0 checks its hash on every request, which made tracking cost 4x per job, and 8 jobs
+    # at once on 2 cores overloaded the server. `user passwd` restarts the workers, so a
+    # password changed there stops working at once; one changed in MLflow's UI or deleted
+    # may still work on the other workers for up to this long.
+    auth_cache_seconds: int = 60
     # The name clients use for the server: the host it binds to, unless that is a wildcard.
     name: str | None = None
     tls: bool = False

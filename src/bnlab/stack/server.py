@@ -43,8 +43,10 @@ def alive(pid: int | None, program: bytes = b"mlflow") -> bool:
         return False
     except PermissionError:
         return True
-    cmdline = Path(f"/proc/{pid}/cmdline")
-    return not cmdline.exists() or program in cmdline.read_bytes()
+    try:
+        return program in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:  # no /proc to tell which program it is
+        return True
 
 
 def healthy(stack: Stack, timeout: float = 2.0) -> bool:
@@ -193,13 +195,6 @@ def _children(pid: int) -> list[int]:
     return found
 
 
-def _cmdline(pid: int) -> bytes:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return b""
-
-
 def forget_passwords(stack: Stack) -> None:
     """Empties every server worker's cache of checked passwords, after a password change.
 
@@ -210,17 +205,15 @@ def forget_passwords(stack: Stack) -> None:
     """
     if not stack.auth_cache_seconds or stack.workers <= 1 or not alive(stack.server_pid):
         return  # no cache, MLflow's own invalidation covers the one worker, or nothing runs
-    supervisors = [pid for pid in _children(stack.server_pid) if b"uvicorn" in _cmdline(pid)]
+    supervisor = next((pid for pid in _children(stack.server_pid) if alive(pid, b"uvicorn")), 0)
     old = (
-        {pid for pid in _children(supervisors[0]) if b"spawn_main" in _cmdline(pid)}
-        if supervisors
-        else set()
+        {pid for pid in _children(supervisor) if alive(pid, b"spawn_main")} if supervisor else set()
     )
     late = f"they may trust the old password for up to {stack.auth_cache_seconds} s more"
     if not old:
         raise StackError(f"found no worker of the server (process {stack.server_pid}); {late}")
     try:
-        os.kill(supervisors[0], signal.SIGHUP)
+        os.kill(supervisor, signal.SIGHUP)
     except PermissionError as error:
         raise StackError(f"could not restart the server's workers ({error}); {late}") from error
     deadline = time.monotonic() + START_SECONDS

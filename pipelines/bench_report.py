@@ -13,8 +13,8 @@ import time
 from pathlib import Path
 
 from bnlab import tracking
-from bnlab.pipeline import build_report
-from devtools import synthetic_store
+from bnlab.bench import synthetic_store
+from bnlab.report.build import build_report
 
 ACTIVATIONS = ("relu", "sigmoid")
 LRS = (0.0003, 0.001, 0.01, 0.05, 0.1)

@@ -1,88 +1,11 @@
-"""Write the BN-vs-no-BN report from the MLflow store.
+"""Write the report from the MLflow store: `bnlab report`.
 
-python pipelines/report.py
 python pipelines/report.py --experiment NAME --tracking-uri URI --out DIR
-python pipelines/report.py --claims [OVERRIDE ...]   # the claims page (overrides as for the suite)
 """
 
-import argparse
-import os
 import sys
-from pathlib import Path
 
-from bnlab.pipeline import ReportError, build_report
-
-
-def main() -> int:
-    parser = argparse.ArgumentParser(description="Report BN vs no BN from the tracking store.")
-    parser.add_argument("--experiment", default="bn-trick")
-    parser.add_argument(
-        "--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI", "sqlite:///mlflow.db")
-    )
-    parser.add_argument("--out", type=Path, help="folder (default reports/<experiment>/)")
-    parser.add_argument("--parent-run", help="only the jobs of this sweep's parent run")
-    parser.add_argument(
-        "--target",
-        type=float,
-        default=0.9,
-        help="validation accuracy whose first crossing is compared",
-    )
-    parser.add_argument("--study", help="also report this Optuna study (e.g. lr_bn)")
-    parser.add_argument(
-        "--optuna-storage",
-        default="sqlite:///optuna.db",
-        help="storage of the study (default sqlite:///optuna.db)",
-    )
-    parser.add_argument("--no-log", action="store_true", help="do not log to MLflow")
-    parser.add_argument(
-        "--ui-url", help="where the MLflow UI serves this store (default http://127.0.0.1:5000)"
-    )
-    parser.add_argument(
-        "--claims",
-        nargs="*",
-        metavar="OVERRIDE",
-        help="write the claims page instead (the suite's Hydra overrides, if any)",
-    )
-    args = parser.parse_args()
-    if args.claims is not None:
-        return claims_page(args)
-    try:
-        files = build_report(
-            args.tracking_uri,
-            args.experiment,
-            args.out or Path("reports") / args.experiment,
-            args.parent_run,
-            args.target,
-            log_artifacts=not args.no_log,
-            study=args.study,
-            optuna_storage=args.optuna_storage,
-            ui_url=args.ui_url,
-        )
-    except ReportError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    print(f"Report: {(files.folder / 'index.html').resolve()}")
-    if files.run_id:
-        print(f"Logged to MLflow run {files.run_id}")
-    print("\n".join(files.browse))
-    return 0
-
-
-def claims_page(args: argparse.Namespace) -> int:
-    from bnlab import claim_suite, claims_report
-    from bnlab.errors import USER_ERRORS
-
-    out = args.out or Path("reports") / args.experiment / "claims"
-    try:
-        page = claims_report.build(
-            args.tracking_uri, args.experiment, out, args.claims, claim_suite.names()
-        )
-    except (*USER_ERRORS, ReportError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    print(f"Claims: {page.resolve()}")
-    return 0
-
+from bnlab.cli.main import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(["report", *sys.argv[1:]]))

@@ -1,15 +1,11 @@
-"""Start or stop a shared tracking stack: PostgreSQL, an MLflow server with accounts, TLS.
+"""Start or stop a shared tracking stack: `bnlab stack` (up, down, env, user).
 
-python pipelines/tracking_stack.py up --dir ./stack              # prints the URIs
-eval "$(python pipelines/tracking_stack.py env --dir ./stack)"   # URI, account, PGPASSFILE
-python pipelines/tracking_stack.py user add alice --dir ./stack  # a new account
-python pipelines/tracking_stack.py down --dir ./stack            # stops what `up` started
+python pipelines/tracking_stack.py up --dir ./stack
 """
 
 import sys
 
-import bnlab  # noqa: F401  (telemetry off before mlflow is used)
-from bnlab.stack.cli import main
+from bnlab.cli.main import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(["stack", *sys.argv[1:]]))

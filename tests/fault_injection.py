@@ -34,12 +34,12 @@ class FailTraining(Callback):
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         # Imported here, as the job does, so the backend starts after its threads are pinned.
-        import bnlab.training
+        import bnlab.experiment.training
 
         if self.original is None:
-            self.original = bnlab.training.train_model
+            self.original = bnlab.experiment.training.train_model
         matches = str(OmegaConf.select(config, self.key)) == str(self.value)
-        bnlab.training.train_model = failing_train_model if matches else self.original
+        bnlab.experiment.training.train_model = failing_train_model if matches else self.original
 
 
 def fail_when(key: str, value: Any) -> list[str]:

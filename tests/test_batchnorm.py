@@ -28,7 +28,7 @@ SHAPES = {"conv (4-D)": (8, 6, 6, 5), "dense (2-D)": (16, 7)}
 
 def pair(shape: tuple[int, ...], momentum: float):
     """Keras's layer and the fused one, built alike with the same random gamma and beta."""
-    from bnlab.batchnorm import FusedBatchNormalization
+    from bnlab.experiment.batchnorm import FusedBatchNormalization
 
     reference = layers.BatchNormalization(momentum=momentum)
     fused = FusedBatchNormalization(momentum=momentum)
@@ -90,7 +90,7 @@ def test_gradients_with_respect_to_input_gamma_and_beta(shape) -> None:
 def test_model_with_fused_bn_saves_and_loads_through_mlflow(tmp_path: Path) -> None:
     import mlflow.keras
 
-    from bnlab.batchnorm import FusedBatchNormalization
+    from bnlab.experiment.batchnorm import FusedBatchNormalization
     from bnlab.plugins.cnn import build_cnn
 
     model = build_cnn(input_shape=(28, 28, 1), num_classes=10, bn=True, bn_impl="fused")
@@ -103,7 +103,7 @@ def test_model_with_fused_bn_saves_and_loads_through_mlflow(tmp_path: Path) -> N
 
 
 def test_an_unknown_implementation_is_refused() -> None:
-    from bnlab.batchnorm import batch_normalization
+    from bnlab.experiment.batchnorm import batch_normalization
 
     with pytest.raises(ValueError, match="model.bn_impl"):
         batch_normalization("cudnn", 0.9)

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from bnlab import tracking
-from bnlab.pipeline import build_report
+from bnlab.report.build import build_report
 from conftest import TINY, free_port, run_train, serve
 from test_report import fill
 

@@ -7,7 +7,9 @@ import itertools
 import pandas as pd
 import pytest
 
-from bnlab import claim_suite, claims, metrics
+from bnlab import metrics
+from bnlab.claims import rules as claims
+from bnlab.claims import suite as claim_suite
 
 SEEDS = (0, 1, 2)
 

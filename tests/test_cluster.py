@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
-from bnlab import threads
+from bnlab.experiment import threads
 from conftest import CONF_DIR, TINY, run_train
 
 

@@ -9,7 +9,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import ConfigAttributeError, ValidationError
 
 from bnlab.config import ConfigError, validate
-from bnlab.keys import flatten
+from bnlab.config.keys import flatten
 from conftest import CONF_DIR, TINY, compose_config, run_train
 
 GROUPS = {
@@ -91,7 +91,7 @@ def test_range_errors_name_the_key(overrides: list[str], key: str) -> None:
 
 
 def test_bn_impl_defaults_to_the_fused_kernel_on_tensorflow_and_is_in_the_identity() -> None:
-    from bnlab.identity import identity_hash
+    from bnlab.job.identity import identity_hash
 
     fused = validate(compose_config([]))
     keras_layer = validate(compose_config(["model.bn_impl=keras"]))
@@ -100,7 +100,7 @@ def test_bn_impl_defaults_to_the_fused_kernel_on_tensorflow_and_is_in_the_identi
 
 
 def test_a_batch_that_just_fits_the_training_split_is_accepted() -> None:
-    from bnlab.data import load_data
+    from bnlab.experiment.data import load_data
 
     config = validate(compose_config(["train.batch_size=3900"]))
     # The bound is never above the real split, so whatever passes validation fits it.
@@ -109,7 +109,7 @@ def test_a_batch_that_just_fits_the_training_split_is_accepted() -> None:
 
 
 def test_an_evaluation_interval_longer_than_the_run_evaluates_once_at_its_end() -> None:
-    from bnlab.training import _intervals
+    from bnlab.experiment.training import _intervals
 
     config = validate(compose_config(["train.steps=30", "train.eval_every=50"]))
     assert _intervals(config) == [(30, 1)]

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bnlab.data import DataError, load_data
+from bnlab.experiment.data import DataError, load_data
 from bnlab.plugins.digits import DigitsConfig
 from bnlab.plugins.mnist import MnistConfig, MnistSmallConfig, check_mnist_npz
 

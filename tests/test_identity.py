@@ -11,11 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from bnlab import identity, job, retries
 from bnlab.config import ConfigError, register_plugins, validate
-from bnlab.grid import grid_jobs
-from bnlab.keys import NOT_TRAINED, SHORTHANDS, trained_values
-from bnlab.tracking import queries
+from bnlab.config.keys import NOT_TRAINED, SHORTHANDS, trained_values
+from bnlab.job import identity
+from bnlab.job import runner as job
+from bnlab.sweep.grid import grid_jobs
+from bnlab.tracking import queries, retries
 from conftest import ROOT, TINY, compose_config, experiment_runs
 
 
@@ -87,10 +88,10 @@ def test_not_trained_keys_are_exactly_the_bookkeeping() -> None:
 def test_the_code_of_every_target_and_the_training_loop_is_covered_but_not_the_report() -> None:
     config = validate(compose_config(["optimizer=sgd"]))
     modules = identity.code_modules(config)
-    assert {"bnlab.training", "bnlab.plugins.cnn", "bnlab.plugins.mnist"} <= set(modules)
+    assert {"bnlab.experiment.training", "bnlab.plugins.cnn", "bnlab.plugins.mnist"} <= set(modules)
     # Keras's optimizers are covered by Keras's version, which the identity records.
     assert not any(module.startswith("keras") for module in modules)
-    assert "bnlab.report" not in modules and "bnlab.analysis" not in modules
+    assert "bnlab.report.figures" not in modules and "bnlab.report.analysis" not in modules
     digits = validate(compose_config(["+experiment=digits"]))
     assert {"bnlab.plugins.mlp", "bnlab.plugins.digits"} <= set(identity.code_modules(digits))
     assert identity.describe(config)["scheme"] == identity.SCHEME
@@ -123,8 +124,8 @@ def test_a_model_in_a_new_file_is_one_function_and_one_yaml_and_its_code_is_the_
 ) -> None:
     from hydra import compose, initialize_config_dir
 
-    from bnlab.data import load_data
-    from bnlab.model import build_model
+    from bnlab.experiment.data import load_data
+    from bnlab.experiment.model import build_model
 
     code = tmp_path / "code"
     code.mkdir()

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from bnlab import job, metrics
+from bnlab import metrics
+from bnlab.job import runner as job
 from conftest import TINY, run_train
 
 INTERNALS = ["train.internals=true", "train.steps=40", "train.eval_every=20", "data.limit=640"]

@@ -15,9 +15,11 @@ import optuna
 import pytest
 from mlflow import MlflowClient
 
-from bnlab import job, metrics, search, tracking
+from bnlab import metrics, tracking
 from bnlab.config import validate
-from bnlab.identity import identity_hash
+from bnlab.job import runner as job
+from bnlab.job.identity import identity_hash
+from bnlab.sweep import search
 from conftest import TINY, experiment_runs, run_train, start_train, wait_for
 
 # Heartbeats fast enough for a test to see a dead run within seconds.
@@ -109,7 +111,7 @@ def test_a_job_waits_for_a_live_run_with_its_identity_and_reuses_it(
     waiting = f"Waiting for run {rival.run_id}"
     finisher = threading.Thread(target=finish_once_the_job_waits)
     finisher.start()
-    with caplog.at_level(logging.INFO, logger="bnlab.job"):
+    with caplog.at_level(logging.INFO, logger="bnlab.job.runner"):
         final = job.run(tiny_cfg(*FAST_LIVENESS))
     finisher.join()
     assert waiting in caplog.text

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from keras import layers
 
-from bnlab.batchnorm import FusedBatchNormalization
+from bnlab.experiment.batchnorm import FusedBatchNormalization
 from bnlab.plugins.bn_switch import ACTIVATIONS, default_bn_impl
 from bnlab.plugins.cnn import build_cnn
 from bnlab.plugins.mlp import build_mlp

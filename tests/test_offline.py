@@ -6,9 +6,9 @@ import os
 import subprocess
 import sys
 
-from bnlab import job
 from bnlab.config import validate
-from bnlab.keys import spell_override
+from bnlab.config.keys import spell_override
+from bnlab.job import runner as job
 from conftest import compose_config
 
 TELEMETRY_STATE = "from mlflow.telemetry.utils import is_telemetry_disabled; " + (

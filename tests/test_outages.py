@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 import requests
 
-from bnlab import interrupts, retries
+from bnlab import interrupts
 from bnlab.redaction import redact_text
+from bnlab.tracking import retries
 from conftest import TINY, run_train
 
 # Nothing listens on the discard port of the loopback interface: connections are refused.
@@ -129,7 +130,7 @@ def test_the_console_shows_an_errors_last_line_and_the_log_file_its_traceback(
     import io
     import logging
 
-    from bnlab.console import DEBUG_LOGGER, ConsoleFormatter
+    from bnlab.job.console import DEBUG_LOGGER, ConsoleFormatter
 
     console, log_file = io.StringIO(), tmp_path / "train.log"
     logger = logging.getLogger("bnlab.test_console")

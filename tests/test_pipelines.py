@@ -194,7 +194,7 @@ BAD_PATHS = [
 def test_pipelines_refuse_bad_paths_with_one_line(args: list[str], key: str, tmp_path: Path):
     # A store with one run, so only the path under test is wrong.
     from bnlab import tracking
-    from devtools import synthetic_store
+    from bnlab.bench import synthetic_store
 
     store = tracking.Store(f"sqlite:///{tmp_path}/mlflow.db", "bn-trick")
     synthetic_store.log_run(store, bn=True, lr=0.01, activation="relu", seed=0)

@@ -6,7 +6,9 @@ import sys
 
 import pytest
 
-from bnlab import metrics, progress, threads
+from bnlab import metrics
+from bnlab.experiment import threads
+from bnlab.sweep import progress
 
 JOBLIB = "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"
 RAY = "hydra_plugins.hydra_ray_launcher.ray_launcher.RayLauncher"
@@ -73,7 +75,7 @@ def test_pinning_sets_what_the_backends_read_and_keeps_the_users_choice(monkeypa
 @pytest.mark.parametrize("value", [0, 1])
 def test_train_threads_is_not_part_of_the_identity(value) -> None:
     from bnlab.config import validate
-    from bnlab.identity import identity_hash
+    from bnlab.job.identity import identity_hash
     from conftest import compose_config
 
     base = identity_hash(validate(compose_config([])))

@@ -12,10 +12,12 @@ import pandas as pd
 import pytest
 from matplotlib.figure import Figure
 
-from bnlab import analysis, metrics, report, tracking
-from bnlab.pipeline import ReportError, build_report
+from bnlab import metrics, tracking
+from bnlab.bench import synthetic_store as synthetic
+from bnlab.report import analysis
+from bnlab.report import figures as report
+from bnlab.report.build import ReportError, build_report
 from conftest import ROOT, experiment_runs
-from devtools import synthetic_store as synthetic
 
 ACTIVATIONS = ("relu", "sigmoid")
 LRS = (0.001, 0.01, 0.05)

@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from bnlab import search
 from bnlab.config import ConfigError
-from bnlab.pipeline import ReportError, build_report
+from bnlab.report.build import ReportError, build_report
+from bnlab.sweep import search
 from conftest import TINY, run_train, runs_by_role
 from fault_injection import fail_when
 

@@ -13,9 +13,10 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from bnlab import metrics, spool, tracking
+from bnlab import metrics, tracking
 from bnlab.config import TrackingConfig
-from bnlab.retries import StoreUnavailable
+from bnlab.tracking import spool
+from bnlab.tracking.retries import StoreUnavailable
 from conftest import disrupt_mid_sweep, experiment_runs, run_train
 
 

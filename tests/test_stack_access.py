@@ -18,7 +18,7 @@ import requests
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from bnlab import spool
+from bnlab.tracking import spool
 from conftest import ROOT, TINY, experiment_runs, run_train, stack_command, start_train
 
 pytestmark = pytest.mark.slow

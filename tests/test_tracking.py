@@ -8,9 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from bnlab import job, metrics, training
+from bnlab import metrics
 from bnlab.config import validate
-from bnlab.identity import identity_hash
+from bnlab.experiment import training
+from bnlab.job import runner as job
+from bnlab.job.identity import identity_hash
 from conftest import experiment_runs
 from fault_injection import InjectedFailure, failing_train_model
 

@@ -8,8 +8,8 @@ import pytest
 
 from bnlab import metrics
 from bnlab.config import validate
-from bnlab.data import load_data
-from bnlab.training import _intervals, steps_per_execution, train_model
+from bnlab.experiment.data import load_data
+from bnlab.experiment.training import _intervals, steps_per_execution, train_model
 
 
 def test_short_run_learns_above_chance(tiny_cfg) -> None:
@@ -64,7 +64,7 @@ def test_every_activation_trains_and_evaluates_with_the_fused_bn_kernel(
 ) -> None:
     # TensorFlow's remapper fused FusedBatchNorm with these activations at evaluation and
     # stopped with "Fusion is not implemented" on the CPU (bnlab/graph_options.py).
-    from bnlab import job
+    from bnlab.job import runner as job
 
     final = job.run(
         tiny_cfg(f"activation={activation}", "model.bn_impl=fused", "tracking.enabled=false")

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
+from importlib import metadata
 from pathlib import Path
 
 
@@ -23,3 +25,31 @@ def keras_backend() -> str:
         return str(json.loads((home / "keras.json").read_text())["backend"])
     except (OSError, ValueError, KeyError, TypeError):
         return "tensorflow"
+
+
+# The distributions that carry each backend's code (TensorFlow's CPU build has its own).
+BACKEND_DISTRIBUTIONS = {
+    "tensorflow": ("tensorflow", "tensorflow-cpu"),
+    "jax": ("jax",),
+    "torch": ("torch",),
+}
+
+
+@functools.cache
+def versions() -> dict[str, str]:
+    """The Keras backend and the versions of Keras and of that backend, read from the
+    installed packages' metadata: no backend is started (a relaunch that skips every
+    job never imports TensorFlow)."""
+    name = keras_backend()
+    version = "unknown"
+    for distribution in BACKEND_DISTRIBUTIONS.get(name, ()):
+        try:
+            version = metadata.version(distribution)
+            break
+        except metadata.PackageNotFoundError:
+            continue
+    try:
+        keras_version = metadata.version("keras")
+    except metadata.PackageNotFoundError:
+        keras_version = "unknown"
+    return {"keras_backend": name, "keras_version": keras_version, "backend_version": version}

@@ -23,7 +23,8 @@ VAL_ACCURACY_MOVING_STATS = "val/accuracy_moving_stats"
 PARAMETERS = "model/parameters"
 # Seconds a run spent measuring its internals (left out of its steps per second).
 INTERNALS_SECONDS = "perf/internals_seconds"
-# A claim's side-by-side step timing (bnlab.step_timing): seconds per step of each variant,
+# A claim's side-by-side step timing (bnlab.experiment.step_timing): seconds per step of each
+# variant,
 # one point per round, under `timing/seconds_per_step/<the timed key's value>`.
 TIMING_PREFIX = "timing/seconds_per_step/"
 SAMPLES_PER_SECOND = "perf/samples_per_second"
@@ -53,8 +54,8 @@ RUN_NAME_TAG = "mlflow.runName"
 # Tags this project writes on runs.
 ROLE_TAG = "role"  # job, sweep, search or report
 OUTCOME_TAG = "outcome"  # one of the outcomes above
-IDENTITY_TAG = "identity"  # bnlab.identity.identity_hash of a job
-IDENTITY_SCHEME_TAG = "identity_scheme"  # bnlab.identity.SCHEME when the job was recorded
+IDENTITY_TAG = "identity"  # bnlab.job.identity.identity_hash of a job
+IDENTITY_SCHEME_TAG = "identity_scheme"  # bnlab.job.identity.SCHEME when the job was recorded
 # CPU threads the job's backend was pinned to ("default" when left alone).
 THREADS_TAG = "threads"
 SWEEP_ID_TAG = "sweep_id"  # the launch a job or parent belongs to

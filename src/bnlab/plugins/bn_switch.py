@@ -109,7 +109,7 @@ def block(
     """Applies `layer`, then BN and the activation (or BN after it), or the activation alone."""
     from keras import layers
 
-    from bnlab.batchnorm import batch_normalization
+    from bnlab.experiment.batchnorm import batch_normalization
 
     x = layer(x)
     if bn and bn_position == "before":

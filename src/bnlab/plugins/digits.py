@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from bnlab.config import DataConfig
-from bnlab.data import Splits, fewest_train_images, split_pool
+from bnlab.experiment.data import Splits, fewest_train_images, split_pool
 
 IMAGES = 1797
 CLASSES = 10

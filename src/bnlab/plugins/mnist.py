@@ -10,7 +10,13 @@ from pathlib import Path
 import numpy as np
 
 from bnlab.config import DataConfig
-from bnlab.data import DataError, Splits, fewest_train_images, split_pool, stratified_indices
+from bnlab.experiment.data import (
+    DataError,
+    Splits,
+    fewest_train_images,
+    split_pool,
+    stratified_indices,
+)
 
 IMAGE_SHAPE = (28, 28, 1)
 CLASSES = 10

@@ -13,7 +13,7 @@ from typing import Any
 from mlflow.entities import RunTag
 
 from bnlab import interrupts, metrics
-from bnlab.retries import (
+from bnlab.tracking.retries import (
     retry,
 )
 

@@ -9,8 +9,9 @@ from pathlib import Path
 
 from mlflow import MlflowClient
 
-from bnlab import metrics, provenance
-from bnlab.retries import (
+from bnlab import metrics
+from bnlab.tracking import provenance
+from bnlab.tracking.retries import (
     retry,
 )
 from bnlab.tracking.store import active_run_id_from_env

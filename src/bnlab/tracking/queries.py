@@ -15,9 +15,9 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from bnlab import metrics
-from bnlab.keys import SHORTHANDS
-from bnlab.provenance import GIT_COMMIT_TAG
-from bnlab.retries import retry
+from bnlab.config.keys import SHORTHANDS
+from bnlab.tracking.provenance import GIT_COMMIT_TAG
+from bnlab.tracking.retries import retry
 
 
 class StoreQueryError(RuntimeError):
@@ -190,7 +190,7 @@ def load_runs(
 
 
 def load_timings(uri: str, experiment: str) -> pd.DataFrame:
-    """The experiment's finished side-by-side step timings (`bnlab.step_timing`): one row
+    """The experiment's finished side-by-side step timings (`bnlab.experiment.step_timing`): one row
     per variant and round (run_id, timing, start_time, label, round, seconds per step)."""
     client = MlflowClient(tracking_uri=uri)
     runs = search_all(

@@ -9,9 +9,10 @@ from pathlib import Path
 
 from mlflow.exceptions import MlflowException
 
-from bnlab import metrics, provenance, spool
+from bnlab import metrics
 from bnlab.redaction import redact_text
-from bnlab.retries import (
+from bnlab.tracking import provenance, spool
+from bnlab.tracking.retries import (
     file_lock,
     retry,
 )

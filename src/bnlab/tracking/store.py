@@ -18,8 +18,12 @@ from mlflow.exceptions import MlflowException
 
 from bnlab import metrics
 from bnlab.config import ConfigError, TrackingConfig
+from bnlab.config.store_uri import sqlite_path
 from bnlab.redaction import redact_text
-from bnlab.retries import (
+from bnlab.tracking import queries
+from bnlab.tracking.liveness import Liveness
+from bnlab.tracking.replay import SpoolReplay
+from bnlab.tracking.retries import (
     NEVER_TRANSIENT,
     StoreUnavailable,
     caused_by,
@@ -27,10 +31,6 @@ from bnlab.retries import (
     set_deadline,
     sqlite_schema_lock,
 )
-from bnlab.store_uri import sqlite_path
-from bnlab.tracking import queries
-from bnlab.tracking.liveness import Liveness
-from bnlab.tracking.replay import SpoolReplay
 from bnlab.tracking.sweeps import NOTE_TAG, SweepBook
 from bnlab.tracking.writer import RunLogger
 

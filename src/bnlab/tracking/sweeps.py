@@ -14,10 +14,10 @@ from mlflow.entities import RunTag
 
 from bnlab import metrics
 from bnlab.redaction import redact_text
-from bnlab.retries import (
+from bnlab.tracking import queries
+from bnlab.tracking.retries import (
     retry,
 )
-from bnlab.tracking import queries
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from mlflow.exceptions import RestException
 
-from bnlab.retries import (
+from bnlab.tracking.retries import (
     STORE_SIDE_CODES,
     StoreUnavailable,
     treat_as_server_errors,

@@ -21,10 +21,11 @@ from mlflow import MlflowClient
 from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 
-from bnlab import metrics, spool, system_metrics
+from bnlab import metrics
 from bnlab.heartbeat import Heartbeat
 from bnlab.redaction import redact_file, redact_text
-from bnlab.retries import (
+from bnlab.tracking import spool, system_metrics
+from bnlab.tracking.retries import (
     StoreUnavailable,
     retry,
 )

@@ -1,12 +1,12 @@
 """A Hydra grid sweeper that launches every job of the grid without composing it again.
 
 The project's default sweeper (`hydra/sweeper=bnlab_grid`, set in conf/config.yaml). It
-expands the grid as Hydra's basic sweeper does (`bnlab.grid.grid_jobs`: the sweeper's
+expands the grid as Hydra's basic sweeper does (`bnlab.sweep.grid.grid_jobs`: the sweeper's
 `params` first, the command line after them) and hands it to the configured launcher.
 Hydra's basic sweeper composes every job's config in the launching process before it
 launches them, and the launcher composes each again where the job runs; here every job
 was already checked, faster, before the sweep's parent run was opened
-(`bnlab.sweep.ExperimentCallback` with `check_jobs`), so the launching process does not
+(`bnlab.sweep.callback.ExperimentCallback` with `check_jobs`), so the launching process does not
 compose them a second time.
 """
 
@@ -23,7 +23,7 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
-from bnlab import grid
+from bnlab.sweep import grid
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ ConfigStore.instance().store(
 class GridSweeper(Sweeper):
     """Launches the product of the swept values as one batch through the launcher."""
 
-    # The launch callback checks the jobs and records the sweep's parent run (bnlab.sweep).
+    # The launch callback checks the jobs and records the sweep's parent run (bnlab.sweep.callback).
     records_own_parent = False
 
     def __init__(self, params: Any = None) -> None:

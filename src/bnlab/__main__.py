@@ -1,0 +1,5 @@
+"""`python -m bnlab`: the `bnlab` command."""
+
+from bnlab.cli.main import run
+
+run()

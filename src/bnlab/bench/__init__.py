@@ -1,0 +1,1 @@
+"""Benchmarks that print speed figures side by side (the `bnlab benchmark` subcommand)."""

@@ -1,0 +1,1 @@
+"""The article's claims: saved studies run, judged by rules, and shown on a page."""

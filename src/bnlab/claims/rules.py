@@ -1,0 +1,430 @@
+"""The article's claims as rules: each counts, over seeds, the comparisons that bear it out.
+
+A rule takes one row per run of its claim's study (the study's swept values, typed, and
+the run's final metrics), the runs' validation curves and the study's side-by-side step
+timings (one row per variant and round; empty unless the study has `claim.timing`), and
+returns how many of how many comparisons agree with the claim, with the one sentence that
+says what it counted.
+The verdict follows the count: *supported* when at least two thirds agree, *not
+supported* when at most one third do, *mixed* in between; *not run* when the study has
+not recorded all its runs. Which study feeds which rule is data
+(`conf/experiment/claims/*.yaml`: `claim.rule`); the rules are here.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from bnlab import metrics
+from bnlab.report.analysis import interval, steps_to_target
+
+SUPPORTED, NOT_SUPPORTED, MIXED, NOT_RUN = "supported", "not supported", "mixed", "not run"
+# A run "learned" when its best validation accuracy reached this (chance is 0.1).
+LEARNED = 0.5
+# Accuracy differences smaller than this count as equal (a point of accuracy).
+TOLERANCE = 0.01
+# Validation accuracy the "faster" claim races to.
+TARGET = 0.9
+
+
+@dataclass
+class Finding:
+    """What a rule counted: `agree` of `compared` comparisons bear the claim out."""
+
+    agree: int
+    compared: int
+    rule: str
+    details: dict = field(default_factory=dict)
+    # What the claim's figure draws: one bar per (setting, side), mean over seeds and its
+    # 95 % interval (columns setting, side, value, error), and the value's name.
+    bars: pd.DataFrame | None = None
+    measure: str = ""
+
+    @property
+    def verdict(self) -> str:
+        return verdict(self.agree, self.compared)
+
+
+def verdict(agree: int, compared: int) -> str:
+    """Supported at two thirds or more, not supported at one third or less, else mixed."""
+    if compared == 0:
+        return NOT_RUN
+    if 3 * agree >= 2 * compared:
+        return SUPPORTED
+    if 3 * agree <= compared:
+        return NOT_SUPPORTED
+    return MIXED
+
+
+Rule = Callable[[pd.DataFrame, pd.DataFrame, pd.DataFrame], "Finding"]
+RULES: dict[str, Rule] = {}
+# Each rule's sentence: what it counts, said the same on the page whether or not it ran.
+RULE_TEXTS: dict[str, str] = {}
+
+FASTER_RULE = (
+    f"Per cell and seed where either variant reached {TARGET:.0%} validation accuracy, "
+    "BN agrees when it got there in fewer seconds (steps to target times its measured "
+    "step time)."
+)
+
+HIGHER_LR_RULE = (
+    f"Per activation and seed, BN agrees when the largest learning rate at which it "
+    f"learned (best validation accuracy >= {LEARNED}) is above the plain network's."
+)
+
+INIT_RULE = (
+    "Per initial scale other than Keras's default, and per seed, BN agrees when its best "
+    f"validation accuracy beats the plain network's by more than {TOLERANCE}."
+)
+
+ACTIVATIONS_RULE = (
+    "Per learning rate and seed, BN agrees when more activations learned with it "
+    f"(best validation accuracy >= {LEARNED}) than without."
+)
+
+BETTER_RULE = (
+    "Each variant at its own best learning rate per activation; per activation and seed, "
+    "BN agrees when its test accuracy is higher."
+)
+
+NOT_REGULARIZER_RULE = (
+    "Each variant at its own best learning rate; per activation and seed, the claim holds "
+    "when BN's gap between final train and validation accuracy is not smaller than the "
+    f"plain network's by more than {TOLERANCE} (a regularizer would shrink it)."
+)
+
+NO_BIAS_RULE = (
+    "Per cell and seed, the claim holds when the layers without bias are within "
+    f"{TOLERANCE} of the biased ones' best validation accuracy; the saving is counted in "
+    "parameters and in step time, timed side by side in one process (the two variants "
+    "alternating, burst by burst), not in the runs' own step times, which ran under "
+    "other loads."
+)
+
+PLACEMENT_RULE = (
+    "Per cell and seed, the claim holds when BN before the activation reaches a best "
+    f"validation accuracy no more than {TOLERANCE} below BN after it."
+)
+
+TRAIN_VS_INFERENCE_RULE = (
+    "Per BN momentum, activation and seed, the claim holds when final validation "
+    "accuracy with BN's moving statistics and with each batch's own statistics differ "
+    f"by {TOLERANCE} or more."
+)
+
+
+def rule(name: str, text: str) -> Callable[[Callable], Rule]:
+    """Registers a rule: a function of (runs, curves, timings) returning a Finding."""
+
+    def register(function: Callable) -> Rule:
+        RULES[name] = function
+        RULE_TEXTS[name] = text
+        return function
+
+    return register
+
+
+def _learned(runs: pd.DataFrame) -> pd.Series:
+    return runs[metrics.BEST_VAL_ACCURACY].fillna(0) >= LEARNED
+
+
+def _paired(runs: pd.DataFrame, keys: list[str], side: str) -> pd.DataFrame:
+    """One row per `keys` value with each side's run side by side (columns suffixed)."""
+    true_side = runs[runs[side]].set_index(keys)
+    false_side = runs[~runs[side]].set_index(keys)
+    return true_side.join(false_side, lsuffix="_t", rsuffix="_f", how="inner").reset_index()
+
+
+def _best_column(runs: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """Each variant at its own best learning rate (by mean best validation accuracy)."""
+    means = runs.groupby([*keys, "bn", "lr"])[metrics.BEST_VAL_ACCURACY].mean().reset_index()
+    best = means.loc[means.groupby([*keys, "bn"])[metrics.BEST_VAL_ACCURACY].idxmax()]
+    chosen = best[[*keys, "bn", "lr"]]
+    return runs.merge(chosen, on=[*keys, "bn", "lr"])
+
+
+def _bars(
+    runs: pd.DataFrame, setting: list[str], side: pd.Series, value: pd.Series
+) -> pd.DataFrame:
+    """Mean and 95 % interval over seeds of `value`, per setting and side."""
+    frame = runs[setting].astype(str).agg(" ".join, axis=1).to_frame("setting")
+    frame["side"], frame["value"] = side.to_numpy(), value.to_numpy()
+    rows = []
+    for (name, which), group in frame.groupby(["setting", "side"], sort=False):
+        mean, _, ci95, _ = interval(group["value"])
+        rows.append({"setting": name, "side": which, "value": mean, "error": ci95})
+    return pd.DataFrame(rows, columns=["setting", "side", "value", "error"])
+
+
+def _variant(runs: pd.DataFrame) -> pd.Series:
+    return runs["bn"].map({True: "BN", False: "no BN"})
+
+
+def _count(pairs: pd.DataFrame, agrees: pd.Series) -> tuple[int, int]:
+    return int(agrees.sum()), len(pairs)
+
+
+@rule("faster", FASTER_RULE)
+def faster(runs: pd.DataFrame, curves: pd.DataFrame, timings: pd.DataFrame) -> Finding:
+    runs = runs.copy()
+    runs["steps_to_target"] = [
+        steps_to_target(curves[curves["run_id"] == run_id], TARGET) for run_id in runs["run_id"]
+    ]
+    runs["seconds_per_step"] = 1 / runs[metrics.STEPS_PER_SECOND]
+    runs["seconds_to_target"] = runs["steps_to_target"] * runs["seconds_per_step"]
+    pairs = _paired(runs, ["activation", "lr", "seed"], "bn")
+    reached = pairs[pairs["steps_to_target_t"].notna() | pairs["steps_to_target_f"].notna()]
+    seconds = reached["seconds_to_target_t"].fillna(math.inf) < reached[
+        "seconds_to_target_f"
+    ].fillna(math.inf)
+    steps = reached["steps_to_target_t"].fillna(math.inf) < reached["steps_to_target_f"].fillna(
+        math.inf
+    )
+    agree, compared = _count(reached, seconds)
+    cost = (pairs["seconds_per_step_t"] / pairs["seconds_per_step_f"]).median()
+    return Finding(
+        agree,
+        compared,
+        FASTER_RULE,
+        {
+            "fewer_steps": int(steps.sum()),
+            "bn_step_cost_ratio": _number(cost),
+            "never_reached": len(pairs) - len(reached),
+        },
+        _bars(runs, ["activation", "lr"], _variant(runs), runs["seconds_to_target"]),
+        f"seconds to {TARGET:.0%} validation accuracy",
+    )
+
+
+@rule("higher_lr", HIGHER_LR_RULE)
+def higher_lr(runs: pd.DataFrame, curves: pd.DataFrame, timings: pd.DataFrame) -> Finding:
+    runs = runs.assign(learned=_learned(runs))
+    fraction = runs.groupby(["activation", "bn", "lr"])["learned"].mean()
+    largest = {}
+    for (activation, bn), rates in fraction.groupby(level=["activation", "bn"]):
+        mostly = [lr for (_, _, lr), share in rates.items() if share > 0.5]
+        largest[f"{activation} {'BN' if bn else 'no BN'}"] = max(mostly) if mostly else None
+    per_seed = (
+        runs[runs["learned"]]
+        .groupby(["activation", "seed", "bn"])["lr"]
+        .max()
+        .unstack("bn")
+        .reindex(columns=[True, False])
+    )
+    per_seed = per_seed.reindex(
+        pd.MultiIndex.from_frame(runs[["activation", "seed"]].drop_duplicates())
+    ).fillna(0)
+    agree, compared = int((per_seed[True] > per_seed[False]).sum()), len(per_seed)
+    return Finding(
+        agree,
+        compared,
+        HIGHER_LR_RULE,
+        {
+            "fraction_learned": {
+                f"{activation} {'BN' if bn else 'no BN'} lr={lr:g}": float(share)
+                for (activation, bn, lr), share in fraction.items()
+            },
+            "largest_rate_most_seeds_learned": largest,
+        },
+        _bars(runs, ["activation", "lr"], _variant(runs), runs["learned"].astype(float)),
+        "fraction of seeds that learned",
+    )
+
+
+@rule("init", INIT_RULE)
+def init(runs: pd.DataFrame, curves: pd.DataFrame, timings: pd.DataFrame) -> Finding:
+    pairs = _paired(runs, ["model.init_scale", "seed"], "bn")
+    away = pairs[pairs["model.init_scale"] != 1.0]
+    better = (
+        away[f"{metrics.BEST_VAL_ACCURACY}_t"] > away[f"{metrics.BEST_VAL_ACCURACY}_f"] + TOLERANCE
+    )
+    agree, compared = _count(away, better)
+    learned = runs.assign(learned=_learned(runs)).groupby(["model.init_scale", "bn"])["learned"]
+    return Finding(
+        agree,
+        compared,
+        INIT_RULE,
+        {
+            "fraction_learned": {
+                f"scale={scale:g} {'BN' if bn else 'no BN'}": float(share)
+                for (scale, bn), share in learned.mean().items()
+            }
+        },
+        _bars(runs, ["model.init_scale"], _variant(runs), runs[metrics.BEST_VAL_ACCURACY]),
+        "best validation accuracy",
+    )
+
+
+@rule("activations", ACTIVATIONS_RULE)
+def activations(runs: pd.DataFrame, curves: pd.DataFrame, timings: pd.DataFrame) -> Finding:
+    runs = runs.assign(learned=_learned(runs))
+    viable = runs.groupby(["lr", "seed", "bn"])["learned"].sum().unstack("bn")
+    agree, compared = int((viable[True] > viable[False]).sum()), len(viable)
+    per_activation = runs.groupby(["activation", "bn"])["learned"].mean()
+    return Finding(
+        agree,
+        compared,
+        ACTIVATIONS_RULE,
+        {
+            "fraction_learned": {
+                f"{activation} {'BN' if bn else 'no BN'}": float(share)
+                for (activation, bn), share in per_activation.items()
+            }
+        },
+        _bars(runs, ["activation"], _variant(runs), runs["learned"].astype(float)),
+        "fraction of runs that learned (both learning rates)",
+    )
+
+
+@rule("better", BETTER_RULE)
+def better(runs: pd.DataFrame, curves: pd.DataFrame, timings: pd.DataFrame) -> Finding:
+    best = _best_column(runs, ["activation"])
+    pairs = _paired(best, ["activation", "seed"], "bn")
+    difference = pairs[f"{metrics.TEST_ACCURACY}_t"] - pairs[f"{metrics.TEST_ACCURACY}_f"]
+    agree, compared = _count(pairs, difference > 0)
+    mean, _, ci95, _ = interval(difference)
+    return Finding(
+        agree,
+        compared,
+        BETTER_RULE,
+        {"test_accuracy_difference": _number(mean), "difference_ci95": _number(ci95)},
+        _bars(best, ["activation"], _variant(best), best[metrics.TEST_ACCURACY]),
+        "test accuracy at the variant's best learning rate",
+    )
+
+
+@rule("not_regularizer", NOT_REGULARIZER_RULE)
+def not_regularizer(runs: pd.DataFrame, curves: pd.DataFrame, timings: pd.DataFrame) -> Finding:
+    best = _best_column(runs, ["activation"])
+    best = best.assign(gap=best[metrics.TRAIN_ACCURACY] - best[metrics.VAL_ACCURACY])
+    pairs = _paired(best, ["activation", "seed"], "bn")
+    agree, compared = _count(pairs, pairs["gap_t"] >= pairs["gap_f"] - TOLERANCE)
+    return Finding(
+        agree,
+        compared,
+        NOT_REGULARIZER_RULE,
+        {
+            "mean_gap_bn": _number(pairs["gap_t"].mean()),
+            "mean_gap_no_bn": _number(pairs["gap_f"].mean()),
+        },
+        _bars(best, ["activation"], _variant(best), best["gap"]),
+        "final train minus validation accuracy",
+    )
+
+
+@rule("no_bias", NO_BIAS_RULE)
+def no_bias(runs: pd.DataFrame, curves: pd.DataFrame, timings: pd.DataFrame) -> Finding:
+    runs = runs.assign(without=~runs["model.bn_bias"])
+    pairs = _paired(runs, ["activation", "lr", "seed"], "without")
+    accurate = (
+        pairs[f"{metrics.BEST_VAL_ACCURACY}_t"]
+        >= pairs[f"{metrics.BEST_VAL_ACCURACY}_f"] - TOLERANCE
+    )
+    agree, compared = _count(pairs, accurate)
+    # Each round of each timed cell: the step time without bias over the one with it.
+    rounds = timings.pivot_table(index=["timing", "round"], columns="label", values="seconds")
+    paired = {"true", "false"} <= set(rounds)
+    ratio = rounds["false"] / rounds["true"] if paired else pd.Series(dtype=float)
+    mean, _, ci95, _ = interval(ratio)
+    return Finding(
+        agree,
+        compared,
+        NO_BIAS_RULE,
+        {
+            "parameters_without_bias": _median(pairs, f"{metrics.PARAMETERS}_t"),
+            "parameters_with_bias": _median(pairs, f"{metrics.PARAMETERS}_f"),
+            "step_time_without_over_with": _number(ratio.median()),
+            "step_time_ratio_ci95": [_number(mean - ci95), _number(mean + ci95)],
+            "rounds_faster_without_bias": f"{int((ratio < 1).sum())} of {len(ratio)}",
+            "best_val_accuracy_difference": _number(
+                (
+                    pairs[f"{metrics.BEST_VAL_ACCURACY}_t"]
+                    - pairs[f"{metrics.BEST_VAL_ACCURACY}_f"]
+                ).mean()
+            ),
+        },
+        _bars(
+            runs,
+            ["activation"],
+            runs["model.bn_bias"].map({True: "with bias", False: "without bias"}),
+            runs[metrics.BEST_VAL_ACCURACY],
+        ),
+        "best validation accuracy",
+    )
+
+
+@rule("placement", PLACEMENT_RULE)
+def placement(runs: pd.DataFrame, curves: pd.DataFrame, timings: pd.DataFrame) -> Finding:
+    runs = runs.assign(before=runs["model.bn_position"] == "before")
+    pairs = _paired(runs, ["activation", "lr", "seed"], "before")
+    difference = pairs[f"{metrics.BEST_VAL_ACCURACY}_t"] - pairs[f"{metrics.BEST_VAL_ACCURACY}_f"]
+    agree, compared = _count(pairs, difference >= -TOLERANCE)
+    return Finding(
+        agree,
+        compared,
+        PLACEMENT_RULE,
+        {"mean_difference_before_minus_after": _number(difference.mean())},
+        _bars(
+            runs,
+            ["activation"],
+            "BN " + runs["model.bn_position"] + " the activation",
+            runs[metrics.BEST_VAL_ACCURACY],
+        ),
+        "best validation accuracy",
+    )
+
+
+@rule("train_vs_inference", TRAIN_VS_INFERENCE_RULE)
+def train_vs_inference(runs: pd.DataFrame, curves: pd.DataFrame, timings: pd.DataFrame) -> Finding:
+    measured = runs.dropna(subset=[metrics.VAL_ACCURACY_BATCH_STATS])
+    # The same images in both modes: the moving-statistics accuracy logged beside the
+    # batch-statistics one, or (runs that logged only the latter, on the whole validation
+    # split) the final validation accuracy.
+    moving = measured[metrics.VAL_ACCURACY]
+    if metrics.VAL_ACCURACY_MOVING_STATS in measured:
+        moving = measured[metrics.VAL_ACCURACY_MOVING_STATS].fillna(moving)
+    difference = (moving - measured[metrics.VAL_ACCURACY_BATCH_STATS]).abs()
+    agree, compared = _count(measured, difference >= TOLERANCE)
+    by_momentum = difference.groupby(measured["model.bn_momentum"]).mean()
+    return Finding(
+        agree,
+        compared,
+        TRAIN_VS_INFERENCE_RULE,
+        {
+            "mean_abs_difference": {f"momentum={m:g}": _number(v) for m, v in by_momentum.items()},
+            "without_the_measure": len(runs) - len(measured),
+        },
+        pd.concat(
+            [
+                _bars(
+                    measured,
+                    ["model.bn_momentum"],
+                    pd.Series(["moving statistics"] * len(measured)),
+                    moving,
+                ),
+                _bars(
+                    measured,
+                    ["model.bn_momentum"],
+                    pd.Series(["batch statistics"] * len(measured)),
+                    measured[metrics.VAL_ACCURACY_BATCH_STATS],
+                ),
+            ]
+        ),
+        "final validation accuracy (setting: BN momentum)",
+    )
+
+
+def _median(frame: pd.DataFrame, column: str) -> float | None:
+    return _number(frame[column].median()) if column in frame else None
+
+
+def _number(value) -> float | None:
+    if value is None:
+        return None
+    value = float(value)
+    return None if math.isnan(value) or np.isinf(value) else value

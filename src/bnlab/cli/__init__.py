@@ -1,0 +1,1 @@
+"""The `bnlab` command and its subcommands; errors turned into one line."""

@@ -1,0 +1,1 @@
+"""The configs this package ships, found by Hydra as `pkg://bnlab.conf`."""

@@ -1,0 +1,246 @@
+"""Training on a step schedule, with validation every `eval_every` steps."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import keras
+import numpy as np
+
+from bnlab import interrupts, metrics
+from bnlab.config import Config
+from bnlab.experiment.data import Splits
+from bnlab.experiment.model import build_model, build_optimizer
+
+# Samples materialised per fit call (about 100 MB of float32 MNIST images).
+MAX_SAMPLES_PER_CALL = 32_000
+
+# Called after each evaluation with (global step, metric name -> value);
+# returning True stops training early (a pruned trial).
+EvalHook = Callable[[int, dict[str, float]], bool]
+
+
+@dataclass
+class TrainResult:
+    """What one training run produced, in the metric names of `bnlab.metrics`."""
+
+    outcome: str
+    history: list[dict[str, float]] = field(default_factory=list)
+    final: dict[str, float] = field(default_factory=dict)
+    model: keras.Model | None = None
+
+    @property
+    def objective(self) -> float:
+        """Best validation accuracy, or chance accuracy when the run diverged."""
+        if self.outcome == metrics.DIVERGED:
+            return metrics.CHANCE_ACCURACY
+        return self.final.get(metrics.BEST_VAL_ACCURACY, metrics.CHANCE_ACCURACY)
+
+
+def batch_indices(num_samples: int, batch_size: int, seed: int) -> Iterator[np.ndarray]:
+    """Yields the sample indices of each step: a fresh shuffle every epoch, no sample twice."""
+    if not 1 <= batch_size <= num_samples:
+        # Config validation refuses this first; without the check the loop never yields.
+        raise ValueError(f"train.batch_size: {batch_size} does not fit {num_samples} images")
+    rng = np.random.default_rng(seed)
+    while True:
+        order = rng.permutation(num_samples)
+        for start in range(0, num_samples - batch_size + 1, batch_size):
+            yield order[start : start + batch_size]
+
+
+def _is_finite(value: float) -> bool:
+    return value is not None and math.isfinite(value)
+
+
+def evaluate(model: keras.Model, x: np.ndarray, y: np.ndarray, chunk: int = 1000) -> dict:
+    """Loss and accuracy over (x, y), a few large batches at a time.
+
+    `test_on_batch` reuses one compiled function; `evaluate` would rebuild its
+    data pipeline on every call, which costs more than the evaluation itself
+    on a 500-image validation set.
+    """
+    totals = {"loss": 0.0, "accuracy": 0.0}
+    for start in range(0, len(x), chunk):
+        logs = model.test_on_batch(
+            x[start : start + chunk], y[start : start + chunk], return_dict=True
+        )
+        size = len(x[start : start + chunk])
+        for key in totals:
+            totals[key] += float(logs[key]) * size
+    return {key: value / len(x) for key, value in totals.items()}
+
+
+def steps_per_execution(config: Config) -> int:
+    """The largest divisor of every interval length that is <= the configured value.
+
+    Each compiled call then ends exactly on an evaluation step.
+    """
+    train = config.train
+    common = math.gcd(train.eval_every, train.steps % train.eval_every or train.eval_every)
+    return max(d for d in range(1, min(common, train.steps_per_execution) + 1) if common % d == 0)
+
+
+def compile_model(config: Config, data: Splits, batches_per_call: int | None = None) -> keras.Model:
+    """Builds and compiles the model of `config` for `data`, seeded for reproducibility.
+
+    Args:
+        config: The experiment config.
+        data: The splits, which give the model its input shape and class count.
+        batches_per_call: Keras's steps_per_execution; by default the largest
+            value that ends every compiled call on an evaluation step.
+    """
+    keras.utils.set_random_seed(config.train.seed)
+    model = build_model(config.model, data)
+    model.compile(
+        optimizer=build_optimizer(config.optimizer),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+        steps_per_execution=batches_per_call or steps_per_execution(config),
+    )
+    return model
+
+
+class _Evaluator(keras.callbacks.Callback):
+    """Evaluates at the end of every Keras epoch, which is one evaluation interval."""
+
+    def __init__(
+        self, data: Splits, on_eval: EvalHook | None, internals_batch: int | None = None
+    ) -> None:
+        super().__init__()
+        self.data = data
+        self.on_eval = on_eval
+        # The batch size the internals are measured with (None: not measured).
+        self.internals_batch = internals_batch
+        self.probe = None
+        self.internals_seconds = 0.0
+        self.step = 0
+        self.steps_in_interval = 0
+        self.outcome = metrics.FINISHED
+        self.history: list[dict[str, float]] = []
+        self.eval_seconds = 0.0
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        self.steps_in_interval = batch + 1
+        # A Ctrl-C that a library callback swallowed still stops training here.
+        interrupts.check()
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        logs = logs or {}
+        self.step += self.steps_in_interval
+        train_loss = float(logs.get("loss", math.nan))
+        if not _is_finite(train_loss):
+            self._stop(metrics.DIVERGED)
+            return
+        tic = time.perf_counter()
+        val = evaluate(self.model, self.data.x_val, self.data.y_val)
+        self.eval_seconds += time.perf_counter() - tic
+        point = {
+            "step": self.step,
+            metrics.TRAIN_LOSS: train_loss,
+            metrics.TRAIN_ACCURACY: float(logs["accuracy"]),
+            metrics.VAL_LOSS: val["loss"],
+            metrics.VAL_ACCURACY: val["accuracy"],
+        }
+        if self.internals_batch:
+            tic = time.perf_counter()
+            point |= self.internals().measure()
+            self.internals_seconds += time.perf_counter() - tic
+        self.history.append(point)
+        if not _is_finite(point[metrics.VAL_LOSS]):
+            self._stop(metrics.DIVERGED)
+        elif self.on_eval is not None and self.on_eval(self.step, point):
+            self._stop(metrics.PRUNED)
+
+    def internals(self):
+        if self.probe is None:
+            from bnlab.experiment.internals import Internals
+
+            data = self.data
+            self.probe = Internals(
+                self.model, data.x_train, data.y_train, data.x_val, data.y_val, self.internals_batch
+            )
+        return self.probe
+
+    def _stop(self, outcome: str) -> None:
+        self.outcome = outcome
+        self.model.stop_training = True
+
+
+def _intervals(config: Config) -> list[tuple[int, int]]:
+    """Groups the schedule into fit calls: (steps per interval, intervals in the call).
+
+    A call holds at most MAX_SAMPLES_PER_CALL samples, so memory stays bounded on
+    long schedules while tracing happens once per call, not once per interval.
+    """
+    train = config.train
+    per_call = max(1, MAX_SAMPLES_PER_CALL // (train.eval_every * train.batch_size))
+    full, remainder = divmod(train.steps, train.eval_every)
+    calls = [(train.eval_every, min(per_call, full - done)) for done in range(0, full, per_call)]
+    if remainder:
+        calls.append((remainder, 1))
+    return calls
+
+
+def train_model(config: Config, data: Splits, on_eval: EvalHook | None = None) -> TrainResult:
+    """Trains for `config.train.steps` steps, evaluating every `eval_every` steps.
+
+    The schedule is fed to `model.fit` as consecutive batches of a seeded
+    shuffle, one Keras epoch per evaluation interval, so the train metrics are
+    the means over that interval. A non-finite loss stops the run as diverged.
+
+    Args:
+        config: The validated experiment config.
+        data: Train, validation and test splits.
+        on_eval: Optional hook called after every evaluation; True stops training.
+
+    Returns:
+        The outcome, the metric history and the final metrics.
+    """
+    train = config.train
+    model = compile_model(config, data)
+    stream = batch_indices(len(data.x_train), train.batch_size, train.seed)
+    evaluator = _Evaluator(data, on_eval, train.batch_size if train.internals else None)
+    callbacks = [evaluator, keras.callbacks.TerminateOnNaN()]
+    started = time.perf_counter()
+    for interval, count in _intervals(config):
+        indices = np.concatenate([next(stream) for _ in range(interval * count)])
+        model.fit(
+            data.x_train[indices],
+            data.y_train[indices],
+            batch_size=train.batch_size,
+            epochs=count,
+            steps_per_epoch=interval,
+            shuffle=False,
+            verbose=0,
+            callbacks=callbacks,
+        )
+        if model.stop_training:
+            break
+    fit_seconds = (
+        time.perf_counter() - started - evaluator.eval_seconds - evaluator.internals_seconds
+    )
+    test = evaluate(model, data.x_test, data.y_test)
+    step = evaluator.step
+    samples = step * train.batch_size
+    final = {
+        metrics.TEST_LOSS: test["loss"],
+        metrics.TEST_ACCURACY: test["accuracy"],
+        metrics.BEST_VAL_ACCURACY: max(
+            (point[metrics.VAL_ACCURACY] for point in evaluator.history), default=0.0
+        ),
+        metrics.SAMPLES_PER_SECOND: samples / fit_seconds,
+        metrics.STEPS_PER_SECOND: step / fit_seconds,
+        metrics.WALL_TIME: time.perf_counter() - started,
+        metrics.PARAMETERS: float(model.count_params()),
+    }
+    if train.internals and evaluator.history:
+        tic = time.perf_counter()
+        final |= evaluator.internals().at_end()
+        final[metrics.INTERNALS_SECONDS] = evaluator.internals_seconds + time.perf_counter() - tic
+    final = {key: value for key, value in final.items() if _is_finite(value)}
+    final["steps"] = float(step)
+    return TrainResult(evaluator.outcome, evaluator.history, final, model)

@@ -1,0 +1,1 @@
+"""One run from start to end: its identity, its store record, its console."""

@@ -1,0 +1,198 @@
+"""A launch's lifecycle in the launching process: Hydra's callback, and the sweep it must close.
+
+The tracking store is the only state a sweep shares with its jobs, wherever they
+run. Each launch draws a sweep id that Hydra hands every job in its config
+(`tracking.sweep_id`); a job finds its parent run in the store by that id, and
+the sweep counts its jobs' outcomes from the store when it ends. The grid's jobs
+are expanded and checked by `grid`, the parent run is kept by `recorder`.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from hydra.types import RunMode
+from hydra.utils import get_class
+from omegaconf import DictConfig, open_dict, read_write
+
+from bnlab import interrupts, metrics, tracking
+from bnlab.config import launchers as cluster
+from bnlab.config import validate
+from bnlab.config.errors import USER_ERRORS, exit_on_user_error
+from bnlab.experiment import threads
+from bnlab.job import runner as job
+from bnlab.redaction import redact_hydra_folder, redact_text
+from bnlab.sweep.grid import check_jobs, grid_jobs
+from bnlab.sweep.recorder import SweepRecorder, sweep_name, varying_keys
+from bnlab.tracking.retries import StoreUnavailable
+
+log = logging.getLogger(__name__)
+
+# How long the launching process of a sweep on local workers waits, after a stop, for its
+# workers to close their runs before it stops too (and its launcher kills them).
+STOP_GRACE_SECONDS = 10.0
+# A sweeper class that sets this attribute to True checks its own jobs and records its own
+# parent run (the Optuna sweeper); with any other, this callback does both for a grid.
+RECORDS_OWN_PARENT = "records_own_parent"
+
+
+_active: SweepRecorder | None = None
+
+
+def set_active(recorder: SweepRecorder | None) -> None:
+    """Names the parent run this process must close if it is interrupted."""
+    global _active
+    _active = recorder
+
+
+def abort() -> None:
+    """Closes the sweep this process opened as KILLED (after Ctrl-C or a crash)."""
+    global _active
+    if _active is not None:
+        recorder, _active = _active, None
+        try:
+            recorder.close(interrupted=True)
+        except BaseException as error:  # a second Ctrl-C, or a store that is gone
+            print(f"warning: could not close sweep {recorder.sweep_id}: {error}", file=sys.stderr)
+
+
+def launcher_stuck() -> bool:
+    """Whether this process's sweep was interrupted by its own watchdog (see `_watch`)."""
+    return _active is not None and _active.launcher_stuck
+
+
+def launcher_failed(error: BaseException) -> None:
+    """The launcher gave up (a job's process died on the cluster): finish from the store.
+
+    Hydra's Ray and Slurm launchers raise on the first job whose process died, while
+    the sweep's other jobs go on running on the cluster. The sweep waits for them
+    through the store, closes with the counts it reads there, and exits 1 listing the
+    jobs that failed or were killed.
+    """
+    global _active
+    if _active is None:
+        return
+    recorder, _active = _active, None
+    log.error("The launcher stopped: %s", f"{type(error).__name__}: {error}".splitlines()[0])
+    log.debug("Launcher error", exc_info=error)
+    log.info("Waiting for the sweep's other jobs, through the store")
+    recorder.wait_for_jobs()
+    finish(recorder)
+    raise SystemExit(1)
+
+
+def _job_config(config: DictConfig) -> DictConfig:
+    """The config a job sees: the full config without its `hydra` node."""
+    job_cfg = copy.deepcopy(config)
+    with read_write(job_cfg), open_dict(job_cfg):
+        del job_cfg["hydra"]
+    return job_cfg
+
+
+class ExperimentCallback(Callback):
+    """Checks every job's config before any work starts; records sweeps as parent runs."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        try:
+            overrides = list(config.hydra.overrides.task)
+            choices = {key: str(value) for key, value in config.hydra.runtime.choices.items()}
+            checked = validate(_job_config(config), overrides, choices)
+            store = None
+            if checked.tracking.enabled:
+                # Reach the store before the job starts: a dead one fails here, in one line.
+                store = tracking.open_store(checked.tracking)
+                store.record_pending(Path(config.hydra.runtime.cwd) / checked.tracking.spool_dir)
+            job.hand_over(overrides, checked, store)
+        except USER_ERRORS as error:
+            exit_on_user_error(error)
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        # Hydra turns exceptions raised in callbacks into warnings and carries on;
+        # a sweep that cannot be checked or recorded must not start, so they leave
+        # through SystemExit here.
+        try:
+            self._start_sweep(config)
+        except SystemExit:
+            raise
+        except USER_ERRORS as error:
+            exit_on_user_error(error)
+        except Exception as error:
+            log.exception("Could not start the sweep")
+            raise SystemExit(f"error: could not start the sweep: {error}") from error
+
+    def _start_sweep(self, config: DictConfig) -> None:
+        hydra_cfg = config.hydra
+        cluster.check_settings(hydra_cfg.launcher, threads.cpus())
+        cluster.check_reachable(hydra_cfg.launcher)
+        if cluster.kind(hydra_cfg.launcher) in cluster.LOCAL_WORKERS:
+            # Its launcher kills the workers as soon as this process stops: give them a
+            # moment to close their runs with every metric they logged.
+            interrupts.grace(STOP_GRACE_SECONDS)
+            os.environ[job.LAUNCHER_PID_VARIABLE] = str(os.getpid())
+        if getattr(get_class(hydra_cfg.sweeper._target_), RECORDS_OWN_PARENT, False):
+            return  # the Optuna sweeper checks its space and opens its own parent
+        jobs = grid_jobs(config)
+        check_jobs(hydra_cfg.job.config_name, jobs)
+        if not config.tracking.enabled:
+            return
+        params = config.hydra.sweeper.get("params") or {}
+        recorder = SweepRecorder.open(
+            config,
+            role="sweep",
+            name=sweep_name(config.tracking.sweep_id, len(jobs)),
+            params={f"sweep.{key}": value for key, value in params.items()}
+            | {"sweep.overrides": " ".join(config.hydra.overrides.task)},
+            total=len(jobs),
+            tags={metrics.VARYING_TAG: json.dumps(varying_keys(jobs))},
+        )
+        set_active(recorder)
+
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        # Hydra has just saved this job's config and overrides, and (in a sweep) the
+        # sweep's multirun.yaml: credentials in them are hidden before the job runs.
+        redact_hydra_folder(Path(config.hydra.runtime.output_dir))
+        if config.hydra.mode == RunMode.MULTIRUN:
+            redact_hydra_folder(Path(config.hydra.sweep.dir))
+
+    def on_job_end(self, config: DictConfig, job_return: Any = None, **kwargs: Any) -> None:
+        # Hydra names a failed job by its overrides ("Error executing job with overrides").
+        if job_return is not None and job_return.overrides:
+            job_return.overrides = [redact_text(o) for o in job_return.overrides]
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        global _active
+        redact_hydra_folder(Path(config.hydra.sweep.dir))
+        # A Ctrl-C swallowed during the last job still ends the sweep as interrupted.
+        interrupts.check()
+        if _active is None:
+            return
+        recorder, _active = _active, None
+        finish(recorder)
+
+
+def finish(recorder: SweepRecorder) -> None:
+    """Closes a launch that ran to its end; exits 1 listing the jobs that failed.
+
+    The failures are read from the store, so jobs that ran anywhere are listed.
+    """
+    try:
+        failed = recorder.close(interrupted=False)
+    except StoreUnavailable as error:
+        print(
+            f"error: could not close sweep {recorder.sweep_id}: {error}; "
+            "the next launch from this store closes it",
+            file=sys.stderr,
+        )
+        raise SystemExit(1) from None
+    if failed:
+        lines = [f"{len(failed)} job(s) failed:"]
+        lines += [f"  {job['name']}: {job.get('error') or job['outcome']}" for job in failed]
+        print("\n".join(lines), file=sys.stderr)
+        raise SystemExit(1)

@@ -189,7 +189,7 @@ def test_a_mixed_count_is_mixed_for_a_rule_too() -> None:
 def test_a_claim_whose_runs_are_not_all_recorded_is_not_run() -> None:
     study = claim_suite.expand("placement", ["train.steps=20", "train.eval_every=10"])
     assert len(study.cells) == 12 and study.cells["identity"].nunique() == 12
-    assert study.command.startswith("python src/train.py -m +experiment=claims/placement")
+    assert study.command.startswith("bnlab train -m +experiment=claims/placement")
     recorded = study.cells.head(11).assign(
         run_id=[f"run{i}" for i in range(11)],
         outcome=metrics.FINISHED,

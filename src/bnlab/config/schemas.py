@@ -229,12 +229,3 @@ class Config:
     compare: CompareConfig = field(default_factory=CompareConfig)
     # The claim a claims-suite study tests; recorded with each run, never part of its identity.
     claim: ClaimConfig = field(default_factory=ClaimConfig)
-
-    def __post_init__(self) -> None:
-        from bnlab.config.validation import check_ranges, group_values
-
-        check_ranges(self)
-        # The shorthands mirror what is trained, so params and run names never
-        # disagree with the groups (e.g. `optimizer.learning_rate=0.05` sets lr=0.05).
-        for shorthand, value in group_values(self).items():
-            setattr(self, shorthand, value)

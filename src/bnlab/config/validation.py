@@ -228,7 +228,13 @@ def validate(
     """
     if overrides:
         check_shorthands(overrides)
-    return OmegaConf.to_object(typed(cfg, choices))  # type: ignore[return-value]
+    config = OmegaConf.to_object(typed(cfg, choices))
+    check_ranges(config)
+    # The shorthands mirror what is trained, so params and run names never
+    # disagree with the groups (e.g. `optimizer.learning_rate=0.05` sets lr=0.05).
+    for shorthand, value in group_values(config).items():
+        setattr(config, shorthand, value)
+    return config  # type: ignore[return-value]
 
 
 def typed(cfg: DictConfig, choices: dict[str, str] | None = None) -> DictConfig:

@@ -125,10 +125,10 @@ def build_report(
             f"{comparison.labels[0]} vs {comparison.labels[1]} report — {experiment}"
             if comparison != comparisons.DEFAULT
             else f"Batch Normalization report — {experiment}",
-            page.sentences,
-            page.images,
-            page.tables,
-            page.notes,
+            combined.sentences,
+            combined.images,
+            combined.tables,
+            combined.notes,
             footer,
         ),
     )

@@ -2,9 +2,9 @@
 
 Select it with `hydra/sweeper=bnlab_optuna` (the saved searches in conf/hparams_search
 do). Hydra imports every plug-in module of every app in the environment at discovery, so
-this module holds only the sweeper's config schema: the sweeper itself
-(`bnlab.sweep.optuna_sweeper`, with Optuna, MLflow and pandas) is imported by Hydra's
-instantiate only when a launch selects it.
+this module holds only the sweeper's config schema and a front class: the sweeper's work
+(`bnlab.sweep.optuna_sweeper`, with Optuna, MLflow and pandas) is imported only when a
+launch selects the sweeper (Hydra requires the class itself to live in `hydra_plugins`).
 """
 
 # No `from __future__ import annotations`: Hydra imports plugin modules without
@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
+from hydra.plugins.sweeper import Sweeper
 
 
 @dataclass
@@ -55,7 +56,7 @@ class PrunerConf:
 
 @dataclass
 class OptunaSweeperConf:
-    _target_: str = "bnlab.sweep.optuna_sweeper.OptunaSweeper"
+    _target_: str = "hydra_plugins.bnlab_optuna_sweeper.optuna_sweeper.OptunaSweeper"
     # The sweeper builds its sampler and pruner itself (search.make_sampler and
     # make_pruner), after checking their arguments: Hydra hands them over as configs.
     _recursive_: bool = False
@@ -83,3 +84,21 @@ class OptunaSweeperConf:
 ConfigStore.instance().store(
     group="hydra/sweeper", name="bnlab_optuna", node=OptunaSweeperConf, provider="bnlab"
 )
+
+
+class OptunaSweeper(Sweeper):
+    """Hydra's handle on the Optuna sweeper; the work is `bnlab.sweep.optuna_sweeper`'s."""
+
+    # The sweeper checks its own jobs and records its own parent run.
+    records_own_parent = True
+
+    def __init__(self, **settings: Any) -> None:
+        from bnlab.sweep.optuna_sweeper import OptunaSweeper as Work
+
+        self.work = Work(**settings)
+
+    def setup(self, *, hydra_context: Any, task_function: Any, config: Any) -> None:
+        self.work.setup(hydra_context=hydra_context, task_function=task_function, config=config)
+
+    def sweep(self, arguments: list[str]) -> Any:
+        return self.work.sweep(arguments)

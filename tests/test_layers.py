@@ -74,7 +74,7 @@ def _package(module: str) -> str:
     if (
         len(parts) == 1
         or f"bnlab.{parts[1]}" not in MODULES
-        or not (MODULES[f"bnlab.{parts[1]}"].name == "__init__.py")
+        or MODULES[f"bnlab.{parts[1]}"].name != "__init__.py"
     ):
         return "leaves"
     return parts[1]

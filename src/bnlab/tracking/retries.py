@@ -16,6 +16,7 @@ from typing import TypeVar
 
 import requests.exceptions
 import sqlalchemy.exc
+from mlflow.exceptions import RestException
 
 from bnlab import interrupts
 from bnlab.config.store_uri import sqlite_path
@@ -45,15 +46,9 @@ TRANSIENT_CODES = ("TEMPORARILY_UNAVAILABLE",)
 # A tracking server answers 500 (INTERNAL_ERROR) and 503 while its database restarts:
 # the store failed on its side, not because of what was written.
 STORE_SIDE_CODES = ("INTERNAL_ERROR", "TEMPORARILY_UNAVAILABLE", "RESOURCE_EXHAUSTED")
-# The error types that carry a server's answer; `tracking` names MLflow's (RestException),
-# so that this module stays free of mlflow.
-_server_error_types: tuple[type[BaseException], ...] = ()
-
-
-def treat_as_server_errors(*types: type[BaseException]) -> None:
-    """Registers the types of errors that carry a tracking server's answer and its code."""
-    global _server_error_types
-    _server_error_types = tuple(types)
+# The error type that carries a tracking server's answer and its code: a server's answer
+# (an HTTP error) is told apart from a store that is down by its type.
+SERVER_ERRORS = (RestException,)
 
 
 # Jitter has its own generator: `keras.utils.set_random_seed` reseeds the global
@@ -86,7 +81,7 @@ def is_transient(error: BaseException) -> bool:
         code = getattr(current, "error_code", None)
         if code in TRANSIENT_CODES:
             return True
-        if isinstance(current, _server_error_types) and code in STORE_SIDE_CODES:
+        if isinstance(current, SERVER_ERRORS) and code in STORE_SIDE_CODES:
             return True
     return False
 

@@ -8,17 +8,9 @@ import logging
 import math
 from typing import Any
 
-from mlflow.exceptions import RestException
-
-from bnlab.tracking.retries import (
-    STORE_SIDE_CODES,
-    StoreUnavailable,
-    treat_as_server_errors,
-)
+from bnlab.tracking.retries import STORE_SIDE_CODES, StoreUnavailable
 
 log = logging.getLogger(__name__)
-# A server's answer (an HTTP error) is told apart from a store that is down by its type.
-treat_as_server_errors(RestException)
 
 # MLflow caps a param value at 6,000 characters; longer values are cut with a marker.
 MAX_PARAM_LENGTH = 6000

@@ -121,7 +121,7 @@ def test_parsed_data_are_cached_on_disk_keyed_by_their_source(tmp_path, monkeypa
 
     first = cache.arrays("digits", source, parse)
     second = cache.arrays("digits", source, parse)
-    assert len(calls) == 1 and all(np.array_equal(a, b) for a, b in zip(first, second))
+    assert len(calls) == 1 and all(np.array_equal(a, b) for a, b in zip(first, second, strict=True))
     # A changed source is parsed again; a damaged cache file is parsed again, not trusted.
     source.write_text("4,5,6\n")
     cache.arrays("digits", source, parse)

@@ -29,7 +29,7 @@ from bnlab.config.errors import USER_ERRORS, exit_on_user_error
 from bnlab.experiment import threads
 from bnlab.job import runner as job
 from bnlab.redaction import redact_hydra_folder, redact_text
-from bnlab.sweep.grid import check_jobs, grid_jobs
+from bnlab.sweep.grid import check_jobs, grid_jobs, search_path_overrides
 from bnlab.sweep.recorder import SweepRecorder, sweep_name, varying_keys
 from bnlab.tracking.retries import StoreUnavailable
 
@@ -139,7 +139,7 @@ class ExperimentCallback(Callback):
         if getattr(get_class(hydra_cfg.sweeper._target_), RECORDS_OWN_PARENT, False):
             return  # the Optuna sweeper checks its space and opens its own parent
         jobs = grid_jobs(config)
-        check_jobs(hydra_cfg.job.config_name, jobs)
+        check_jobs(hydra_cfg.job.config_name, jobs, search_path_overrides(config))
         if not config.tracking.enabled:
             return
         params = config.hydra.sweeper.get("params") or {}

@@ -39,12 +39,19 @@ def grid_jobs(config: DictConfig) -> list[list[str]]:
     return [list(job) for job in itertools.product(*by_key.values())]
 
 
-def check_jobs(config_name: str, jobs: list[list[str]]) -> None:
+def search_path_overrides(config: DictConfig) -> list[str]:
+    """The override that gives a composition the launch's extra config folders
+    (`hydra.searchpath`, e.g. a user's own folder), which job overrides never carry."""
+    folders = list(config.hydra.get("searchpath") or [])
+    return [f"hydra.searchpath=[{','.join(folders)}]"] if folders else []
+
+
+def check_jobs(config_name: str, jobs: list[list[str]], extra: list[str] | None = None) -> None:
     """Validates every job's config before any job starts; raises on the first bad one.
 
     Also refuses, for every grid point, an optimizer argument its class does not take.
     """
-    optimizers = {_optimizer(config) for config in job_configs(config_name, jobs)}
+    optimizers = {_optimizer(config) for config in job_configs(config_name, jobs, extra)}
     for target, arguments in optimizers:
         # Only arguments beyond the learning rate need the class's signature; reading it
         # imports Keras, which a launch of the default optimizers never pays for.
@@ -52,7 +59,9 @@ def check_jobs(config_name: str, jobs: list[list[str]]) -> None:
             target_class(target, arguments, "optimizer")
 
 
-def job_configs(config_name: str, jobs: list[list[str]]) -> Iterator[Config]:
+def job_configs(
+    config_name: str, jobs: list[list[str]], extra: list[str] | None = None
+) -> Iterator[Config]:
     """Each job's validated config, in order; raises on the first bad one.
 
     The first job is composed in full. A job whose overrides differ from the first one's
@@ -60,19 +69,22 @@ def job_configs(config_name: str, jobs: list[list[str]]) -> Iterator[Config]:
     has the same defaults list, so its config is the first one's with those values set,
     as Hydra itself applies a value override (`OmegaConf.update` after composition):
     typed, checked against the schema, and validated in full. Others are composed.
+    `extra` overrides (the launch's config search path) shape every composition.
     """
+    extra = extra or []
     if not jobs:
         return
     parser = OverridesParser.create()
     base_overrides = jobs[0]
-    base = compose(config_name=config_name, overrides=base_overrides)
+    base = compose(config_name=config_name, overrides=[*base_overrides, *extra])
     yield validate(base, base_overrides)
     base_values = {o.get_key_element(): o for o in parser.parse_overrides(base_overrides)}
     for overrides in jobs[1:]:
         parsed = parser.parse_overrides(overrides)
         changed = [o for o in parsed if _differs(o, base_values)]
         if len(parsed) != len(base_values) or not all(_plain_value(o, base) for o in changed):
-            yield validate(compose(config_name=config_name, overrides=overrides), overrides)
+            composed = compose(config_name=config_name, overrides=[*overrides, *extra])
+            yield validate(composed, overrides)
             continue
         job_cfg = copy.deepcopy(base)
         with read_write(job_cfg):

@@ -120,7 +120,9 @@ class OptunaSweeper(Sweeper):
                 search.override_for(d.name, _first(d)) for d in dimensions if d is not dimension
             ]
             jobs += [[*fixed, *base, search.override_for(dimension.name, v)] for v in values]
-        grid.check_jobs(self.config.hydra.job.config_name, jobs)
+        grid.check_jobs(
+            self.config.hydra.job.config_name, jobs, grid.search_path_overrides(self.config)
+        )
 
     def sweep(self, arguments: list[str]) -> None:
         assert self.config is not None

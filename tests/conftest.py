@@ -260,3 +260,81 @@ def disrupt_mid_sweep(
     finally:
         sweep.kill()
     return sweep.returncode, out, err
+
+
+# --- The CI budget: per test, its wall time, its CPU-seconds (its own process and the
+# processes it started and reaped) and the Python processes it started; written to
+# $BNLAB_DURATIONS (JSON) by the controlling process, read by .ci/budget.py.
+_BUDGET_FILE = os.environ.get("BNLAB_DURATIONS")
+_started: list[int] = []
+
+
+def _count_python_starts(monkeypatch_target=subprocess.Popen) -> None:
+    original = monkeypatch_target.__init__
+
+    def counting(self, args, *rest, **kwargs):
+        words = [args] if isinstance(args, str | bytes | os.PathLike) else list(args)
+        first = os.path.basename(str(words[0])) if words else ""
+        if "python" in first or first == "bnlab":
+            _started.append(1)
+        original(self, args, *rest, **kwargs)
+
+    monkeypatch_target.__init__ = counting
+
+
+if _BUDGET_FILE:
+    _count_python_starts()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    if not _BUDGET_FILE:
+        return
+    import resource
+
+    usage = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
+    cpu = sum(part.ru_utime + part.ru_stime for part in usage)
+    if call.when == "setup":
+        item._budget = (cpu, len(_started))
+    elif call.when == "teardown" and hasattr(item, "_budget"):
+        report = outcome.get_result()
+        report.user_properties.append(("budget_cpu", round(cpu - item._budget[0], 2)))
+        report.user_properties.append(("budget_python", len(_started) - item._budget[1]))
+
+
+_budget_rows: dict[str, dict] = {}
+
+
+def pytest_runtest_logreport(report) -> None:
+    if not _BUDGET_FILE:
+        return
+    row = _budget_rows.setdefault(report.nodeid, {"wall": 0.0, "cpu": 0.0, "python": 0})
+    row["wall"] = round(row["wall"] + report.duration, 2)
+    properties = dict(report.user_properties)
+    if report.when == "teardown":
+        row["cpu"] = properties.get("budget_cpu", 0.0)
+        row["python"] = properties.get("budget_python", 0)
+    if report.failed:
+        row["failed"] = True
+
+
+def pytest_sessionfinish(session, exitstatus) -> None:
+    if not _BUDGET_FILE or hasattr(session.config, "workerinput"):
+        return
+    import json
+
+    start = getattr(session.config, "_budget_start", None)
+    Path(_BUDGET_FILE).write_text(
+        json.dumps(
+            {
+                "suite_wall": round(time.monotonic() - start, 1) if start else None,
+                "tests": _budget_rows,
+            },
+            indent=1,
+        )
+    )
+
+
+def pytest_configure(config) -> None:
+    config._budget_start = time.monotonic()

@@ -272,7 +272,7 @@ def synthetic_curves() -> pd.DataFrame:
 
 def test_plot_functions_take_frames_and_return_figures() -> None:
     curves = synthetic_curves()
-    grid = report.plot_comparison_grid(curves, ["relu", "sigmoid"], [0.01, 0.05])
+    grid = report.plot_comparison_grid(curves, ["relu", "sigmoid"], [0.01, 0.05], chance=0.1)
     assert isinstance(grid, Figure)
     assert len(grid.axes) == 4
     # Three seeds: a band per variant in the populated panel.
@@ -337,7 +337,7 @@ def test_claims_count_seeds_and_follow_the_majority() -> None:
             ("relu", 0.05, True, 2, 0.98, 0.97, 250, "finished"),
         ]
     )
-    [fact] = analysis.claims(seeds, 0.9)
+    [fact] = analysis.cell_facts(seeds, 0.9, 0.1)
     assert fact["no_bn"]["stayed_at_chance_seeds"] == 2 and fact["no_bn"]["seeds"] == 3
     assert fact["no_bn"]["stayed_at_chance"] is True
     assert fact["no_bn"]["per_seed"]["0"]["best_val_accuracy"] == 0.82
@@ -366,7 +366,7 @@ def test_race_reports_the_median_lead_and_a_split_verdict() -> None:
             ("sigmoid", 0.001, False, 1, 0.95, 0.95, 300, "finished"),
         ]
     )
-    [fact] = analysis.claims(seeds, 0.9)
+    [fact] = analysis.cell_facts(seeds, 0.9, 0.1)
     assert fact["per_seed_winner"] == {"0": "bn", "1": "no_bn"}
     assert fact["first_to_target"] == "split" and fact["steps_ahead"] == 300
 
@@ -381,7 +381,7 @@ def test_one_seed_is_said_and_no_band_is_drawn(store, store_uri, tmp_path) -> No
     assert summary["best_val_accuracy diff ci95"].isna().all()
     curves = synthetic_curves()
     one_seed = curves[curves["seed"] == 0]
-    grid = report.plot_comparison_grid(one_seed, ["sigmoid"], [0.01])
+    grid = report.plot_comparison_grid(one_seed, ["sigmoid"], [0.01], chance=0.1)
     assert len(grid.axes[0].collections) == 0  # no band
     assert len(grid.axes[0].lines) == 3  # one line per variant, and chance
 
@@ -402,7 +402,7 @@ def test_three_seeds_give_faint_seed_curves_bands_and_per_seed_claims(
     assert set(sigmoid["bn"]["per_seed"]) == {"0", "1", "2"}
     page = (tmp_path / "r" / "index.html").read_text()
     assert "stayed at chance in 3 of 3 seeds" in page and "±" in page
-    grid = report.plot_comparison_grid(synthetic_curves(), ["sigmoid"], [0.01])
+    grid = report.plot_comparison_grid(synthetic_curves(), ["sigmoid"], [0.01], chance=0.1)
     # Three faint seed lines and one mean per variant, plus chance.
     assert len(grid.axes[0].lines) == 2 * (3 + 1) + 1
 

@@ -83,9 +83,11 @@ def test_finished_config_is_skipped_and_rerun_forces_training(tiny_cfg, client) 
 
 def test_diverged_run_is_tagged_and_returns_chance(tiny_cfg, client) -> None:
     final = job.run(tiny_cfg("bn=false", "optimizer=sgd", "lr=1e12"))
-    assert final[metrics.OBJECTIVE] == metrics.CHANCE_ACCURACY
+    assert final[metrics.OBJECTIVE] == metrics.chance_accuracy(10)
     [run] = experiment_runs(client)
     assert run.data.tags["outcome"] == "diverged"
+    # Chance follows from the class count the run recorded (10 digits here).
+    assert run.data.tags[metrics.CLASSES_TAG] == "10"
     assert run.info.status == "FINISHED"
 
 

@@ -35,7 +35,18 @@ CURVE_METRICS = (TRAIN_LOSS, TRAIN_ACCURACY, VAL_LOSS, VAL_ACCURACY)
 
 # The value a job returns to a sweeper: best validation accuracy, or chance when it diverged.
 OBJECTIVE = "objective"
-CHANCE_ACCURACY = 0.1
+# How many classes the run's data hold (a tag), from which chance accuracy follows.
+CLASSES_TAG = "data_classes"
+# The validation accuracy whose first crossing is compared ("steps to target"), and the best
+# validation accuracy from which a run counts as having learned.
+TARGET_ACCURACY = 0.9
+LEARNED_ACCURACY = 0.5
+
+
+def chance_accuracy(classes: int) -> float:
+    """The accuracy of guessing among `classes` balanced classes."""
+    return 1.0 / classes
+
 
 # Outcomes of a job, stored in the `outcome` tag.
 FINISHED = "finished"

@@ -12,7 +12,7 @@ import math
 from bnlab import metrics, tracking
 from bnlab.job.identity import SCHEME
 
-CHANCE = metrics.CHANCE_ACCURACY
+CHANCE = metrics.chance_accuracy(10)
 
 
 def curve(
@@ -73,6 +73,7 @@ def log_run(
             metrics.ROLE_TAG: "job",
             metrics.OUTCOME_TAG: "running",
             metrics.IDENTITY_SCHEME_TAG: str(SCHEME),
+            metrics.CLASSES_TAG: "10",
         },
         parent_run_id,
     )

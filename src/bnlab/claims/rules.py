@@ -17,19 +17,19 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import numpy as np
 import pandas as pd
 
 from bnlab import metrics
 from bnlab.report.analysis import interval, steps_to_target
+from bnlab.values import number
 
 SUPPORTED, NOT_SUPPORTED, MIXED, NOT_RUN = "supported", "not supported", "mixed", "not run"
 # A run "learned" when its best validation accuracy reached this (chance is 0.1).
-LEARNED = 0.5
+LEARNED = metrics.LEARNED_ACCURACY
 # Accuracy differences smaller than this count as equal (a point of accuracy).
 TOLERANCE = 0.01
 # Validation accuracy the "faster" claim races to.
-TARGET = 0.9
+TARGET = metrics.TARGET_ACCURACY
 
 
 @dataclass
@@ -193,7 +193,7 @@ def faster(runs: pd.DataFrame, curves: pd.DataFrame, timings: pd.DataFrame) -> F
         FASTER_RULE,
         {
             "fewer_steps": int(steps.sum()),
-            "bn_step_cost_ratio": _number(cost),
+            "bn_step_cost_ratio": number(cost),
             "never_reached": len(pairs) - len(reached),
         },
         _bars(runs, ["activation", "lr"], _variant(runs), runs["seconds_to_target"]),
@@ -292,7 +292,7 @@ def better(runs: pd.DataFrame, curves: pd.DataFrame, timings: pd.DataFrame) -> F
         agree,
         compared,
         BETTER_RULE,
-        {"test_accuracy_difference": _number(mean), "difference_ci95": _number(ci95)},
+        {"test_accuracy_difference": number(mean), "difference_ci95": number(ci95)},
         _bars(best, ["activation"], _variant(best), best[metrics.TEST_ACCURACY]),
         "test accuracy at the variant's best learning rate",
     )
@@ -309,8 +309,8 @@ def not_regularizer(runs: pd.DataFrame, curves: pd.DataFrame, timings: pd.DataFr
         compared,
         NOT_REGULARIZER_RULE,
         {
-            "mean_gap_bn": _number(pairs["gap_t"].mean()),
-            "mean_gap_no_bn": _number(pairs["gap_f"].mean()),
+            "mean_gap_bn": number(pairs["gap_t"].mean()),
+            "mean_gap_no_bn": number(pairs["gap_f"].mean()),
         },
         _bars(best, ["activation"], _variant(best), best["gap"]),
         "final train minus validation accuracy",
@@ -338,10 +338,10 @@ def no_bias(runs: pd.DataFrame, curves: pd.DataFrame, timings: pd.DataFrame) -> 
         {
             "parameters_without_bias": _median(pairs, f"{metrics.PARAMETERS}_t"),
             "parameters_with_bias": _median(pairs, f"{metrics.PARAMETERS}_f"),
-            "step_time_without_over_with": _number(ratio.median()),
-            "step_time_ratio_ci95": [_number(mean - ci95), _number(mean + ci95)],
+            "step_time_without_over_with": number(ratio.median()),
+            "step_time_ratio_ci95": [number(mean - ci95), number(mean + ci95)],
             "rounds_faster_without_bias": f"{int((ratio < 1).sum())} of {len(ratio)}",
-            "best_val_accuracy_difference": _number(
+            "best_val_accuracy_difference": number(
                 (
                     pairs[f"{metrics.BEST_VAL_ACCURACY}_t"]
                     - pairs[f"{metrics.BEST_VAL_ACCURACY}_f"]
@@ -368,7 +368,7 @@ def placement(runs: pd.DataFrame, curves: pd.DataFrame, timings: pd.DataFrame) -
         agree,
         compared,
         PLACEMENT_RULE,
-        {"mean_difference_before_minus_after": _number(difference.mean())},
+        {"mean_difference_before_minus_after": number(difference.mean())},
         _bars(
             runs,
             ["activation"],
@@ -396,7 +396,7 @@ def train_vs_inference(runs: pd.DataFrame, curves: pd.DataFrame, timings: pd.Dat
         compared,
         TRAIN_VS_INFERENCE_RULE,
         {
-            "mean_abs_difference": {f"momentum={m:g}": _number(v) for m, v in by_momentum.items()},
+            "mean_abs_difference": {f"momentum={m:g}": number(v) for m, v in by_momentum.items()},
             "without_the_measure": len(runs) - len(measured),
         },
         pd.concat(
@@ -420,11 +420,4 @@ def train_vs_inference(runs: pd.DataFrame, curves: pd.DataFrame, timings: pd.Dat
 
 
 def _median(frame: pd.DataFrame, column: str) -> float | None:
-    return _number(frame[column].median()) if column in frame else None
-
-
-def _number(value) -> float | None:
-    if value is None:
-        return None
-    value = float(value)
-    return None if math.isnan(value) or np.isinf(value) else value
+    return number(frame[column].median()) if column in frame else None

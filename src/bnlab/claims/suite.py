@@ -30,6 +30,7 @@ from bnlab.redaction import redact_text
 from bnlab.sweep.command import TRAIN_COMMAND
 from bnlab.sweep.grid import grid_jobs, job_configs
 from bnlab.tracking import queries
+from bnlab.values import format_value
 
 STUDIES = CONF_DIR / "experiment" / "claims"
 # A sweep's exit status when interrupted (Ctrl-C, SIGTERM).
@@ -117,11 +118,6 @@ def _plain(value: object) -> object:
     return value.item() if hasattr(value, "item") else value
 
 
-def label(value: object) -> str:
-    """A timed key's value as a label: booleans as on the command line."""
-    return str(value).lower() if isinstance(value, bool) else str(value)
-
-
 def _timing_cells(configs: list[Config], cells: pd.DataFrame) -> list[TimingCell]:
     """The grid points that differ only in the timed key, first seed only, by setting."""
     timing = configs[0].claim.timing
@@ -136,7 +132,7 @@ def _timing_cells(configs: list[Config], cells: pd.DataFrame) -> list[TimingCell
             continue
         values = trained_values(config)
         rest = json.dumps({k: v for k, v in values.items() if k not in aside}, default=str)
-        groups.setdefault(rest, {})[label(values[key])] = index
+        groups.setdefault(rest, {})[format_value(values[key])] = index
     setting_names = [name for name in SETTINGS if name not in aside and name != "seed"]
     varying = [name for name in setting_names if cells[name].astype(str).nunique() > 1]
     found = []

@@ -10,6 +10,7 @@ import os
 import sys
 from pathlib import Path
 
+from bnlab import metrics
 from bnlab.report.build import ReportError, build_report
 
 
@@ -24,7 +25,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument(
         "--target",
         type=float,
-        default=0.9,
+        default=metrics.TARGET_ACCURACY,
         help="validation accuracy whose first crossing is compared",
     )
     parser.add_argument("--study", help="also report this Optuna study (e.g. lr_bn)")

@@ -8,6 +8,7 @@ import sys
 import uuid
 from pathlib import Path
 
+from bnlab import metrics
 from bnlab.claims import page as claims_report
 from bnlab.claims import suite as claim_suite
 from bnlab.config import CONFIG_PATH
@@ -40,7 +41,9 @@ def _study_tracking(overrides: list[str]) -> tuple[str, str, bool, str | None]:
     return tracking.uri, tracking.experiment, tracking.enabled, tracking.ui_url
 
 
-def run_study(overrides: list[str], out: Path | None = None, target: float = 0.9) -> int:
+def run_study(
+    overrides: list[str], out: Path | None = None, target: float = metrics.TARGET_ACCURACY
+) -> int:
     """Runs a saved study (by default the blog's grid x 3 seeds) as one sweep, then its report.
 
     Re-running resumes the sweep (complete jobs are skipped) and refreshes the

@@ -31,13 +31,15 @@ class TrainResult:
     history: list[dict[str, float]] = field(default_factory=list)
     final: dict[str, float] = field(default_factory=dict)
     model: keras.Model | None = None
+    # Accuracy by guessing among the data's classes: a diverged run's objective.
+    chance: float = 0.0
 
     @property
     def objective(self) -> float:
         """Best validation accuracy, or chance accuracy when the run diverged."""
         if self.outcome == metrics.DIVERGED:
-            return metrics.CHANCE_ACCURACY
-        return self.final.get(metrics.BEST_VAL_ACCURACY, metrics.CHANCE_ACCURACY)
+            return self.chance
+        return self.final.get(metrics.BEST_VAL_ACCURACY, self.chance)
 
 
 def batch_indices(num_samples: int, batch_size: int, seed: int) -> Iterator[np.ndarray]:
@@ -243,4 +245,10 @@ def train_model(config: Config, data: Splits, on_eval: EvalHook | None = None) -
         final[metrics.INTERNALS_SECONDS] = evaluator.internals_seconds + time.perf_counter() - tic
     final = {key: value for key, value in final.items() if _is_finite(value)}
     final["steps"] = float(step)
-    return TrainResult(evaluator.outcome, evaluator.history, final, model)
+    return TrainResult(
+        evaluator.outcome,
+        evaluator.history,
+        final,
+        model,
+        chance=metrics.chance_accuracy(data.num_classes),
+    )

@@ -309,6 +309,7 @@ def _run(
         if run_logger is not None:
             info = dataset_info(data, config.data.split_seed)
             run_logger.log_dataset(info.name, info.digest, info.source, info.profile)
+            run_logger.set_tags({metrics.CLASSES_TAG: data.num_classes})
         result = train_model(config, data, on_eval=hook)
         final = {**result.final, metrics.OBJECTIVE: result.objective}
         log.info(

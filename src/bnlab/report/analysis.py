@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from bnlab import metrics
+from bnlab import metrics, values
 from bnlab.config.keys import SHORTHANDS, is_trained
 from bnlab.job.identity import SCHEME
 from bnlab.report.comparison import DEFAULT, Comparison
@@ -22,10 +22,10 @@ from bnlab.report.comparison import DEFAULT, Comparison
 # Parameters that define a grid cell, a variant or a repetition (the shorthands and the
 # group keys they set); every other trained parameter must match across compared runs.
 VARYING = {*SHORTHANDS, *SHORTHANDS.values()}
-# Best validation accuracy at or below this counts as "stayed at chance" (chance is 0.1).
-CHANCE_CEILING = 0.2
+# Best validation accuracy at or below this many times chance counts as "stayed at chance".
+CHANCE_CEILING_FACTOR = 2.0
 # Best validation accuracy at or above this counts as "learned".
-LEARNED_FLOOR = 0.5
+LEARNED_FLOOR = metrics.LEARNED_ACCURACY
 
 
 @dataclass
@@ -304,33 +304,33 @@ def _best_of(column: str) -> str:
     return "learning rate" if column in ("lr", "optimizer.learning_rate") else column
 
 
-def _number(value) -> float | None:
-    return None if value is None or pd.isna(value) else float(value)
-
-
 def _majority(count: int, total: int) -> bool:
     return total > 0 and count * 2 > total
 
 
-def claims(seeds: pd.DataFrame, target: float, comparison: Comparison = DEFAULT) -> list[dict]:
+def cell_facts(
+    seeds: pd.DataFrame, target: float, chance: float | None, comparison: Comparison = DEFAULT
+) -> list[dict]:
     """Machine-readable facts per cell, counted over seeds, with each seed's values.
 
     A verdict (stayed at chance, learned, first to target) follows the majority
     of seeds; the counts say how many agreed.
     """
     facts = []
+    # Unknown chance (no run recorded its class count): no run is said to stay at chance.
+    chance_ceiling = CHANCE_CEILING_FACTOR * chance if chance is not None else -1.0
     for (row_value, column_value), cell in seeds.groupby(comparison.cell):
         fact = {
             comparison.row: _plain(row_value),
             comparison.column: _plain(column_value),
             "target": target,
-            "chance_ceiling": CHANCE_CEILING,
+            "chance_ceiling": chance_ceiling,
             "learned_floor": LEARNED_FLOOR,
         }
         plain = cell[~cell[comparison.variant]]
         bn = cell[cell[comparison.variant]]
         if not plain.empty:
-            at_chance = int((plain["best_val_accuracy"] <= CHANCE_CEILING).sum())
+            at_chance = int((plain["best_val_accuracy"] <= chance_ceiling).sum())
             fact["no_bn"] = _side(plain) | {
                 "stayed_at_chance_seeds": at_chance,
                 "stayed_at_chance": _majority(at_chance, len(plain)),
@@ -352,12 +352,12 @@ def _side(runs: pd.DataFrame) -> dict:
         "seeds": len(runs),
         "diverged_seeds": diverged,
         "diverged": _majority(diverged, len(runs)),
-        "best_val_accuracy": _number(runs["best_val_accuracy"].mean()),
+        "best_val_accuracy": values.number(runs["best_val_accuracy"].mean()),
         "per_seed": {
             str(int(run["seed"])): {
-                "best_val_accuracy": _number(run["best_val_accuracy"]),
-                "final_val_accuracy": _number(run["final_val_accuracy"]),
-                "steps_to_target": _number(run["steps_to_target"]),
+                "best_val_accuracy": values.number(run["best_val_accuracy"]),
+                "final_val_accuracy": values.number(run["final_val_accuracy"]),
+                "steps_to_target": values.number(run["steps_to_target"]),
                 "outcome": run["outcome"],
             }
             for _, run in runs.iterrows()
@@ -389,7 +389,7 @@ def _race(cell: pd.DataFrame, variant: str) -> dict:
         "bn_first_seeds": int(counts.get("bn", 0)),
         "no_bn_first_seeds": int(counts.get("no_bn", 0)),
         # Median lead over the seeds where both got there and BN was first.
-        "steps_ahead": _number(ahead.median()) if len(ahead) else None,
+        "steps_ahead": values.number(ahead.median()) if len(ahead) else None,
         "per_seed_winner": winners,
     }
 
@@ -413,13 +413,9 @@ def _plain(value):
     return str(value)
 
 
-def _shown(value) -> str:
-    return f"{value:g}" if isinstance(value, (int, float, np.integer, np.floating)) else str(value)
-
-
 def _cell_name(fact: dict, comparison: Comparison = DEFAULT) -> str:
     row, column = fact[comparison.row], fact[comparison.column]
-    return f"{_shown(row)} at {comparison.column}={_shown(column)}"
+    return f"{values.shown_value(row)} at {comparison.column}={values.shown_value(column)}"
 
 
 def plain_language(
@@ -468,10 +464,20 @@ def plain_language(
         if True in sides and False in sides:
             bn, plain = sides[True], sides[False]
             sentences.append(
-                f"{_shown(row_value)}, each at its own best {_best_of(column)}: {true_name} "
+                f"{values.shown_value(row_value)}, each at its own best {_best_of(column)}: "
+                f"{true_name} "
                 f"{_mean_ci(bn['best_val_accuracy'], bn['best_val_accuracy ci95'])} "
-                f"({column}={_shown(bn[column])}) vs {false_name} "
+                f"({column}={values.shown_value(bn[column])}) vs {false_name} "
                 f"{_mean_ci(plain['best_val_accuracy'], plain['best_val_accuracy ci95'])} "
-                f"({column}={_shown(plain[column])})."
+                f"({column}={values.shown_value(plain[column])})."
             )
     return sentences
+
+
+def chance_of(runs: pd.DataFrame) -> float | None:
+    """Chance accuracy of the runs' data, from the class count each run recorded; None
+    when no run recorded it (runs made before the count was recorded)."""
+    if "classes" not in runs:
+        return None
+    counts = runs["classes"].dropna()
+    return metrics.chance_accuracy(int(counts.max())) if len(counts) else None

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from bnlab import tracking
+from bnlab import metrics, tracking
 from bnlab.atomic import write_atomic
 from bnlab.config import ConfigError
 from bnlab.config.store_uri import check_tracking_uri, sqlite_path
@@ -18,6 +18,7 @@ from bnlab.report import comparison as comparisons
 from bnlab.report import figures as report
 from bnlab.sweep import search
 from bnlab.tracking import links, queries
+from bnlab.values import shown_value
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +57,7 @@ def build_report(
     experiment: str,
     out: Path,
     parent_run_id: str | None = None,
-    target: float = 0.9,
+    target: float = metrics.TARGET_ACCURACY,
     log_artifacts: bool = True,
     study: str | None = None,
     optuna_storage: str = "sqlite:///optuna.db",
@@ -179,7 +180,8 @@ def _grid_section(
         variants, analysis.paired_differences(seeds, comparison), comparison
     )
     best = analysis.best_learning_rates(variants, comparison)
-    facts = analysis.claims(seeds, target, comparison)
+    chance = analysis.chance_of(runs)
+    facts = analysis.cell_facts(seeds, target, chance, comparison)
     true_name, false_name = comparison.labels
     row, column, variant = comparison.keys
     notes = list(selection.notes)
@@ -190,7 +192,7 @@ def _grid_section(
     lrs = sorted(selection.runs[column].unique())
     present = set(zip(variants[row], variants[column], variants[variant], strict=True))
     missing = [
-        f"{a}, {column}={report.shown_value(lr)}, {comparison.label(bn)}"
+        f"{a}, {column}={shown_value(lr)}, {comparison.label(bn)}"
         for a in activations
         for lr in lrs
         for bn in (True, False)
@@ -214,11 +216,12 @@ def _grid_section(
                     lrs,
                     title=f"{true_name} vs {false_name} — {experiment}",
                     comparison=comparison,
+                    chance=chance,
                 )
             )
         ),
         "Learning-rate sensitivity": page.figure_png(
-            report.plot_lr_sensitivity(variants, comparison)
+            report.plot_lr_sensitivity(variants, comparison, chance)
         ),
     }
     for name, png in zip(("comparison.png", "lr_sensitivity.png"), images.values(), strict=True):
@@ -276,7 +279,7 @@ def _study_section(
             report.plot_param_importances(importances, study)
         ),
         f"Study {study}: best validation accuracy against learning rate": page.figure_png(
-            report.plot_search_lr(trial_runs, study, comparison)
+            report.plot_search_lr(trial_runs, study, comparison, analysis.chance_of(runs))
         ),
     }
     folder = out / f"study_{study}"

@@ -15,6 +15,7 @@ from scipy import stats  # noqa: E402
 
 from bnlab import metrics  # noqa: E402
 from bnlab.report.comparison import DEFAULT, Comparison  # noqa: E402
+from bnlab.values import shown_value  # noqa: E402
 
 # The variant's true side (BN in the BN study) and its false side; labels come from
 # the comparison.
@@ -92,6 +93,7 @@ def plot_comparison_grid(
     lrs: list,
     title: str = "",
     comparison: Comparison = DEFAULT,
+    chance: float | None = None,
 ) -> Figure:
     """The headline figure: validation accuracy against step, BN vs no BN, per cell.
 
@@ -127,7 +129,7 @@ def plot_comparison_grid(
                     )
                 else:
                     _draw_variant(axis, variant, bn, comparison.label(bn))
-            axis.axhline(metrics.CHANCE_ACCURACY, color="grey", linewidth=0.8, linestyle=":")
+            _chance_line(axis, chance)
             axis.set_title(f"{activation}, {comparison.column}={shown_value(lr)}", fontsize=11)
             axis.set_ylim(0, 1.02)
             axis.grid(alpha=0.3)
@@ -157,7 +159,9 @@ def plot_comparison_grid(
     return figure
 
 
-def plot_lr_sensitivity(variants: pd.DataFrame, comparison: Comparison = DEFAULT) -> Figure:
+def plot_lr_sensitivity(
+    variants: pd.DataFrame, comparison: Comparison = DEFAULT, chance: float | None = None
+) -> Figure:
     """Best validation accuracy against the column key (the learning rate), both sides, one
     panel per row value (activation)."""
     activations = sorted(variants[comparison.row].unique()) or ["(none)"]
@@ -183,7 +187,7 @@ def plot_lr_sensitivity(variants: pd.DataFrame, comparison: Comparison = DEFAULT
                     linestyle=style["linestyle"],
                     label=comparison.label(bn),
                 )
-        axis.axhline(metrics.CHANCE_ACCURACY, color="grey", linewidth=0.8, linestyle=":")
+        _chance_line(axis, chance)
         if numeric:
             _tick_learning_rates(axis, sorted(subset[column].unique()))
         xlabel = "learning rate" if column in ("lr", "optimizer.learning_rate") else column
@@ -194,10 +198,6 @@ def plot_lr_sensitivity(variants: pd.DataFrame, comparison: Comparison = DEFAULT
     figure.suptitle("Learning-rate sensitivity (mean over seeds, bars: 95 % t-interval)")
     figure.tight_layout()
     return figure
-
-
-def shown_value(value) -> str:
-    return f"{value:g}" if isinstance(value, (int, float, np.integer, np.floating)) else str(value)
 
 
 def _tick_learning_rates(axis, lrs: list[float]) -> None:
@@ -253,7 +253,12 @@ def plot_param_importances(importances: dict[str, float], study: str) -> Figure:
     return figure
 
 
-def plot_search_lr(runs: pd.DataFrame, study: str, comparison: Comparison = DEFAULT) -> Figure:
+def plot_search_lr(
+    runs: pd.DataFrame,
+    study: str,
+    comparison: Comparison = DEFAULT,
+    chance: float | None = None,
+) -> Figure:
     """Each trial's best validation accuracy against its learning rate, coloured by BN (the
     comparison's column key and variant)."""
     figure, axis = plt.subplots(figsize=(7, 3.8))
@@ -281,7 +286,7 @@ def plot_search_lr(runs: pd.DataFrame, study: str, comparison: Comparison = DEFA
                 s=30,
                 label=f"{comparison.label(bn)} (pruned)",
             )
-    axis.axhline(metrics.CHANCE_ACCURACY, color="grey", linewidth=0.8, linestyle=":")
+    _chance_line(axis, chance)
     axis.set_xscale("log")
     axis.set(
         xlabel="learning rate",
@@ -293,3 +298,9 @@ def plot_search_lr(runs: pd.DataFrame, study: str, comparison: Comparison = DEFA
     axis.legend(fontsize=8)
     figure.tight_layout()
     return figure
+
+
+def _chance_line(axis, chance: float | None) -> None:
+    """Chance accuracy, dotted, when the runs' class count is known."""
+    if chance is not None:
+        axis.axhline(chance, color="grey", linewidth=0.8, linestyle=":")

@@ -26,6 +26,7 @@ from bnlab.redaction import redact_text
 from bnlab.sweep import callback as sweep
 from bnlab.sweep import grid, search
 from bnlab.sweep.recorder import SweepRecorder
+from bnlab.values import format_value
 
 log = logging.getLogger(__name__)
 
@@ -345,6 +346,6 @@ def _log_progress(study: optuna.Study, recorder: SweepRecorder, finished: int) -
         {
             "best.trial": best.number,
             "best.value": best.value,
-            **{f"best.{name}": search.format_value(value) for name, value in best.params.items()},
+            **{f"best.{name}": format_value(value) for name, value in best.params.items()},
         }
     )

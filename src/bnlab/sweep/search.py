@@ -20,6 +20,7 @@ from hydra.utils import instantiate
 
 from bnlab import metrics
 from bnlab.config import ConfigError, SearchConfig, target_class
+from bnlab.values import format_value
 
 log = logging.getLogger(__name__)
 
@@ -64,11 +65,6 @@ class Dimension:
             f"hydra.sweeper.params.{self.name}: the grid sampler needs choice(...) or range(...),"
             f" not {self.expression}"
         )
-
-
-def format_value(value: Any) -> str:
-    """A value as Hydra's command line writes it (booleans in lower case)."""
-    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def parse_space(params: dict[str, str]) -> list[Dimension]:

@@ -169,6 +169,7 @@ def load_runs(
                 # Runs recorded before the identity had a scheme are scheme 1.
                 "identity_scheme": run.data.tags.get(metrics.IDENTITY_SCHEME_TAG, "1"),
                 "sweep_id": run.data.tags.get(metrics.SWEEP_ID_TAG),
+                "classes": _count(run.data.tags.get(metrics.CLASSES_TAG)),
                 "commit": run.data.tags.get(GIT_COMMIT_TAG, run.data.tags.get("git_commit")),
                 "experiment_id": run.info.experiment_id,
                 **params,
@@ -245,3 +246,11 @@ def grad_norm_keys(uri: str, run_ids: list[str]) -> list[str]:
         found = retry(lambda run_id=run_id: client.get_run(run_id)).data.metrics
         keys |= {key for key in found if key.startswith(metrics.GRAD_NORM_PREFIX)}
     return sorted(keys)
+
+
+def _count(text: str | None) -> int | None:
+    """A tag's whole number, or None when the run has no such tag (recorded before it)."""
+    try:
+        return int(text) if text is not None else None
+    except ValueError:
+        return None

@@ -11,14 +11,17 @@ import sys
 from pathlib import Path
 
 from bnlab import metrics
+from bnlab.config import TrackingConfig
 from bnlab.report.build import ReportError, build_report
 
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description="Report BN vs no BN from the tracking store.")
-    parser.add_argument("--experiment", default="bn-trick")
+    # The defaults are the tracking config's own (conf/tracking/sqlite.yaml's schema).
+    defaults = TrackingConfig()
+    parser.add_argument("--experiment", default=defaults.experiment)
     parser.add_argument(
-        "--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI", "sqlite:///mlflow.db")
+        "--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI", defaults.uri)
     )
     parser.add_argument("--out", type=Path, help="folder (default reports/<experiment>/)")
     parser.add_argument("--parent-run", help="only the jobs of this sweep's parent run")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 
 from bnlab import metrics
@@ -13,6 +12,7 @@ from bnlab.claims import page as claims_report
 from bnlab.claims import suite as claim_suite
 from bnlab.config import CONFIG_PATH
 from bnlab.config.errors import USER_ERRORS, exit_on_user_error
+from bnlab.config.registry import new_sweep_id
 from bnlab.redaction import redact_text
 from bnlab.report.build import build_report
 from bnlab.sweep.command import TRAIN_COMMAND
@@ -57,7 +57,7 @@ def run_study(
     if not any(override.lstrip("+").startswith("experiment=") for override in overrides):
         overrides = [*STUDY_OVERRIDES, *overrides]
     uri, experiment, enabled, ui_url = _study_tracking(overrides)
-    sweep_id = uuid.uuid4().hex[:12]
+    sweep_id = new_sweep_id()
     command = [
         *TRAIN_COMMAND,
         "-m",

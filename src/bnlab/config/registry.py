@@ -48,7 +48,8 @@ PLAIN_TYPES = {kind: kind for kind in (int, float, bool, str)} | {
 SUPPLIED = {"model": ("input_shape", "num_classes"), "data": ()}
 
 
-def _new_sweep_id() -> str:
+def new_sweep_id() -> str:
+    """A fresh sweep id: the one way a launch's id is drawn."""
     return uuid.uuid4().hex[:12]
 
 
@@ -57,7 +58,7 @@ def register_configs() -> None:
     # Cached like Hydra's ${now:}: Hydra copies the multirun's resolved values into
     # each job's config, wherever that job runs, so all jobs see one sweep id.
     if not OmegaConf.has_resolver(SWEEP_ID_RESOLVER):
-        OmegaConf.register_new_resolver(SWEEP_ID_RESOLVER, _new_sweep_id, use_cache=True)
+        OmegaConf.register_new_resolver(SWEEP_ID_RESOLVER, new_sweep_id, use_cache=True)
     store = ConfigStore.instance()
     store.store(name="base_config", node=Config)
     store.store(group="optimizer", name="base_optimizer", node=OptimizerConfig)

@@ -166,12 +166,13 @@ class TrackingConfig:
 @dataclass
 class CompareConfig:
     # The true/false key whose two sides the report compares (a shorthand or a group key).
-    variant: str = "bn"
+    # Set by the study's config (conf/config.yaml for the BN study), not here.
+    variant: str = MISSING
     # The two keys that make a cell of the report's grid: panel rows, then columns; each
     # side is also compared at its own best value of the second (its best learning rate).
-    cell: list[str] = field(default_factory=lambda: ["activation", "lr"])
+    cell: list[str] = MISSING
     # How the page names the variant's true side, then its false side.
-    labels: list[str] = field(default_factory=lambda: ["BN", "no BN"])
+    labels: list[str] = MISSING
 
 
 @dataclass

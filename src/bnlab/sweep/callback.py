@@ -30,7 +30,7 @@ from bnlab.experiment import threads
 from bnlab.job import runner as job
 from bnlab.redaction import redact_hydra_folder, redact_text
 from bnlab.sweep.grid import check_jobs, grid_jobs, search_path_overrides
-from bnlab.sweep.recorder import SweepRecorder, sweep_name, varying_keys
+from bnlab.sweep.recorder import SweepRecorder, sweep_name, swept_keys
 from bnlab.tracking.retries import StoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -150,7 +150,7 @@ class ExperimentCallback(Callback):
             params={f"sweep.{key}": value for key, value in params.items()}
             | {"sweep.overrides": " ".join(config.hydra.overrides.task)},
             total=len(jobs),
-            tags={metrics.VARYING_TAG: json.dumps(varying_keys(jobs))},
+            tags={metrics.VARYING_TAG: json.dumps(swept_keys(jobs))},
         )
         set_active(recorder)
 

@@ -216,7 +216,7 @@ def sweep_note(
     return "\n".join(lines)
 
 
-def varying_keys(jobs: list[list[str]]) -> list[str]:
+def swept_keys(jobs: list[list[str]]) -> list[str]:
     """The override keys whose value differs between jobs, in command-line order."""
     values: dict[str, set[str]] = {}
     for overrides in jobs:

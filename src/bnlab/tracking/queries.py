@@ -85,7 +85,7 @@ def sweep_parent(client: MlflowClient, experiment_id: str, sweep_id: str) -> Any
     return parents[0] if parents else None
 
 
-def varying_keys(parent: Any) -> set[str]:
+def recorded_varying_keys(parent: Any) -> set[str]:
     """The keys that differ between the jobs of a sweep, from its parent's tag."""
     try:
         return set(json.loads(parent.data.tags.get(metrics.VARYING_TAG, "[]")))

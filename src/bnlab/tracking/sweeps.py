@@ -60,7 +60,7 @@ class SweepBook:
         parent = queries.sweep_parent(self.client, self.experiment_id, sweep_id)
         if parent is None:
             return None, set()
-        return parent.info.run_id, queries.varying_keys(parent)
+        return parent.info.run_id, queries.recorded_varying_keys(parent)
 
     def mark_skipped(self, parent_run_id: str, identity: str, reused_run_id: str) -> None:
         """Records on a sweep's parent that one of its jobs reused a complete run."""

@@ -91,7 +91,7 @@ def test_the_code_of_every_target_and_the_training_loop_is_covered_but_not_the_r
     assert {"bnlab.experiment.training", "bnlab.plugins.cnn", "bnlab.plugins.mnist"} <= set(modules)
     # Keras's optimizers are covered by Keras's version, which the identity records.
     assert not any(module.startswith("keras") for module in modules)
-    assert "bnlab.report.figures" not in modules and "bnlab.report.analysis" not in modules
+    assert "bnlab.report.figures" not in modules and "bnlab.report.statistics" not in modules
     # The BN block the models import is covered, as is every first-party module they
     # import in turn; tests and the report are not.
     assert {"bnlab.plugins.bn_switch", "bnlab.experiment.batchnorm"} <= set(modules)

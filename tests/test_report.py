@@ -14,7 +14,7 @@ from matplotlib.figure import Figure
 
 from bnlab import metrics, tracking
 from bnlab.bench import synthetic_store as synthetic
-from bnlab.report import analysis
+from bnlab.report import facts, statistics
 from bnlab.report import figures as report
 from bnlab.report.build import ReportError, build_report
 from conftest import ROOT, experiment_runs
@@ -66,7 +66,7 @@ def test_report_writes_every_file_with_the_right_numbers(store, store_uri, tmp_p
     summary = read_summary(out)
     assert len(summary) == 6
     history, _ = synthetic.curve(True, 0.05, "sigmoid", 0, 20, 50)
-    expected_steps = analysis.steps_to_target(
+    expected_steps = statistics.steps_to_target(
         pd.DataFrame(
             {
                 "step": [p["step"] for p in history],
@@ -316,12 +316,12 @@ def seed_frame(rows: list[tuple]) -> pd.DataFrame:
 
 
 def test_interval_is_the_student_t_interval_of_the_mean() -> None:
-    mean, sd, ci95, count = analysis.interval([0.90, 0.92, 0.97])
+    mean, sd, ci95, count = statistics.interval([0.90, 0.92, 0.97])
     assert count == 3 and mean == pytest.approx(0.93)
     assert sd == pytest.approx(0.036055, abs=1e-5)
     # t(0.975, 2) = 4.3027: the interval is wide with three seeds, as it should be.
     assert ci95 == pytest.approx(4.302653 * 0.036055 / 3**0.5, abs=1e-5)
-    single = analysis.interval([0.5, float("nan")])
+    single = statistics.interval([0.5, float("nan")])
     assert single[0] == 0.5 and pd.isna(single[1]) and pd.isna(single[2]) and single[3] == 1
 
 
@@ -337,7 +337,7 @@ def test_claims_count_seeds_and_follow_the_majority() -> None:
             ("relu", 0.05, True, 2, 0.98, 0.97, 250, "finished"),
         ]
     )
-    [fact] = analysis.cell_facts(seeds, 0.9, 0.1)
+    [fact] = facts.cell_facts(seeds, 0.9, 0.1)
     assert fact["no_bn"]["stayed_at_chance_seeds"] == 2 and fact["no_bn"]["seeds"] == 3
     assert fact["no_bn"]["stayed_at_chance"] is True
     assert fact["no_bn"]["per_seed"]["0"]["best_val_accuracy"] == 0.82
@@ -345,13 +345,13 @@ def test_claims_count_seeds_and_follow_the_majority() -> None:
     assert fact["bn"]["learned_seeds"] == 3 and fact["bn"]["learned"] is True
     assert fact["bn_first_seeds"] == 3 and fact["first_to_target"] == "bn"
     assert fact["steps_ahead"] is None  # the plain network never got there
-    sentences = analysis.plain_language([fact], pd.DataFrame(columns=["activation"]), 0.9)
+    sentences = facts.plain_language([fact], pd.DataFrame(columns=["activation"]), 0.9)
     assert (
         "relu at lr=0.05: no BN stayed at chance in 2 of 3 seeds; "
         "BN learned in 3 of 3; BN reached 90% first in 3 of 3." in sentences
     )
-    differences = analysis.paired_differences(seeds).iloc[0]
-    expected = analysis.interval([0.97 - 0.82, 0.96 - 0.10, 0.98 - 0.11])
+    differences = statistics.paired_differences(seeds).iloc[0]
+    expected = statistics.interval([0.97 - 0.82, 0.96 - 0.10, 0.98 - 0.11])
     assert differences["best_val_accuracy diff"] == pytest.approx(expected[0])
     assert differences["best_val_accuracy diff ci95"] == pytest.approx(expected[2])
     assert differences["pairs"] == 3
@@ -366,7 +366,7 @@ def test_race_reports_the_median_lead_and_a_split_verdict() -> None:
             ("sigmoid", 0.001, False, 1, 0.95, 0.95, 300, "finished"),
         ]
     )
-    [fact] = analysis.cell_facts(seeds, 0.9, 0.1)
+    [fact] = facts.cell_facts(seeds, 0.9, 0.1)
     assert fact["per_seed_winner"] == {"0": "bn", "1": "no_bn"}
     assert fact["first_to_target"] == "split" and fact["steps_ahead"] == 300
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from bnlab import metrics
-from bnlab.report.analysis import interval, steps_to_target
+from bnlab.report.statistics import interval, steps_to_target
 from bnlab.values import number
 
 SUPPORTED, NOT_SUPPORTED, MIXED, NOT_RUN = "supported", "not supported", "mixed", "not run"

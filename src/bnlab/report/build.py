@@ -13,9 +13,10 @@ from bnlab import metrics, tracking
 from bnlab.atomic import write_atomic
 from bnlab.config import ConfigError
 from bnlab.config.store_uri import check_tracking_uri, sqlite_path
-from bnlab.report import analysis, page, tables
 from bnlab.report import comparison as comparisons
+from bnlab.report import facts as cell_facts
 from bnlab.report import figures as report
+from bnlab.report import page, selection, statistics, tables
 from bnlab.sweep import search
 from bnlab.tracking import links, queries
 from bnlab.values import shown_value
@@ -173,23 +174,23 @@ def _grid_section(
     comparison: comparisons.Comparison,
 ) -> tuple[Section, pd.DataFrame]:
     """The comparison (BN vs no BN) per cell (activation, learning rate), and its runs."""
-    selection = analysis.select(runs, curves, comparison)
-    seeds = analysis.per_seed(selection, target, comparison)
-    variants = analysis.per_variant(seeds, comparison)
-    table = analysis.summary_table(
-        variants, analysis.paired_differences(seeds, comparison), comparison
+    chosen = selection.select(runs, curves, comparison)
+    seeds = statistics.per_seed(chosen, target, comparison)
+    variants = statistics.per_variant(seeds, comparison)
+    table = statistics.summary_table(
+        variants, statistics.paired_differences(seeds, comparison), comparison
     )
-    best = analysis.best_learning_rates(variants, comparison)
-    chance = analysis.chance_of(runs)
-    facts = analysis.cell_facts(seeds, target, chance, comparison)
+    best = statistics.best_learning_rates(variants, comparison)
+    chance = cell_facts.chance_of(runs)
+    facts = cell_facts.cell_facts(seeds, target, chance, comparison)
     true_name, false_name = comparison.labels
     row, column, variant = comparison.keys
-    notes = list(selection.notes)
-    implementation = analysis.bn_implementation_note(selection.runs, comparison)
+    notes = list(chosen.notes)
+    implementation = selection.bn_implementation_note(chosen.runs, comparison)
     if implementation:
         notes.append(implementation)
-    activations = sorted(selection.runs[row].unique())
-    lrs = sorted(selection.runs[column].unique())
+    activations = sorted(chosen.runs[row].unique())
+    lrs = sorted(chosen.runs[column].unique())
     present = set(zip(variants[row], variants[column], variants[variant], strict=True))
     missing = [
         f"{a}, {column}={shown_value(lr)}, {comparison.label(bn)}"
@@ -202,7 +203,7 @@ def _grid_section(
         notes.append(f"missing from the grid: {'; '.join(missing)}")
     counts = variants["seeds"]
     notes.append(
-        f"{len(selection.runs)} runs compared, {_seed_range(counts)} seed(s) per setting; "
+        f"{len(chosen.runs)} runs compared, {_seed_range(counts)} seed(s) per setting; "
         + (report.BAND_CAPTION if counts.max() > 1 else report.ONE_SEED_CAPTION)
         + ". Intervals are 95 % Student-t intervals of the mean over seeds; "
         f"{true_name} − {false_name} is paired by seed."
@@ -211,7 +212,7 @@ def _grid_section(
         f"Validation accuracy against training step, {true_name} vs {false_name}": (
             page.figure_png(
                 report.plot_comparison_grid(
-                    selection.curves,
+                    chosen.curves,
                     activations,
                     lrs,
                     title=f"{true_name} vs {false_name} — {experiment}",
@@ -232,24 +233,24 @@ def _grid_section(
     write_atomic(
         out / "summary.md",
         f"# Summary (target validation accuracy {target})\n\n"
-        + tables.markdown_table(analysis.display_table(table, comparison))
+        + tables.markdown_table(statistics.display_table(table, comparison))
         + "\n## Each variant at its own best learning rate\n\n"
         + tables.markdown_table(best),
     )
     write_atomic(out / "claims.json", json.dumps(facts, indent=2))
     section = Section(
-        analysis.plain_language(facts, best, target, comparison),
+        cell_facts.plain_language(facts, best, target, comparison),
         images,
         {
             f"Per setting: mean ± 95 % interval over seeds (steps to {target:.0%} "
-            "validation accuracy: mean where every seed got there)": analysis.display_table(
+            "validation accuracy: mean where every seed got there)": statistics.display_table(
                 table, comparison
             ),
             "Each variant at its own best learning rate": best,
         },
         notes,
     )
-    return section, selection.runs
+    return section, chosen.runs
 
 
 def _seed_range(counts: pd.Series) -> str:
@@ -279,7 +280,7 @@ def _study_section(
             report.plot_param_importances(importances, study)
         ),
         f"Study {study}: best validation accuracy against learning rate": page.figure_png(
-            report.plot_search_lr(trial_runs, study, comparison, analysis.chance_of(runs))
+            report.plot_search_lr(trial_runs, study, comparison, cell_facts.chance_of(runs))
         ),
     }
     folder = out / f"study_{study}"

@@ -1,0 +1,117 @@
+"""Which recorded runs a report compares: one identity scheme, settings that match."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from bnlab import metrics
+from bnlab.config.keys import SHORTHANDS, is_trained
+from bnlab.job.identity import SCHEME
+from bnlab.report.comparison import DEFAULT, Comparison
+
+# Parameters that define a grid cell, a variant or a repetition (the shorthands and the
+# group keys they set); every other trained parameter must match across compared runs.
+VARYING = {*SHORTHANDS, *SHORTHANDS.values()}
+
+
+@dataclass
+class Selection:
+    """The runs a report compares, with notes on what was left out and why."""
+
+    runs: pd.DataFrame
+    curves: pd.DataFrame
+    notes: list[str] = field(default_factory=list)
+
+
+def _as_bool(value) -> bool:
+    return str(value).lower() in {"true", "1"}
+
+
+def select(runs: pd.DataFrame, curves: pd.DataFrame, comparison: Comparison = DEFAULT) -> Selection:
+    """Keeps one comparable set of runs: the most common setting of everything not swept.
+
+    Runs whose fixed parameters differ from that setting are dropped with a note.
+    For each (cell, variant, seed), the newest complete run wins; a failed or
+    killed run is kept only where no complete run exists, so it is drawn marked.
+    """
+    notes: list[str] = []
+    if runs.empty:
+        return Selection(runs, curves, notes)
+    runs = runs.copy()
+    if "identity_scheme" in runs:
+        current = runs["identity_scheme"].astype(str) == str(SCHEME)
+        if not current.all():
+            notes.append(
+                f"{int((~current).sum())} run(s) recorded under an older identity scheme left "
+                f"out (they are not comparable with scheme {SCHEME}; retrain them to compare)"
+            )
+            runs = runs[current]
+            if runs.empty:
+                return Selection(runs, curves, notes)
+    runs[comparison.variant] = runs[comparison.variant].map(_as_bool)
+    for key in comparison.cell:
+        numbers = pd.to_numeric(runs[key], errors="coerce")
+        if numbers.notna().all():
+            runs[key] = numbers
+    runs["seed"] = runs["seed"].astype(int)
+    fixed = sorted(
+        column
+        for column in runs.columns
+        if "." in column
+        and column not in VARYING
+        and column not in comparison.keys
+        and is_trained(column)
+    )
+    if fixed:
+        signature = runs[fixed].astype(str).agg("|".join, axis=1)
+        dominant = signature.value_counts().index[0]
+        keep = signature == dominant
+        if not keep.all():
+            differing = sorted(
+                column
+                for column in fixed
+                if runs.loc[~keep, column].astype(str).ne(runs.loc[keep, column].iloc[0]).any()
+            )
+            notes.append(
+                f"{int((~keep).sum())} run(s) with other settings left out "
+                f"(they differ in {', '.join(differing)})"
+            )
+            runs = runs[keep]
+    runs["complete"] = runs["outcome"].isin(metrics.COMPLETE_OUTCOMES)
+    runs = runs.sort_values(["complete", "start_time"], ascending=[False, False])
+    before = len(runs)
+    runs = runs.drop_duplicates(subset=[*comparison.keys, "seed"], keep="first")
+    if len(runs) < before:
+        notes.append(
+            f"{before - len(runs)} older or superseded run(s) of the same setting left out"
+        )
+    curves = curves[curves["run_id"].isin(runs["run_id"])]
+    curves = curves.merge(runs[["run_id", *comparison.keys, "seed", "outcome"]], on="run_id")
+    return Selection(runs.reset_index(drop=True), curves.sort_values("step"), notes)
+
+
+# How each BN implementation (`model.bn_impl`) is named on the report page.
+BN_IMPL_NAMES = {
+    "fused": "TensorFlow's fused kernel (model.bn_impl=fused)",
+    "keras": "keras.layers.BatchNormalization (model.bn_impl=keras)",
+}
+
+
+def bn_implementation_note(runs: pd.DataFrame, comparison: Comparison = DEFAULT) -> str | None:
+    """Which BN implementation produced the compared BN runs, as one sentence.
+
+    Runs recorded before `model.bn_impl` existed used Keras's layer.
+    """
+    if "model.bn_impl" not in runs and comparison.variant != DEFAULT.variant:
+        return None  # another experiment's comparison, with no BN implementation to name
+    bn_runs = runs[runs[comparison.variant].map(_as_bool)] if not runs.empty else runs
+    if bn_runs.empty:
+        return None
+    impls = (
+        bn_runs["model.bn_impl"] if "model.bn_impl" in bn_runs else pd.Series(index=bn_runs.index)
+    )
+    counts = impls.fillna("keras").astype(str).value_counts()
+    parts = [f"{BN_IMPL_NAMES.get(impl, impl)} in {count}" for impl, count in counts.items()]
+    return f"BN computed with {'; '.join(parts)} of {len(bn_runs)} BN run(s)"

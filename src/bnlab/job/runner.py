@@ -37,25 +37,6 @@ log = logging.getLogger(__name__)
 # Set in the launching process of a sweep on local workers (`sweep.ExperimentCallback`),
 # which its workers inherit: a job whose process is another one runs in a worker.
 LAUNCHER_PID_VARIABLE = "BNLAB_LAUNCHER_PID"
-# A single run's checked config and open store, handed over by the launch callback
-# (`sweep.ExperimentCallback.on_run_start`), which runs in this process just before the
-# job: the job validates once and opens the store once.
-_handed_over: dict[str, Any] = {}
-
-
-def hand_over(overrides: list[str], config: Config, store: tracking.Store | None) -> None:
-    """Keeps a single run's validated config and store for `run` to take."""
-    _handed_over.clear()
-    _handed_over.update(overrides=list(overrides), config=config, store=store)
-
-
-def _take(overrides: list[str]) -> tuple[Config, tracking.Store | None] | None:
-    """The handed-over config and store, if they were prepared for these overrides."""
-    found = dict(_handed_over)
-    _handed_over.clear()
-    if found and found["overrides"] == list(overrides):
-        return found["config"], found["store"]
-    return None
 
 
 @dataclass
@@ -237,18 +218,19 @@ def _run(
     trial_reporter: Callable[[Any], Any] | None,
 ) -> dict[str, float]:
     context = JobContext.from_hydra()
-    prepared = None if context.multirun else _take(context.overrides)
-    config = prepared[0] if prepared else validate(cfg, context.overrides)
+    # The one validation of this job's config, before any work.
+    config = validate(cfg, context.overrides)
     job_threads = threads.per_job(context.launcher, config.train.threads)
     if not threads.pin(job_threads):
         log.debug("Backend already started; thread counts stay as they are")
     interrupts.check()
     run_logger = None
     # The store first: an unreachable one fails in seconds, before the backend starts.
-    if prepared:
-        store = prepared[1]
-    else:
-        store = _open_store(config, context.multirun) if config.tracking.enabled else None
+    store = _open_store(config, context.multirun) if config.tracking.enabled else None
+    if store is not None and not context.multirun:
+        # A single run records what earlier jobs from this folder kept offline (a sweep's
+        # launch does it once for all its jobs).
+        store.record_pending(Path(context.cwd) / config.tracking.spool_dir)
     identity = identity_hash(config)
     # An optimizer argument its class does not take fails here, before any run is opened
     # (reading the class's signature starts the backend, only when it must be read).

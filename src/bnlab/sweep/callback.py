@@ -22,9 +22,8 @@ from hydra.types import RunMode
 from hydra.utils import get_class
 from omegaconf import DictConfig, open_dict, read_write
 
-from bnlab import interrupts, metrics, tracking
+from bnlab import interrupts, metrics
 from bnlab.config import launchers as cluster
-from bnlab.config import validate
 from bnlab.config.errors import USER_ERRORS, exit_on_user_error
 from bnlab.experiment import threads
 from bnlab.job import runner as job
@@ -98,20 +97,6 @@ def _job_config(config: DictConfig) -> DictConfig:
 
 class ExperimentCallback(Callback):
     """Checks every job's config before any work starts; records sweeps as parent runs."""
-
-    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        try:
-            overrides = list(config.hydra.overrides.task)
-            choices = {key: str(value) for key, value in config.hydra.runtime.choices.items()}
-            checked = validate(_job_config(config), overrides, choices)
-            store = None
-            if checked.tracking.enabled:
-                # Reach the store before the job starts: a dead one fails here, in one line.
-                store = tracking.open_store(checked.tracking)
-                store.record_pending(Path(config.hydra.runtime.cwd) / checked.tracking.spool_dir)
-            job.hand_over(overrides, checked, store)
-        except USER_ERRORS as error:
-            exit_on_user_error(error)
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         # Hydra turns exceptions raised in callbacks into warnings and carries on;

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
+from bnlab.job import identity
 from conftest import ROOT, TINY, experiment_runs
 
 pytestmark = pytest.mark.slow
@@ -73,7 +74,7 @@ def test_the_digits_example_sweeps_resumes_and_reports_through_the_plug_in_point
     for run in jobs:
         assert run.data.params["model._target_"] == "bnlab.plugins.mlp.build_mlp"
         assert run.data.params["data._target_"] == "bnlab.plugins.digits.load_digits"
-        assert run.data.tags["identity_scheme"] == "2"
+        assert run.data.tags["identity_scheme"] == str(identity.SCHEME)
         [dataset] = run.inputs.dataset_inputs
         assert dataset.dataset.name == "digits"
         assert json.loads(dataset.dataset.profile)["input_shape"] == [8, 8, 1]

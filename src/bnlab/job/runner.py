@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from bnlab import interrupts, metrics, tracking
 from bnlab.config import Config, group_values, validate
+from bnlab.config.errors import USER_ERRORS, exit_on_user_error
 from bnlab.config.keys import SHORTHANDS, flatten, is_trained, override_key, spell_override
 from bnlab.config.validation import check_optimizer
 from bnlab.experiment import threads
@@ -218,19 +219,21 @@ def _run(
     trial_reporter: Callable[[Any], Any] | None,
 ) -> dict[str, float]:
     context = JobContext.from_hydra()
-    # The one validation of this job's config, before any work.
-    config = validate(cfg, context.overrides)
+    try:
+        # The one validation of this job's config, and its store reached, before any work.
+        config, store = _prepare(cfg, context)
+    except USER_ERRORS as error:
+        if context.multirun:
+            raise
+        # A single run's bad input is one line and exit 2, before Hydra reports a failed job.
+        exit_on_user_error(error)
     job_threads = threads.per_job(context.launcher, config.train.threads)
     if not threads.pin(job_threads):
         log.debug("Backend already started; thread counts stay as they are")
     interrupts.check()
     run_logger = None
     # The store first: an unreachable one fails in seconds, before the backend starts.
-    store = _open_store(config, context.multirun) if config.tracking.enabled else None
-    if store is not None and not context.multirun:
-        # A single run records what earlier jobs from this folder kept offline (a sweep's
-        # launch does it once for all its jobs).
-        store.record_pending(Path(context.cwd) / config.tracking.spool_dir)
+
     identity = identity_hash(config)
     # An optimizer argument its class does not take fails here, before any run is opened
     # (reading the class's signature starts the backend, only when it must be read).
@@ -332,6 +335,17 @@ def _run(
             log.exception("Job failed")
             return {metrics.OBJECTIVE: math.nan}
         raise
+
+
+def _prepare(cfg: DictConfig, context: JobContext) -> tuple[Config, tracking.Store | None]:
+    """The job's checked config and its open store (None when tracking is off)."""
+    config = validate(cfg, context.overrides)
+    store = _open_store(config, context.multirun) if config.tracking.enabled else None
+    if store is not None and not context.multirun:
+        # A single run records what earlier jobs from this folder kept offline (a sweep's
+        # launch does it once for all its jobs).
+        store.record_pending(Path(context.cwd) / config.tracking.spool_dir)
+    return config, store
 
 
 def _open_store(config: Config, multirun: bool) -> tracking.Store:

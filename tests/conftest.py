@@ -269,8 +269,9 @@ _BUDGET_FILE = os.environ.get("BNLAB_DURATIONS")
 _started: list[int] = []
 
 
-def _count_python_starts(monkeypatch_target=subprocess.Popen) -> None:
-    original = monkeypatch_target.__init__
+def _count_python_starts() -> None:
+    """Counts, in `_started`, each Python (or bnlab) process this test process starts."""
+    original = subprocess.Popen.__init__
 
     def counting(self, args, *rest, **kwargs):
         words = [args] if isinstance(args, str | bytes | os.PathLike) else list(args)
@@ -279,7 +280,7 @@ def _count_python_starts(monkeypatch_target=subprocess.Popen) -> None:
             _started.append(1)
         original(self, args, *rest, **kwargs)
 
-    monkeypatch_target.__init__ = counting
+    subprocess.Popen.__init__ = counting
 
 
 if _BUDGET_FILE:

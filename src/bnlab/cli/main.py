@@ -8,6 +8,7 @@ bnlab report | sync | stack | identity | benchmark  [FLAGS]
 
 from __future__ import annotations
 
+import importlib
 import os
 import shlex
 import sys
@@ -31,6 +32,15 @@ Your own experiment: --user-dir DIR (after train, sweep, study or identity) puts
 Python modules on the path and its config groups (DIR/model/*.yaml, ...) on Hydra's
 search path. `bnlab COMMAND --help` shows a command's own help."""
 
+# The subcommands whose module's `main(argv)` runs them; each is imported only when chosen.
+RUNNERS = {
+    "study": "bnlab.cli.study",
+    "report": "bnlab.cli.report",
+    "sync": "bnlab.cli.sync",
+    "stack": "bnlab.stack.cli",
+    "identity": "bnlab.cli.identity",
+    "benchmark": "bnlab.cli.benchmark",
+}
 # The subcommands that compose configs, and so take --user-dir.
 COMPOSING = ("train", "sweep", "study", "identity")
 USER_DIR_FLAG = "--user-dir"
@@ -89,30 +99,8 @@ def main(argv: list[str] | None = None) -> int:
             print(USAGE)
             return 0
         return main(["train", "-m", *[word for text in rest for word in shlex.split(text)]])
-    if command == "study":
-        from bnlab.cli import study
-
-        return study.main(rest)
-    if command == "report":
-        from bnlab.cli import report
-
-        return report.main(rest)
-    if command == "sync":
-        from bnlab.cli import sync
-
-        return sync.main(rest)
-    if command == "stack":
-        from bnlab.stack import cli as stack_cli
-
-        return stack_cli.main(rest)
-    if command == "identity":
-        from bnlab.cli import identity
-
-        return identity.main(rest)
-    if command == "benchmark":
-        from bnlab.cli import benchmark
-
-        return benchmark.main(rest)
+    if command in RUNNERS:
+        return importlib.import_module(RUNNERS[command]).main(rest)
     print(f"error: bnlab: no command named '{command}' (see bnlab --help)", file=sys.stderr)
     return EXIT_BAD_INPUT
 

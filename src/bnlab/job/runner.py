@@ -220,7 +220,8 @@ def _run(
 ) -> dict[str, float]:
     context = JobContext.from_hydra()
     try:
-        # The one validation of this job's config, and its store reached, before any work.
+        # The one validation of this job's config, and its store reached before any work:
+        # an unreachable store fails in seconds, before the backend starts.
         config, store = _prepare(cfg, context)
     except USER_ERRORS as error:
         if context.multirun:
@@ -232,8 +233,6 @@ def _run(
         log.debug("Backend already started; thread counts stay as they are")
     interrupts.check()
     run_logger = None
-    # The store first: an unreachable one fails in seconds, before the backend starts.
-
     identity = identity_hash(config)
     # An optimizer argument its class does not take fails here, before any run is opened
     # (reading the class's signature starts the backend, only when it must be read).

@@ -162,3 +162,43 @@ def test_the_architecture_page_lists_every_module_with_its_purpose() -> None:
     assert page.read_text() == render(), (
         "docs/architecture.md is stale: python docs/architecture.py > docs/architecture.md"
     )
+
+
+# Third-party APIs outside their projects' documented surface, and the one module each
+# may appear in (its docstring says why it is used).
+INTERNAL_APIS = {
+    r"hydra\.core\.override_parser": "bnlab.config.overrides",
+    r"hydra\._internal": "bnlab.config.launchers",
+    r"compat\.v1": "bnlab.experiment.batchnorm",
+    r"mlflow\.store\.": "bnlab.tracking",
+}
+
+
+@pytest.mark.parametrize("pattern", sorted(INTERNAL_APIS))
+def test_each_internal_third_party_api_stays_in_one_module(pattern: str) -> None:
+    import re
+
+    users = {
+        module for module, path in MODULES.items() if re.search(pattern, path.read_text())
+    }
+    assert users == {INTERNAL_APIS[pattern]}, f"{pattern} used by {sorted(users)}"
+
+
+# The general pipeline's layers: they name no experiment (the BN study's names, its
+# comparison and its prose live in its config and plug-ins).
+GENERAL = ("report", "tracking", "job", "sweep")
+STUDY_WORDS = r"Batch ?Normalization|bn_impl|\bBN vs\b|no BN"
+
+
+def test_the_general_pipeline_names_no_experiment() -> None:
+    import re
+
+    found = []
+    for module, path in MODULES.items():
+        if _package(module) not in GENERAL:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                if re.search(STUDY_WORDS, node.value):
+                    found.append(f"{module}:{node.lineno}: {node.value[:60]!r}")
+    assert not found, "\n".join(found)

@@ -17,7 +17,11 @@ from bnlab.bench import synthetic_store as synthetic
 from bnlab.report import facts, statistics
 from bnlab.report import figures as report
 from bnlab.report.build import ReportError, build_report
+from bnlab.report.comparison import shipped
 from conftest import ROOT, experiment_runs
+
+# The shipped study's comparison (conf/config.yaml's `compare`): BN against no BN.
+BN = shipped()
 
 ACTIVATIONS = ("relu", "sigmoid")
 LRS = (0.001, 0.01, 0.05)
@@ -272,7 +276,7 @@ def synthetic_curves() -> pd.DataFrame:
 
 def test_plot_functions_take_frames_and_return_figures() -> None:
     curves = synthetic_curves()
-    grid = report.plot_comparison_grid(curves, ["relu", "sigmoid"], [0.01, 0.05], chance=0.1)
+    grid = report.plot_comparison_grid(curves, ["relu", "sigmoid"], [0.01, 0.05], BN, chance=0.1)
     assert isinstance(grid, Figure)
     assert len(grid.axes) == 4
     # Three seeds: a band per variant in the populated panel.
@@ -287,7 +291,7 @@ def test_plot_functions_take_frames_and_return_figures() -> None:
             "best_val_accuracy": [0.9, 0.8, 0.7, 0.1],
         }
     )
-    sensitivity = report.plot_lr_sensitivity(variants)
+    sensitivity = report.plot_lr_sensitivity(variants, BN)
     assert isinstance(sensitivity, Figure)
     # Ticks at exactly the learning rates swept, written as typed.
     axis = sensitivity.axes[0]
@@ -337,7 +341,7 @@ def test_claims_count_seeds_and_follow_the_majority() -> None:
             ("relu", 0.05, True, 2, 0.98, 0.97, 250, "finished"),
         ]
     )
-    [fact] = facts.cell_facts(seeds, 0.9, 0.1)
+    [fact] = facts.cell_facts(seeds, 0.9, 0.1, BN)
     assert fact["no_bn"]["stayed_at_chance_seeds"] == 2 and fact["no_bn"]["seeds"] == 3
     assert fact["no_bn"]["stayed_at_chance"] is True
     assert fact["no_bn"]["per_seed"]["0"]["best_val_accuracy"] == 0.82
@@ -345,12 +349,12 @@ def test_claims_count_seeds_and_follow_the_majority() -> None:
     assert fact["bn"]["learned_seeds"] == 3 and fact["bn"]["learned"] is True
     assert fact["bn_first_seeds"] == 3 and fact["first_to_target"] == "bn"
     assert fact["steps_ahead"] is None  # the plain network never got there
-    sentences = facts.plain_language([fact], pd.DataFrame(columns=["activation"]), 0.9)
+    sentences = facts.plain_language([fact], pd.DataFrame(columns=["activation"]), 0.9, BN)
     assert (
         "relu at lr=0.05: no BN stayed at chance in 2 of 3 seeds; "
         "BN learned in 3 of 3; BN reached 90% first in 3 of 3." in sentences
     )
-    differences = statistics.paired_differences(seeds).iloc[0]
+    differences = statistics.paired_differences(seeds, BN).iloc[0]
     expected = statistics.interval([0.97 - 0.82, 0.96 - 0.10, 0.98 - 0.11])
     assert differences["best_val_accuracy diff"] == pytest.approx(expected[0])
     assert differences["best_val_accuracy diff ci95"] == pytest.approx(expected[2])
@@ -366,7 +370,7 @@ def test_race_reports_the_median_lead_and_a_split_verdict() -> None:
             ("sigmoid", 0.001, False, 1, 0.95, 0.95, 300, "finished"),
         ]
     )
-    [fact] = facts.cell_facts(seeds, 0.9, 0.1)
+    [fact] = facts.cell_facts(seeds, 0.9, 0.1, BN)
     assert fact["per_seed_winner"] == {"0": "bn", "1": "no_bn"}
     assert fact["first_to_target"] == "split" and fact["steps_ahead"] == 300
 
@@ -381,7 +385,7 @@ def test_one_seed_is_said_and_no_band_is_drawn(store, store_uri, tmp_path) -> No
     assert summary["best_val_accuracy diff ci95"].isna().all()
     curves = synthetic_curves()
     one_seed = curves[curves["seed"] == 0]
-    grid = report.plot_comparison_grid(one_seed, ["sigmoid"], [0.01], chance=0.1)
+    grid = report.plot_comparison_grid(one_seed, ["sigmoid"], [0.01], BN, chance=0.1)
     assert len(grid.axes[0].collections) == 0  # no band
     assert len(grid.axes[0].lines) == 3  # one line per variant, and chance
 
@@ -402,7 +406,7 @@ def test_three_seeds_give_faint_seed_curves_bands_and_per_seed_claims(
     assert set(sigmoid["bn"]["per_seed"]) == {"0", "1", "2"}
     page = (tmp_path / "r" / "index.html").read_text()
     assert "stayed at chance in 3 of 3 seeds" in page and "±" in page
-    grid = report.plot_comparison_grid(synthetic_curves(), ["sigmoid"], [0.01], chance=0.1)
+    grid = report.plot_comparison_grid(synthetic_curves(), ["sigmoid"], [0.01], BN, chance=0.1)
     # Three faint seed lines and one mean per variant, plus chance.
     assert len(grid.axes[0].lines) == 2 * (3 + 1) + 1
 

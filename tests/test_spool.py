@@ -47,7 +47,7 @@ def test_a_saved_run_is_recorded_once_complete_and_replaces_its_partial_run(
     root = tmp_path / "unsent"
     _journal(partial.run_id, store_uri).save(root)
     _journal("elsewhere", "http://another-server:5000").save(root)
-    assert store.record_pending(root) == 1
+    assert store.spool.record_pending(root) == 1
     assert [saved.journal.run_id for saved in spool.pending(root)] == ["elsewhere"]
     [run] = experiment_runs(client)
     assert run.info.run_id != partial.run_id
@@ -59,7 +59,7 @@ def test_a_saved_run_is_recorded_once_complete_and_replaces_its_partial_run(
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"config.yaml", "curves"} <= artifacts
     assert client.get_run(partial.run_id).info.lifecycle_stage == "deleted"
-    assert store.record_pending(root) == 0
+    assert store.spool.record_pending(root) == 0
 
 
 class _RefusingClient:
@@ -323,7 +323,7 @@ def test_a_corrupt_entry_is_moved_aside_whole_and_the_others_are_recorded(
     _corrupt_entry(root)
     store = tracking.open_store(TrackingConfig(uri=store_uri))
     with caplog.at_level(logging.WARNING):
-        assert store.record_pending(root) == 1
+        assert store.spool.record_pending(root) == 1
     [line] = [r.getMessage() for r in caplog.records if "cannot be read" in r.getMessage()]
     assert "0123corrupt" in line and "quarantine" in line
     # Kept, never deleted: the same bytes, in the quarantine folder.

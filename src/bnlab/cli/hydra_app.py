@@ -29,16 +29,16 @@ def run(main: Callable[[], Any]) -> None:
         main()
         interrupts.check()
     except USER_ERRORS as error:
-        sweep.abort()
+        sweep.OPEN.abort()
         if user_set_full_error:
             raise
         exit_on_user_error(error)
     except KeyboardInterrupt:
-        if sweep.launcher_stuck():
+        if sweep.OPEN.launcher_stuck():
             # Not the user's Ctrl-C: the sweep's watchdog found every job ended.
             interrupts.clear()
-            sweep.launcher_failed(RuntimeError("it waited for a job whose process died"))
-        sweep.abort()
+            sweep.OPEN.launcher_failed(RuntimeError("it waited for a job whose process died"))
+        sweep.OPEN.abort()
         print("interrupted", file=sys.stderr)
         sys.exit(130)
     except tracking.ResultsLost as error:
@@ -48,9 +48,9 @@ def run(main: Callable[[], Any]) -> None:
         if interrupts.requested():
             # Stopped: the workers stopped with this process, and the launcher reports
             # their stop as an error of its own.
-            sweep.abort()
+            sweep.OPEN.abort()
             print("interrupted", file=sys.stderr)
             sys.exit(130)
         # A launcher that gave up on one job: the other jobs finish, then the list.
-        sweep.launcher_failed(error)
+        sweep.OPEN.launcher_failed(error)
         raise

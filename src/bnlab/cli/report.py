@@ -1,4 +1,4 @@
-"""`bnlab report`: the BN-vs-no-BN report (or the claims page) from the tracking store.
+"""`bnlab report`: the comparison report (or the claims page) from the tracking store.
 
 bnlab report
 bnlab report --experiment NAME --tracking-uri URI --out DIR
@@ -16,7 +16,9 @@ from bnlab.report.build import ReportError, build_report
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(description="Report BN vs no BN from the tracking store.")
+    parser = argparse.ArgumentParser(
+        description="Report the compared sides (compare.*) from the tracking store."
+    )
     # The defaults are the tracking config's own (conf/tracking/sqlite.yaml's schema).
     defaults = TrackingConfig()
     parser.add_argument("--experiment", default=defaults.experiment)

@@ -25,14 +25,14 @@ STUDY_OVERRIDES = ["+experiment=study"]
 def _study_tracking(overrides: list[str]) -> tuple[str, str, bool, str | None]:
     """The tracking URI, experiment, switch and UI address of a study with these overrides."""
     from hydra import compose, initialize_config_module
-    from hydra.core.override_parser.overrides_parser import OverridesParser
 
     from bnlab.config import register_configs
+    from bnlab.config.overrides import parse
 
     register_configs()
     tracking_overrides = [
         override.input_line
-        for override in OverridesParser.create().parse_overrides(overrides)
+        for override in parse(overrides)
         if override.get_key_element().lstrip("+~").startswith(("tracking", "experiment"))
     ]
     with initialize_config_module(CONFIG_PATH.removeprefix("pkg://"), version_base="1.3"):

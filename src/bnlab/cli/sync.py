@@ -41,7 +41,7 @@ def main(argv: list[str]) -> int:
             store = tracking.open_store(
                 TrackingConfig(uri=args.tracking_uri, experiment=experiment)
             )
-            recorded += store.record_pending(args.folder)
+            recorded += store.spool.record_pending(args.folder)
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

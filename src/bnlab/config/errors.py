@@ -29,6 +29,11 @@ class DataError(RuntimeError):
     """The data cannot be read; the message is one line that says how to fix it."""
 
 
+def fail(key: str, message: str) -> NoReturn:
+    """Refuses a value: one line that names its key, then what is wrong and what to do."""
+    raise ConfigError(f"{key}: {message}")
+
+
 USER_ERRORS = (ConfigError, DataError, HydraException, OmegaConfBaseException)
 EXIT_BAD_INPUT = 2
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 from dataclasses import asdict, is_dataclass
 from typing import Any
 
-from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
+
+from bnlab.config.overrides import parse
 
 # The top-level shorthands users sweep, and the group key each one sets. What is
 # trained is the group value; a shorthand is only a way to write it. Run names show
@@ -36,6 +37,15 @@ NOT_TRAINED = (
     "train.internals",
     *SHORTHANDS,
 )
+
+
+# Keys not logged as a run's params: prose that describes the experiment, not the run.
+NOT_LOGGED = ("tracking.note",)
+
+
+def logged_params(config: Any) -> dict[str, Any]:
+    """The params a run records: every flattened key but those in NOT_LOGGED."""
+    return {key: value for key, value in flatten(config).items() if key not in NOT_LOGGED}
 
 
 def is_trained(key: str) -> bool:
@@ -90,7 +100,7 @@ def shorthand_disagreement(overrides: list[str]) -> str | None:
     `bn=true model.bn=false` would train one thing and name another. Setting only one of
     the two is fine: the other follows (see `Config.__post_init__`).
     """
-    parsed = OverridesParser.create().parse_overrides(list(overrides))
+    parsed = parse(overrides)
     given = {
         override.get_key_element().lstrip("+~"): override
         for override in parsed

@@ -135,6 +135,9 @@ class TrackingConfig:
     uri: str = "sqlite:///mlflow.db"
     # MLflow experiment that holds the runs.
     experiment: str = "bn-trick"
+    # The experiment's description in the MLflow UI (Markdown), set when it is created;
+    # the study's config says what it holds. Not logged with each run.
+    note: str = ""
     # Save the trained Keras model as an artifact (off: models are cheap to retrain).
     log_model: bool = False
     # The launch a job belongs to. Drawn once per multirun and handed to every job in
@@ -164,6 +167,16 @@ class TrackingConfig:
 
 
 @dataclass
+class ImplementationConfig:
+    # The key (e.g. model.bn_impl) whose value says how the compared runs' true side ran.
+    key: str = ""
+    # Its value in runs recorded before the key existed.
+    unset: str = ""
+    # How the page names each value.
+    names: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
 class CompareConfig:
     # The true/false key whose two sides the report compares (a shorthand or a group key).
     # Set by the study's config (conf/config.yaml for the BN study), not here.
@@ -173,6 +186,8 @@ class CompareConfig:
     cell: list[str] = MISSING
     # How the page names the variant's true side, then its false side.
     labels: list[str] = MISSING
+    # A key that says how the true side was computed, named on the report page (empty: none).
+    implementation: ImplementationConfig = field(default_factory=ImplementationConfig)
 
 
 @dataclass

@@ -7,13 +7,9 @@ import tempfile
 import urllib.parse
 from pathlib import Path
 
-from bnlab.config.errors import ConfigError
+from bnlab.config.errors import ConfigError, fail
 
 TRACKING_SCHEMES = ("sqlite:///", "http://", "https://", "postgresql", "mysql")
-
-
-def _fail(key: str, message: str) -> None:
-    raise ConfigError(f"{key}: {message}")
 
 
 def sqlite_path(uri: str) -> Path | None:
@@ -39,7 +35,7 @@ def check_tracking_uri(uri: str, key: str = "tracking.uri", mlflow_store: bool =
 
 def _check_store_uri(uri: str, mlflow_store: bool) -> None:
     if not uri.startswith(TRACKING_SCHEMES):
-        _fail(
+        fail(
             "tracking.uri",
             f"unsupported URI '{uri}' (accepted: sqlite:///FILE, http(s)://HOST:PORT, "
             "postgresql://..., mysql://...)",
@@ -48,9 +44,9 @@ def _check_store_uri(uri: str, mlflow_store: bool) -> None:
         parts = urllib.parse.urlsplit(uri)
         parts.port  # noqa: B018  (parsing the port is the check: 'host:abc' raises)
     except ValueError as error:
-        _fail("tracking.uri", f"not a valid URI ({error})")
+        fail("tracking.uri", f"not a valid URI ({error})")
     if uri.startswith(("http://", "https://")) and not parts.hostname:
-        _fail("tracking.uri", "names no host (e.g. http://127.0.0.1:5000)")
+        fail("tracking.uri", "names no host (e.g. http://127.0.0.1:5000)")
     database = sqlite_path(uri)
     if database is not None:
         # SQLite creates the file, and MLflow its folders, wherever the URI points:
@@ -59,12 +55,12 @@ def _check_store_uri(uri: str, mlflow_store: bool) -> None:
             _check_sqlite_store(database)
         folder = database.absolute().parent
         if not folder.is_dir():
-            _fail("tracking.uri", f"directory {folder} does not exist (create it first)")
+            fail("tracking.uri", f"directory {folder} does not exist (create it first)")
         try:
             with tempfile.TemporaryFile(dir=folder):
                 pass
         except OSError:
-            _fail("tracking.uri", f"directory {folder} is not writable")
+            fail("tracking.uri", f"directory {folder} is not writable")
 
 
 # The first bytes of every SQLite 3 database file.
@@ -82,9 +78,9 @@ def _check_sqlite_store(path: Path) -> None:
         with path.open("rb") as file:
             header = file.read(len(SQLITE_HEADER))
     except OSError as error:
-        _fail(key, f"cannot read {path} ({error.strerror})")
+        fail(key, f"cannot read {path} ({error.strerror})")
     if header != SQLITE_HEADER:
-        _fail(key, f"{path} is not a SQLite database (point tracking.uri at an MLflow store)")
+        fail(key, f"{path} is not a SQLite database (point tracking.uri at an MLflow store)")
     try:
         connection = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True)
         try:
@@ -96,6 +92,6 @@ def _check_sqlite_store(path: Path) -> None:
         # may roll back: the file is a database, and MLflow's own connection recovers it.
         return
     except sqlite3.DatabaseError as error:
-        _fail(key, f"{path} cannot be read as a SQLite database ({error})")
+        fail(key, f"{path} cannot be read as a SQLite database ({error})")
     if tables and not {"experiments", "runs", "alembic_version"} <= tables:
-        _fail(key, f"{path} is a SQLite database, but not an MLflow store")
+        fail(key, f"{path} is a SQLite database, but not an MLflow store")

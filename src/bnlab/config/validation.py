@@ -11,13 +11,13 @@ import dataclasses
 import inspect
 import math
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
-from bnlab.config.errors import ConfigError
+from bnlab.config.errors import ConfigError, fail
 from bnlab.config.keys import SHORTHANDS, shorthand_disagreement
 from bnlab.config.store_uri import check_tracking_uri
 
@@ -35,9 +35,10 @@ MAX_SEED = 2**32 - 1
 MAX_EXPERIMENT_NAME = 200
 
 
-def _fail(key: str, message: str) -> None:
+def _fail(key: str, message: str) -> NoReturn:
+    """`errors.fail`, naming a key by the shorthand users type (`lr`, not `optimizer.lr`)."""
     shorthand_of = {key: shorthand for shorthand, key in SHORTHANDS.items()}
-    raise ConfigError(f"{shorthand_of.get(key, key)}: {message}")
+    fail(shorthand_of.get(key, key), message)
 
 
 def _groups(config: Config) -> list[tuple[str, Any]]:

@@ -20,7 +20,13 @@ from omegaconf import DictConfig, OmegaConf
 from bnlab import interrupts, metrics, tracking
 from bnlab.config import Config, group_values, validate
 from bnlab.config.errors import USER_ERRORS, exit_on_user_error
-from bnlab.config.keys import SHORTHANDS, flatten, is_trained, override_key, spell_override
+from bnlab.config.keys import (
+    SHORTHANDS,
+    is_trained,
+    logged_params,
+    override_key,
+    spell_override,
+)
 from bnlab.config.validation import check_optimizer
 from bnlab.experiment import threads
 from bnlab.experiment.data import dataset_info, load_data
@@ -88,7 +94,8 @@ def run_name(config: Config, overrides: list[str], varying: set[str] | None = No
 
 
 def _spell_shorthand(shorthand: str, value: Any) -> str:
-    """A shorthand's value as run names show it: `BN` or `no BN`, `relu`, `lr=0.01`, `s0`."""
+    """A shorthand's value as run names show it: a true/false one as its name in capitals
+    or `no` and that, then e.g. `relu`, `lr=0.01`, `s0`."""
     if isinstance(value, bool):
         return shorthand.upper() if value else f"no {shorthand.upper()}"
     if shorthand == "seed":
@@ -158,14 +165,14 @@ def _claim(
             return run
         rivals = [
             live
-            for live in store.live_runs(identity)
+            for live in store.live.live_runs(identity)
             if (live.start_time, live.run_id) < (run.start_time, run.run_id)
         ]
         if not rivals:
             return run
         run.discard()
         log.info("Waiting for run %s, which is training this same experiment", rivals[0].run_id)
-        store.wait_while_live(rivals[0].run_id)
+        store.live.wait_while_live(rivals[0].run_id)
 
 
 def run(
@@ -239,10 +246,12 @@ def _run(
     check_optimizer(config.optimizer)
     if store is not None:
         if not context.multirun:
-            store.reap_stale()
+            store.live.reap_stale()
         # Grid jobs and search trials alike find their launch's parent by its sweep id.
         parent, varying = (
-            store.sweep_parent(config.tracking.sweep_id) if context.multirun else (None, None)
+            store.sweeps.sweep_parent(config.tracking.sweep_id)
+            if context.multirun
+            else (None, None)
         )
         if parent is None:
             varying = None
@@ -254,7 +263,7 @@ def _run(
                 claimed.outcome,
             )
             if parent is not None:
-                store.mark_skipped(parent, identity, claimed.run_id)
+                store.sweeps.mark_skipped(parent, identity, claimed.run_id)
             return claimed.metrics
         run_logger = claimed
         log.info(
@@ -280,7 +289,7 @@ def _run(
 
     try:
         if run_logger is not None:
-            run_logger.log_params(flatten(config))
+            run_logger.log_params(logged_params(config))
         if trial_reporter is not None and config.search.trial is not None:
             reporter = trial_reporter(config.search)
             stoppers.append(reporter.report)
@@ -343,7 +352,7 @@ def _prepare(cfg: DictConfig, context: JobContext) -> tuple[Config, tracking.Sto
     if store is not None and not context.multirun:
         # A single run records what earlier jobs from this folder kept offline (a sweep's
         # launch does it once for all its jobs).
-        store.record_pending(Path(context.cwd) / config.tracking.spool_dir)
+        store.spool.record_pending(Path(context.cwd) / config.tracking.spool_dir)
     return config, store
 
 

@@ -124,9 +124,7 @@ def build_report(
     write_atomic(
         out / "index.html",
         page.render_html(
-            f"{comparison.labels[0]} vs {comparison.labels[1]} report — {experiment}"
-            if comparison != comparisons.DEFAULT
-            else f"Batch Normalization report — {experiment}",
+            f"{comparison.title} report — {experiment}",
             combined.sentences,
             combined.images,
             combined.tables,
@@ -173,7 +171,7 @@ def _grid_section(
     out: Path,
     comparison: comparisons.Comparison,
 ) -> tuple[Section, pd.DataFrame]:
-    """The comparison (BN vs no BN) per cell (activation, learning rate), and its runs."""
+    """The comparison (the variant's two sides) per cell, and its runs."""
     chosen = selection.select(runs, curves, comparison)
     seeds = statistics.per_seed(chosen, target, comparison)
     variants = statistics.per_variant(seeds, comparison)
@@ -186,7 +184,7 @@ def _grid_section(
     true_name, false_name = comparison.labels
     row, column, variant = comparison.keys
     notes = list(chosen.notes)
-    implementation = selection.bn_implementation_note(chosen.runs, comparison)
+    implementation = selection.implementation_note(chosen.runs, comparison)
     if implementation:
         notes.append(implementation)
     activations = sorted(chosen.runs[row].unique())
@@ -265,7 +263,8 @@ def _study_section(
     out: Path,
     comparison: comparisons.Comparison,
 ) -> Section:
-    """An Optuna study: history, importances, and best accuracy against lr by BN."""
+    """An Optuna study: history, importances, and best accuracy against the cell's column
+    key, by side."""
     try:
         trials = search.load_trials(storage, study)
     except ConfigError as error:

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 
 from bnlab import metrics, values
-from bnlab.report.comparison import DEFAULT, Comparison
+from bnlab.report.comparison import Comparison
 from bnlab.report.statistics import best_of, mean_ci
 
 # Best validation accuracy at or below this many times chance counts as "stayed at chance".
@@ -22,7 +22,7 @@ def _majority(count: int, total: int) -> bool:
 
 
 def cell_facts(
-    seeds: pd.DataFrame, target: float, chance: float | None, comparison: Comparison = DEFAULT
+    seeds: pd.DataFrame, target: float, chance: float | None, comparison: Comparison
 ) -> list[dict]:
     """Machine-readable facts per cell, counted over seeds, with each seed's values.
 
@@ -126,13 +126,13 @@ def _plain(value):
     return str(value)
 
 
-def _cell_name(fact: dict, comparison: Comparison = DEFAULT) -> str:
+def _cell_name(fact: dict, comparison: Comparison) -> str:
     row, column = fact[comparison.row], fact[comparison.column]
     return f"{values.shown_value(row)} at {comparison.column}={values.shown_value(column)}"
 
 
 def plain_language(
-    facts: list[dict], best: pd.DataFrame, target: float, comparison: Comparison = DEFAULT
+    facts: list[dict], best: pd.DataFrame, target: float, comparison: Comparison
 ) -> list[str]:
     """A few sentences that say what the numbers say, counted over seeds."""
     true_name, false_name = comparison.labels

@@ -14,7 +14,7 @@ from matplotlib.figure import Figure  # noqa: E402
 from scipy import stats  # noqa: E402
 
 from bnlab import metrics  # noqa: E402
-from bnlab.report.comparison import DEFAULT, Comparison  # noqa: E402
+from bnlab.report.comparison import Comparison  # noqa: E402
 from bnlab.values import shown_value  # noqa: E402
 
 # The variant's true side (BN in the BN study) and its false side; labels come from
@@ -91,11 +91,11 @@ def plot_comparison_grid(
     curves: pd.DataFrame,
     activations: list,
     lrs: list,
+    comparison: Comparison,
     title: str = "",
-    comparison: Comparison = DEFAULT,
     chance: float | None = None,
 ) -> Figure:
-    """The headline figure: validation accuracy against step, BN vs no BN, per cell.
+    """The headline figure: validation accuracy against step, one side against the other, per cell.
 
     Args:
         curves: One row per point: the comparison's row, column and variant keys (activation,
@@ -160,7 +160,7 @@ def plot_comparison_grid(
 
 
 def plot_lr_sensitivity(
-    variants: pd.DataFrame, comparison: Comparison = DEFAULT, chance: float | None = None
+    variants: pd.DataFrame, comparison: Comparison, chance: float | None = None
 ) -> Figure:
     """Best validation accuracy against the column key (the learning rate), both sides, one
     panel per row value (activation)."""
@@ -256,19 +256,19 @@ def plot_param_importances(importances: dict[str, float], study: str) -> Figure:
 def plot_search_lr(
     runs: pd.DataFrame,
     study: str,
-    comparison: Comparison = DEFAULT,
+    comparison: Comparison,
     chance: float | None = None,
 ) -> Figure:
-    """Each trial's best validation accuracy against its learning rate, coloured by BN (the
+    """Each trial's best validation accuracy against its learning rate, coloured by side (the
     comparison's column key and variant)."""
     figure, axis = plt.subplots(figsize=(7, 3.8))
     if not runs.empty:
         runs = runs.assign(
-            bn_flag=runs[comparison.variant].astype(str).str.lower() == "true",
+            side_flag=runs[comparison.variant].astype(str).str.lower() == "true",
             lr_value=runs[comparison.column].astype(float),
         )
         for bn in (True, False):
-            group = runs[runs["bn_flag"] == bn]
+            group = runs[runs["side_flag"] == bn]
             style = VARIANT_STYLE[bn]
             pruned = group["outcome"] == metrics.PRUNED
             axis.scatter(

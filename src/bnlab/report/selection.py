@@ -9,7 +9,7 @@ import pandas as pd
 from bnlab import metrics
 from bnlab.config.keys import SHORTHANDS, is_trained
 from bnlab.job.identity import SCHEME
-from bnlab.report.comparison import DEFAULT, Comparison
+from bnlab.report.comparison import Comparison
 
 # Parameters that define a grid cell, a variant or a repetition (the shorthands and the
 # group keys they set); every other trained parameter must match across compared runs.
@@ -29,7 +29,7 @@ def _as_bool(value) -> bool:
     return str(value).lower() in {"true", "1"}
 
 
-def select(runs: pd.DataFrame, curves: pd.DataFrame, comparison: Comparison = DEFAULT) -> Selection:
+def select(runs: pd.DataFrame, curves: pd.DataFrame, comparison: Comparison) -> Selection:
     """Keeps one comparable set of runs: the most common setting of everything not swept.
 
     Runs whose fixed parameters differ from that setting are dropped with a note.
@@ -92,26 +92,18 @@ def select(runs: pd.DataFrame, curves: pd.DataFrame, comparison: Comparison = DE
     return Selection(runs.reset_index(drop=True), curves.sort_values("step"), notes)
 
 
-# How each BN implementation (`model.bn_impl`) is named on the report page.
-BN_IMPL_NAMES = {
-    "fused": "TensorFlow's fused kernel (model.bn_impl=fused)",
-    "keras": "keras.layers.BatchNormalization (model.bn_impl=keras)",
-}
-
-
-def bn_implementation_note(runs: pd.DataFrame, comparison: Comparison = DEFAULT) -> str | None:
-    """Which BN implementation produced the compared BN runs, as one sentence.
-
-    Runs recorded before `model.bn_impl` existed used Keras's layer.
-    """
-    if "model.bn_impl" not in runs and comparison.variant != DEFAULT.variant:
-        return None  # another experiment's comparison, with no BN implementation to name
-    bn_runs = runs[runs[comparison.variant].map(_as_bool)] if not runs.empty else runs
-    if bn_runs.empty:
+def implementation_note(runs: pd.DataFrame, comparison: Comparison) -> str | None:
+    """How the compared runs' true side was computed (`compare.implementation`), as one
+    sentence; None when the comparison names no such key or no run has that side."""
+    key = comparison.implementation_key
+    if not key:
         return None
-    impls = (
-        bn_runs["model.bn_impl"] if "model.bn_impl" in bn_runs else pd.Series(index=bn_runs.index)
-    )
-    counts = impls.fillna("keras").astype(str).value_counts()
-    parts = [f"{BN_IMPL_NAMES.get(impl, impl)} in {count}" for impl, count in counts.items()]
-    return f"BN computed with {'; '.join(parts)} of {len(bn_runs)} BN run(s)"
+    sided = runs[runs[comparison.variant].map(_as_bool)] if not runs.empty else runs
+    if sided.empty or (key not in sided and not comparison.implementation_unset):
+        return None
+    values = sided[key] if key in sided else pd.Series(index=sided.index, dtype=object)
+    counts = values.fillna(comparison.implementation_unset).astype(str).value_counts()
+    names = comparison.implementation_names
+    parts = [f"{names.get(value, value)} in {count}" for value, count in counts.items()]
+    side = comparison.labels[0]
+    return f"{side} computed with {'; '.join(parts)} of {len(sided)} {side} run(s)"

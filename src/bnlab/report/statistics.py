@@ -13,7 +13,7 @@ import pandas as pd
 from scipy import stats
 
 from bnlab import metrics
-from bnlab.report.comparison import DEFAULT, Comparison
+from bnlab.report.comparison import Comparison
 from bnlab.report.selection import Selection
 
 
@@ -23,7 +23,7 @@ def steps_to_target(curve: pd.DataFrame, target: float) -> float:
     return float(reached.min()) if not reached.empty else math.nan
 
 
-def per_seed(selection: Selection, target: float, comparison: Comparison = DEFAULT) -> pd.DataFrame:
+def per_seed(selection: Selection, target: float, comparison: Comparison) -> pd.DataFrame:
     """One row per compared run: the headline numbers of each seed of each variant."""
     rows = []
     for _, run in selection.runs.iterrows():
@@ -77,7 +77,7 @@ SUMMARY_NUMBERS = ["best_val_accuracy", "final_val_accuracy", "test_accuracy", "
 SPREAD_NUMBERS = SUMMARY_NUMBERS[:2]
 
 
-def per_variant(seeds: pd.DataFrame, comparison: Comparison = DEFAULT) -> pd.DataFrame:
+def per_variant(seeds: pd.DataFrame, comparison: Comparison) -> pd.DataFrame:
     """One row per (row, column, variant) setting: mean, sd and 95 % interval over seeds."""
     rows = []
     for (row_value, column_value, side), group in seeds.groupby(comparison.keys):
@@ -100,7 +100,7 @@ def per_variant(seeds: pd.DataFrame, comparison: Comparison = DEFAULT) -> pd.Dat
     return pd.DataFrame(rows)
 
 
-def paired_differences(seeds: pd.DataFrame, comparison: Comparison = DEFAULT) -> pd.DataFrame:
+def paired_differences(seeds: pd.DataFrame, comparison: Comparison) -> pd.DataFrame:
     """Per cell: true side minus false side over the seeds both have, with a 95 % t-interval."""
     rows = []
     for (row_value, column_value), cell in seeds.groupby(comparison.cell):
@@ -118,7 +118,7 @@ def paired_differences(seeds: pd.DataFrame, comparison: Comparison = DEFAULT) ->
 
 
 def summary_table(
-    variants: pd.DataFrame, differences: pd.DataFrame, comparison: Comparison = DEFAULT
+    variants: pd.DataFrame, differences: pd.DataFrame, comparison: Comparison
 ) -> pd.DataFrame:
     """One row per cell: both sides side by side (mean, sd, interval) and the paired diff.
 
@@ -149,7 +149,7 @@ def mean_ci(mean: float, ci95: float) -> str:
     return f"{mean:.3f}" if pd.isna(ci95) else f"{mean:.3f} ± {ci95:.3f}"
 
 
-def display_table(table: pd.DataFrame, comparison: Comparison = DEFAULT) -> pd.DataFrame:
+def display_table(table: pd.DataFrame, comparison: Comparison) -> pd.DataFrame:
     """The summary for reading: mean ± 95 % half-width, one column per variant and number."""
     true_name, false_name = comparison.labels
     shown = table[comparison.cell].copy()
@@ -180,7 +180,7 @@ def _count(value) -> str:
     return "0" if pd.isna(value) else str(int(value))
 
 
-def best_learning_rates(variants: pd.DataFrame, comparison: Comparison = DEFAULT) -> pd.DataFrame:
+def best_learning_rates(variants: pd.DataFrame, comparison: Comparison) -> pd.DataFrame:
     """Each side at its own best column value (its best learning rate), per row value."""
     sides = [comparison.row, comparison.variant]
     columns = [*sides, comparison.column, "seeds", "best_val_accuracy", "best_val_accuracy ci95"]

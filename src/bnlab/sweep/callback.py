@@ -42,49 +42,60 @@ STOP_GRACE_SECONDS = 10.0
 RECORDS_OWN_PARENT = "records_own_parent"
 
 
-_active: SweepRecorder | None = None
+class OpenSweep:
+    """The sweep this process opened and must close, even when it is interrupted.
 
+    Hydra builds the launch callback and the sweeper itself, from config, so neither can
+    be handed an object by the command that runs them; the command (`cli.hydra_app.run`)
+    reaches the sweep to close after a Ctrl-C through this one holder, `OPEN`.
+    """
 
-def set_active(recorder: SweepRecorder | None) -> None:
-    """Names the parent run this process must close if it is interrupted."""
-    global _active
-    _active = recorder
+    def __init__(self) -> None:
+        self._recorder: SweepRecorder | None = None
 
+    def hold(self, recorder: SweepRecorder | None) -> None:
+        """Names the parent run this process must close (None: nothing to close)."""
+        self._recorder = recorder
 
-def abort() -> None:
-    """Closes the sweep this process opened as KILLED (after Ctrl-C or a crash)."""
-    global _active
-    if _active is not None:
-        recorder, _active = _active, None
+    def release(self) -> SweepRecorder | None:
+        """The sweep held, if any, which this process now closes itself."""
+        recorder, self._recorder = self._recorder, None
+        return recorder
+
+    def abort(self) -> None:
+        """Closes the sweep held as KILLED (after Ctrl-C or a crash)."""
+        recorder = self.release()
+        if recorder is None:
+            return
         try:
             recorder.close(interrupted=True)
         except BaseException as error:  # a second Ctrl-C, or a store that is gone
             print(f"warning: could not close sweep {recorder.sweep_id}: {error}", file=sys.stderr)
 
+    def launcher_stuck(self) -> bool:
+        """Whether the sweep held was interrupted by its own watchdog (see `recorder.watch`)."""
+        return self._recorder is not None and self._recorder.launcher_stuck
 
-def launcher_stuck() -> bool:
-    """Whether this process's sweep was interrupted by its own watchdog (see `_watch`)."""
-    return _active is not None and _active.launcher_stuck
+    def launcher_failed(self, error: BaseException) -> None:
+        """The launcher gave up (a job's process died on the cluster): finish from the store.
+
+        Hydra's Ray and Slurm launchers raise on the first job whose process died, while
+        the sweep's other jobs go on running on the cluster. The sweep waits for them
+        through the store, closes with the counts it reads there, and exits 1 listing the
+        jobs that failed or were killed.
+        """
+        recorder = self.release()
+        if recorder is None:
+            return
+        log.error("The launcher stopped: %s", f"{type(error).__name__}: {error}".splitlines()[0])
+        log.debug("Launcher error", exc_info=error)
+        log.info("Waiting for the sweep's other jobs, through the store")
+        recorder.wait_for_jobs()
+        finish(recorder)
+        raise SystemExit(1)
 
 
-def launcher_failed(error: BaseException) -> None:
-    """The launcher gave up (a job's process died on the cluster): finish from the store.
-
-    Hydra's Ray and Slurm launchers raise on the first job whose process died, while
-    the sweep's other jobs go on running on the cluster. The sweep waits for them
-    through the store, closes with the counts it reads there, and exits 1 listing the
-    jobs that failed or were killed.
-    """
-    global _active
-    if _active is None:
-        return
-    recorder, _active = _active, None
-    log.error("The launcher stopped: %s", f"{type(error).__name__}: {error}".splitlines()[0])
-    log.debug("Launcher error", exc_info=error)
-    log.info("Waiting for the sweep's other jobs, through the store")
-    recorder.wait_for_jobs()
-    finish(recorder)
-    raise SystemExit(1)
+OPEN = OpenSweep()
 
 
 def _job_config(config: DictConfig) -> DictConfig:
@@ -137,7 +148,7 @@ class ExperimentCallback(Callback):
             total=len(jobs),
             tags={metrics.VARYING_TAG: json.dumps(swept_keys(jobs))},
         )
-        set_active(recorder)
+        OPEN.hold(recorder)
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         # Hydra has just saved this job's config and overrides, and (in a sweep) the
@@ -152,14 +163,12 @@ class ExperimentCallback(Callback):
             job_return.overrides = [redact_text(o) for o in job_return.overrides]
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        global _active
         redact_hydra_folder(Path(config.hydra.sweep.dir))
         # A Ctrl-C swallowed during the last job still ends the sweep as interrupted.
         interrupts.check()
-        if _active is None:
-            return
-        recorder, _active = _active, None
-        finish(recorder)
+        recorder = OPEN.release()
+        if recorder is not None:
+            finish(recorder)
 
 
 def finish(recorder: SweepRecorder) -> None:

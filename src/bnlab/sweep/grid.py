@@ -8,10 +8,10 @@ from collections.abc import Iterator
 from typing import Any
 
 from hydra import compose
-from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf, read_write
 
 from bnlab.config import Config, ConfigError, target_class, validate
+from bnlab.config.overrides import parse
 
 
 def grid_jobs(config: DictConfig) -> list[list[str]]:
@@ -24,7 +24,7 @@ def grid_jobs(config: DictConfig) -> list[list[str]]:
     arguments = [f"{key}={value}" for key, value in params.items()]
     arguments += list(config.hydra.overrides.task)
     by_key: dict[str, list[str]] = {}
-    for override in OverridesParser.create().parse_overrides(arguments):
+    for override in parse(arguments):
         key = override.get_key_element()
         if override.is_discrete_sweep():
             values = [f"{key}={value}" for value in override.sweep_string_iterator()]
@@ -74,13 +74,12 @@ def job_configs(
     extra = extra or []
     if not jobs:
         return
-    parser = OverridesParser.create()
     base_overrides = jobs[0]
     base = compose(config_name=config_name, overrides=[*base_overrides, *extra])
     yield validate(base, base_overrides)
-    base_values = {o.get_key_element(): o for o in parser.parse_overrides(base_overrides)}
+    base_values = {o.get_key_element(): o for o in parse(base_overrides)}
     for overrides in jobs[1:]:
-        parsed = parser.parse_overrides(overrides)
+        parsed = parse(overrides)
         changed = [o for o in parsed if _differs(o, base_values)]
         if len(parsed) != len(base_values) or not all(_plain_value(o, base) for o in changed):
             composed = compose(config_name=config_name, overrides=[*overrides, *extra])

@@ -12,7 +12,6 @@ import threading
 from typing import Any
 
 import optuna
-from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.plugins import Plugins
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.plugins.sweeper import Sweeper
@@ -21,6 +20,7 @@ from omegaconf import DictConfig
 
 from bnlab import metrics
 from bnlab.config import ConfigError
+from bnlab.config.overrides import parse as parse_overrides
 from bnlab.heartbeat import Heartbeat
 from bnlab.redaction import redact_text
 from bnlab.sweep import callback as sweep
@@ -86,9 +86,7 @@ class OptunaSweeper(Sweeper):
         """
         space = dict(self.params)
         fixed = []
-        for argument, override in zip(
-            arguments, OverridesParser.create().parse_overrides(arguments), strict=True
-        ):
+        for argument, override in zip(arguments, parse_overrides(arguments), strict=True):
             key = override.get_key_element()
             if override.is_sweep_override():
                 space[key] = argument.split("=", 1)[1]
@@ -195,7 +193,7 @@ class OptunaSweeper(Sweeper):
             tags={metrics.STUDY_TAG: self.study_name, "optuna_storage": storage},
             reuse=reuse,
         )
-        sweep.set_active(self.recorder)
+        sweep.OPEN.hold(self.recorder)
         log.info("Study '%s' in %s", self.study_name, self.storage_url)
 
     def _optimize(
@@ -247,7 +245,7 @@ class OptunaSweeper(Sweeper):
     def _close_parent(self, interrupted: bool) -> None:
         if self.recorder is not None:
             recorder, self.recorder = self.recorder, None
-            sweep.set_active(None)
+            sweep.OPEN.release()
             if interrupted:
                 recorder.close(interrupted=True)
             else:

@@ -92,13 +92,13 @@ class SweepRecorder:
         launch will run), a `k/N done, ETA` line is logged as jobs end.
         """
         store = tracking.open_store(OmegaConf.to_object(config.tracking))
-        store.reap_stale()
+        store.live.reap_stale()
         # Results jobs kept offline are recorded first, so their cells are not trained again.
-        store.record_pending(Path(config.hydra.runtime.cwd) / config.tracking.spool_dir)
+        store.spool.record_pending(Path(config.hydra.runtime.cwd) / config.tracking.spool_dir)
         # Drawn here, in the launching process, before any job starts; Hydra hands
         # every job this cached value.
         sweep_id = config.tracking.sweep_id
-        if store.find_run({metrics.SWEEP_ID_TAG: sweep_id}):
+        if store.sweeps.find_run({metrics.SWEEP_ID_TAG: sweep_id}):
             raise ConfigError(
                 f"tracking.sweep_id: '{sweep_id}' already names another launch "
                 "(leave it unset: each launch draws its own)"
@@ -113,7 +113,7 @@ class SweepRecorder:
             **(tags or {}),
         }
         adopted = tracking.active_run_id_from_env()
-        existing = store.find_run(reuse) if reuse and not adopted else None
+        existing = store.sweeps.find_run(reuse) if reuse and not adopted else None
         if adopted:
             run = store.adopt_run(adopted, all_tags, name=name)
         elif existing:
@@ -129,7 +129,7 @@ class SweepRecorder:
         recorder = cls(store, run, sweep_id)
         if total:
             recorder.progress = Progress(
-                lambda: store.sweep_jobs(run.run_id),
+                lambda: store.sweeps.sweep_jobs(run.run_id),
                 total,
                 f"Sweep {sweep_id}",
                 # One search of the store per poll, for the line and the watchdog both:
@@ -151,7 +151,7 @@ class SweepRecorder:
         seen, changed = -1, time.monotonic()
         while True:
             interrupts.check()
-            jobs = self.store.sweep_jobs(self.run_id)
+            jobs = self.store.sweeps.sweep_jobs(self.run_id)
             count = len(jobs)
             if count != seen:
                 seen, changed = count, time.monotonic()
@@ -173,15 +173,17 @@ class SweepRecorder:
         self.run.stop_heartbeat()
         if self.progress is not None:
             self.progress.stop()
-        self.store.close_stale_children(self.run_id)
-        counts, jobs = self.store.write_counts(self.run_id)
+        self.store.live.close_stale_children(self.run_id)
+        counts, jobs = self.store.sweeps.write_counts(self.run_id)
         if self.progress is not None:
             self.progress.finish(jobs)
         failed = [job for job in jobs if job["outcome"] in (metrics.FAILED, metrics.KILLED)]
         status = "KILLED" if interrupted else ("FAILED" if failed else "FINISHED")
-        self.store.describe(
+        self.store.sweeps.describe(
             self.run_id,
-            sweep_note(self.sweep_id, self.run_id, status, counts, self.store.with_results(jobs)),
+            sweep_note(
+                self.sweep_id, self.run_id, status, counts, self.store.sweeps.with_results(jobs)
+            ),
         )
         if self.run.owned:
             self.run.end_status(status)

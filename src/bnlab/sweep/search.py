@@ -14,12 +14,11 @@ from typing import Any
 
 import optuna
 import pandas as pd
-from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, RangeSweep
 from hydra.utils import instantiate
 
 from bnlab import metrics
 from bnlab.config import ConfigError, SearchConfig, target_class
+from bnlab.config.overrides import ChoiceSweep, IntervalSweep, RangeSweep, parse_one
 from bnlab.values import format_value
 
 log = logging.getLogger(__name__)
@@ -73,12 +72,11 @@ def parse_space(params: dict[str, str]) -> list[Dimension]:
     Raises:
         ConfigError: An expression is not valid sweep syntax or not a searchable range.
     """
-    parser = OverridesParser.create()
     dimensions = []
     for name, expression in params.items():
         key = f"hydra.sweeper.params.{name}"
         try:
-            override = parser.parse_override(f"{name}={expression}")
+            override = parse_one(f"{name}={expression}")
         except Exception as error:
             first = str(error).splitlines()[0]
             raise ConfigError(

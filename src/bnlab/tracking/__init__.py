@@ -1,6 +1,7 @@
 """The tracking package: the only code that talks to MLflow, one concern a module.
 
 - `store`: the store and experiment a command works in; starting and reusing runs.
+- `scope`: the client, experiment and retry deadline a store's parts share.
 - `writer`: one run's buffered writer, with retries and its offline journal.
 - `values`: how values are written (rounding, param text) and which errors are the store's.
 - `liveness`: heartbeats read back; runs of dead processes closed as KILLED.

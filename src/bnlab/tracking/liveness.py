@@ -13,9 +13,8 @@ from typing import Any
 from mlflow.entities import RunTag
 
 from bnlab import interrupts, metrics
-from bnlab.tracking.retries import (
-    retry,
-)
+from bnlab.tracking.scope import Scope
+from bnlab.tracking.sweeps import SweepBook, is_live, last_sign_of_life
 
 log = logging.getLogger(__name__)
 
@@ -31,28 +30,20 @@ class LiveRun:
     start_time: int
 
 
-def _last_sign_of_life(run: Any) -> float:
-    """Unix time of a run's last heartbeat (its start when it has none yet)."""
-    stamp = run.data.tags.get(metrics.HEARTBEAT_TAG)
-    try:
-        return float(stamp)
-    except (TypeError, ValueError):
-        return run.info.start_time / 1000
-
-
 class Liveness:
     """Heartbeats read back: which runs are alive, waiting on a rival, closing the dead.
 
-    A part of `Store`, which provides `client`, `experiment_id`, `stale_after_seconds`,
-    `_search` and `write_counts`.
+    A part of `Store`: it closes a dead sweep parent with its counts from `sweeps`.
     """
+
+    def __init__(self, scope: Scope, stale_after_seconds: float, sweeps: SweepBook) -> None:
+        self.scope = scope
+        self.stale_after_seconds = stale_after_seconds
+        self.sweeps = sweeps
 
     def is_live(self, run: Any) -> bool:
         """RUNNING with a heartbeat younger than the staleness limit."""
-        return (
-            run.info.status == "RUNNING"
-            and time.time() - _last_sign_of_life(run) <= self.stale_after_seconds
-        )
+        return is_live(run, self.stale_after_seconds)
 
     def live_runs(self, identity: str) -> list[LiveRun]:
         """Runs with this identity that are training now, oldest first.
@@ -60,7 +51,7 @@ class Liveness:
         A RUNNING run with this identity whose heartbeat stopped is a ghost of a dead
         process: it is closed here (see `bury`), so the job that found it leaves none.
         """
-        runs = self._search(
+        runs = self.scope.search(
             f"tags.{metrics.IDENTITY_TAG} = '{identity}' and attributes.status = 'RUNNING'"
         )
         for run in runs:
@@ -78,7 +69,7 @@ class Liveness:
         """
         while True:
             interrupts.check()
-            run = retry(lambda: self.client.get_run(run_id))
+            run = self.scope.retry(lambda: self.scope.client.get_run(run_id))
             if run.info.status != "RUNNING":
                 return
             if not self.is_live(run):
@@ -102,12 +93,12 @@ class Liveness:
         deadline = time.monotonic() + self.stale_after_seconds
         while True:
             interrupts.check()
-            parent = retry(lambda: self.client.get_run(parent_run_id))
+            parent = self.scope.retry(lambda: self.scope.client.get_run(parent_run_id))
             if parent.info.status != "RUNNING":
                 # Closed already (a launch reaped it while this job's stamp was fresher):
                 # its counts are read again, so they include the job just closed.
                 if parent.data.tags.get(metrics.ROLE_TAG) in ("sweep", "search"):
-                    self.write_counts(parent_run_id)
+                    self.sweeps.write_counts(parent_run_id)
                 return
             if self.live_children(parent_run_id):
                 return
@@ -122,9 +113,9 @@ class Liveness:
         """Closes a RUNNING run whose heartbeat stopped as KILLED, saying since when; a
         sweep or search parent also gets its job counts."""
         run_id = run.info.run_id
-        since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(_last_sign_of_life(run)))
-        retry(
-            lambda: self.client.log_batch(
+        since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(last_sign_of_life(run)))
+        self.scope.retry(
+            lambda: self.scope.client.log_batch(
                 run_id,
                 tags=[
                     RunTag(metrics.OUTCOME_TAG, metrics.KILLED),
@@ -133,8 +124,8 @@ class Liveness:
             )
         )
         if run.data.tags.get(metrics.ROLE_TAG) in ("sweep", "search"):
-            self.write_counts(run_id)
-        retry(lambda: self.client.set_terminated(run_id, status="KILLED"))
+            self.sweeps.write_counts(run_id)
+        self.scope.retry(lambda: self.scope.client.set_terminated(run_id, status="KILLED"))
         log.info("Closed run %s as KILLED: no heartbeat since %s", run_id, since)
 
     def reap_stale(self) -> list[str]:
@@ -149,7 +140,7 @@ class Liveness:
         """
         stale = [
             run
-            for run in self._search("attributes.status = 'RUNNING'")
+            for run in self.scope.search("attributes.status = 'RUNNING'")
             if metrics.ROLE_TAG in run.data.tags and not self.is_live(run)
         ]
         # Jobs before their parents, so a parent's counts include its dead jobs.
@@ -162,7 +153,7 @@ class Liveness:
         """The jobs of a sweep that are training now (RUNNING, with a recent heartbeat)."""
         return [
             run.info.run_id
-            for run in self._search(
+            for run in self.scope.search(
                 f"tags.`{metrics.PARENT_TAG}` = '{parent_run_id}' and attributes.status = 'RUNNING'"
             )
             if self.is_live(run)
@@ -170,7 +161,7 @@ class Liveness:
 
     def close_stale_children(self, parent_run_id: str) -> None:
         """Children still RUNNING when their sweep ends lost their process: KILLED."""
-        for child in self._search(f"tags.`{metrics.PARENT_TAG}` = '{parent_run_id}'"):
+        for child in self.scope.search(f"tags.`{metrics.PARENT_TAG}` = '{parent_run_id}'"):
             if child.info.status == "RUNNING":
                 run_id = child.info.run_id
                 reason = (
@@ -180,5 +171,9 @@ class Liveness:
                 tags = [RunTag(metrics.OUTCOME_TAG, metrics.KILLED)]
                 if metrics.ERROR_TAG not in child.data.tags:
                     tags.append(RunTag(metrics.ERROR_TAG, reason))
-                retry(lambda run_id=run_id, tags=tags: self.client.log_batch(run_id, tags=tags))
-                retry(lambda run_id=run_id: self.client.set_terminated(run_id, status="KILLED"))
+                self.scope.retry(
+                    lambda run_id=run_id, tags=tags: self.scope.client.log_batch(run_id, tags=tags)
+                )
+                self.scope.retry(
+                    lambda run_id=run_id: self.scope.client.set_terminated(run_id, status="KILLED")
+                )

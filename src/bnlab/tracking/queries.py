@@ -17,7 +17,7 @@ from mlflow.exceptions import MlflowException
 from bnlab import metrics
 from bnlab.config.keys import SHORTHANDS
 from bnlab.tracking.provenance import GIT_COMMIT_TAG
-from bnlab.tracking.retries import retry
+from bnlab.tracking.retries import DEFAULT_DEADLINE_SECONDS, retry
 
 
 class StoreQueryError(RuntimeError):
@@ -29,6 +29,7 @@ def search_all(
     experiment_ids: list[str],
     filter_string: str,
     order_by: list[str] | None = None,
+    deadline_seconds: float = DEFAULT_DEADLINE_SECONDS,
 ) -> list[Any]:
     """Every run matching `filter_string`, fetched page by page (MLflow returns 1,000 at most)."""
     runs: list[Any] = []
@@ -41,7 +42,8 @@ def search_all(
                 max_results=1000,
                 order_by=order_by,
                 page_token=token,
-            )
+            ),
+            deadline=deadline_seconds,
         )
         runs.extend(page)
         token = page.token

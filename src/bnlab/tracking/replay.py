@@ -12,10 +12,8 @@ from mlflow.exceptions import MlflowException
 from bnlab import metrics
 from bnlab.redaction import redact_text
 from bnlab.tracking import provenance, spool
-from bnlab.tracking.retries import (
-    file_lock,
-    retry,
-)
+from bnlab.tracking.retries import file_lock
+from bnlab.tracking.scope import Scope
 from bnlab.tracking.writer import RunLogger
 
 log = logging.getLogger(__name__)
@@ -24,8 +22,11 @@ log = logging.getLogger(__name__)
 class SpoolReplay:
     """Records the runs jobs kept offline, as complete runs.
 
-    A part of `Store`, which provides `client`, `experiment_id`, `uri` and `start_run`.
+    A part of `Store`.
     """
+
+    def __init__(self, scope: Scope) -> None:
+        self.scope = scope
 
     def record_pending(self, root: Path) -> int:
         """Records the runs that jobs kept offline under `root` for this store; returns how many.
@@ -41,7 +42,10 @@ class SpoolReplay:
         with file_lock(root / ".lock"):
             for saved in spool.pending(root):
                 journal = saved.journal
-                if journal.store != redact_text(self.uri) or journal.experiment != self.experiment:
+                if (
+                    journal.store != redact_text(self.scope.uri)
+                    or journal.experiment != self.scope.experiment
+                ):
                     continue
                 self._record_spooled(saved)
                 spool.forget(saved)
@@ -52,36 +56,41 @@ class SpoolReplay:
 
     def _record_spooled(self, saved: spool.Saved) -> None:
         journal = saved.journal
-        earlier = self._search(f"tags.`{metrics.SPOOL_TAG}` = '{journal.run_id}'")
+        earlier = self.scope.search(f"tags.`{metrics.SPOOL_TAG}` = '{journal.run_id}'")
         if any(run.info.status == journal.status for run in earlier):
             return  # recorded by a sync that stopped before it forgot the folder
         for run in earlier:
-            retry(lambda run=run: self.client.delete_run(run.info.run_id))
+            self.scope.retry(lambda run=run: self.scope.client.delete_run(run.info.run_id))
         tags = {**journal.tags, metrics.SPOOL_TAG: journal.run_id}
         tags.pop(metrics.HEARTBEAT_TAG, None)
         # A job names its user; an entry that does not is the syncing account's.
         tags.setdefault(provenance.USER_TAG, provenance.user())
-        run = retry(
-            lambda: self.client.create_run(
-                self.experiment_id, start_time=journal.start_time, tags=tags, run_name=journal.name
+        run = self.scope.retry(
+            lambda: self.scope.client.create_run(
+                self.scope.experiment_id,
+                start_time=journal.start_time,
+                tags=tags,
+                run_name=journal.name,
             )
         )
         run_id = run.info.run_id
         # The run's own logger writes it, in the batches a job's writes use.
-        logger = RunLogger(self.client, run_id)
+        logger = RunLogger(self.scope.client, run_id, deadline_seconds=self.scope.deadline_seconds)
         logger.log_params(journal.params)
         logger.log_history(journal.metrics)
         for dataset in journal.datasets:
             logger.log_dataset(**dataset)
-        retry(lambda: self.client.log_artifacts(run_id, str(saved.folder / spool.ARTIFACTS)))
-        retry(
-            lambda: self.client.set_terminated(
+        self.scope.retry(
+            lambda: self.scope.client.log_artifacts(run_id, str(saved.folder / spool.ARTIFACTS))
+        )
+        self.scope.retry(
+            lambda: self.scope.client.set_terminated(
                 run_id, status=journal.status, end_time=journal.end_time or None
             )
         )
         try:
-            partial = retry(lambda: self.client.get_run(journal.run_id))
+            partial = self.scope.retry(lambda: self.scope.client.get_run(journal.run_id))
         except MlflowException:
             return  # the job never reached the store
         if partial.info.lifecycle_stage == "active":
-            retry(lambda: self.client.delete_run(journal.run_id))
+            self.scope.retry(lambda: self.scope.client.delete_run(journal.run_id))

@@ -86,31 +86,26 @@ def is_transient(error: BaseException) -> bool:
     return False
 
 
-# How long one store call may keep retrying before its error is raised. Set from
-# `tracking.deadline_seconds` when a store is opened (`tracking.open_store`).
-_deadline_seconds = 60.0
-
-
-def set_deadline(seconds: float) -> None:
-    """Sets how long every later store call may retry a transient error."""
-    global _deadline_seconds
-    _deadline_seconds = seconds
+# How long one store call may keep retrying before its error is raised, unless its
+# caller passes its own (a `Store` passes `tracking.deadline_seconds`).
+DEFAULT_DEADLINE_SECONDS = 60.0
 
 
 class StoreUnavailable(RuntimeError):
     """A store call kept failing with transient errors until its deadline passed."""
 
 
-def retry(action: Callable[[], T], attempts: int = 50, deadline: float | None = None) -> T:
+def retry(
+    action: Callable[[], T], attempts: int = 50, deadline: float = DEFAULT_DEADLINE_SECONDS
+) -> T:
     """Runs `action`, retrying transient store errors with jittered exponential backoff.
 
-    Retrying stops at `attempts` tries or after `deadline` seconds (by default the
-    one `set_deadline` chose), whichever comes first; the last error is then raised
-    as the cause of StoreUnavailable. After a Ctrl-C a failing call is not retried
-    (the command must end within seconds), while the writes that close runs still go
-    through when the store answers.
+    Retrying stops at `attempts` tries or after `deadline` seconds, whichever comes
+    first; the last error is then raised as the cause of StoreUnavailable. After a
+    Ctrl-C a failing call is not retried (the command must end within seconds), while
+    the writes that close runs still go through when the store answers.
     """
-    limit = time.monotonic() + (_deadline_seconds if deadline is None else deadline)
+    limit = time.monotonic() + deadline
     for attempt in range(attempts):
         try:
             return action()

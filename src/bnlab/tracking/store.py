@@ -1,6 +1,6 @@
 """The store and experiment a command works in: opening it (one line when it does not
 answer), creating the experiment, starting, adopting and reopening runs, and finding a
-complete run to reuse. Liveness, sweep bookkeeping and spool replay are its parts.
+complete run to reuse. Liveness, sweep bookkeeping and spool replay are the parts it holds.
 """
 
 from __future__ import annotations
@@ -20,33 +20,21 @@ from bnlab import metrics
 from bnlab.config import ConfigError, TrackingConfig
 from bnlab.config.store_uri import sqlite_path
 from bnlab.redaction import redact_text
-from bnlab.tracking import queries
 from bnlab.tracking.liveness import Liveness
 from bnlab.tracking.replay import SpoolReplay
 from bnlab.tracking.retries import (
+    DEFAULT_DEADLINE_SECONDS,
     NEVER_TRANSIENT,
     StoreUnavailable,
     caused_by,
     retry,
-    set_deadline,
     sqlite_schema_lock,
 )
+from bnlab.tracking.scope import Scope
 from bnlab.tracking.sweeps import NOTE_TAG, SweepBook
 from bnlab.tracking.writer import RunLogger
 
 log = logging.getLogger(__name__)
-
-EXPERIMENT_NOTE = """**What Batch Normalization does to training**, measured: the small Keras CNN
-of *"one simple trick to train a Keras model faster with Batch Normalization"* on MNIST,
-trained with and without BN across learning rates, activations and seeds (Adam, batch 32).
-
-- Each sweep is a parent run named `sweep <id> (<n> jobs)`; its jobs are nested under it,
-  named `BN relu lr=0.01 s0` (variant, activation, learning rate, seed).
-- In the runs table, **Group by → bn** puts the two variants side by side; the chart view
-  plots `val/accuracy` against the training step.
-- The report (figures, per-seed statistics, claims) is in a sweep parent's artifacts under
-  `report/index.html` once `pipelines/study.py` or `pipelines/report.py --parent-run ID` ran.
-"""
 
 
 def _artifact_location(uri: str, experiment: str) -> str | None:
@@ -90,8 +78,13 @@ class CompletedRun:
     metrics: dict[str, float]
 
 
-class Store(Liveness, SweepBook, SpoolReplay):
-    """One MLflow tracking store and experiment: its runs, read and written."""
+class Store:
+    """One MLflow tracking store and experiment: its runs, read and written.
+
+    It holds its parts, which share its `scope` (client, experiment, retry deadline):
+    `live` (heartbeats read back, dead runs closed), `sweeps` (a sweep's parent, jobs
+    and counts) and `spool` (runs kept offline, recorded).
+    """
 
     def __init__(
         self,
@@ -100,22 +93,37 @@ class Store(Liveness, SweepBook, SpoolReplay):
         stale_after_seconds: float = 60.0,
         ui_url: str | None = None,
         connect_seconds: float = 30.0,
+        deadline_seconds: float = DEFAULT_DEADLINE_SECONDS,
+        note: str = "",
     ) -> None:
         self.uri = uri
+        # The experiment's description (Markdown), set when the experiment has none.
+        self.note = note
         self.ui_url = ui_url
         self.experiment = experiment
         self.stale_after_seconds = stale_after_seconds
+        self.deadline_seconds = deadline_seconds
         with sqlite_schema_lock(uri):
-            self.client = retry(lambda: MlflowClient(tracking_uri=uri))
+            self.client = self._retry(lambda: MlflowClient(tracking_uri=uri))
             adopted = active_run_id_from_env()
             if adopted:
                 # Under `mlflow run`, everything goes to the experiment of its run, so
                 # the sweep's jobs nest under it in the UI.
-                run = retry(lambda: self.client.get_run(adopted))
+                run = self._retry(lambda: self.client.get_run(adopted))
                 self.experiment_id = run.info.experiment_id
                 self.experiment = self.client.get_experiment(self.experiment_id).name
             else:
                 self.experiment_id = self._first_contact(connect_seconds)
+        self.scope = Scope(self.client, uri, self.experiment, self.experiment_id, deadline_seconds)
+        self.sweeps = SweepBook(self.scope, stale_after_seconds)
+        self.live = Liveness(self.scope, stale_after_seconds, self.sweeps)
+        self.spool = SpoolReplay(self.scope)
+
+    def _retry(self, action: Any) -> Any:
+        return retry(action, deadline=self.deadline_seconds)
+
+    def _logger(self, run_id: str, **options: Any) -> RunLogger:
+        return RunLogger(self.client, run_id, deadline_seconds=self.deadline_seconds, **options)
 
     def _first_contact(self, seconds: float) -> str:
         """Finds or creates the experiment; a store that does not answer is a bad URI."""
@@ -135,8 +143,8 @@ class Store(Liveness, SweepBook, SpoolReplay):
     def _get_or_create_experiment(self) -> str:
         found = self.client.get_experiment_by_name(self.experiment)
         if found is not None and found.lifecycle_stage != "deleted":
-            if NOTE_TAG not in found.tags:
-                self.client.set_experiment_tag(found.experiment_id, NOTE_TAG, EXPERIMENT_NOTE)
+            if self.note and NOTE_TAG not in found.tags:
+                self.client.set_experiment_tag(found.experiment_id, NOTE_TAG, self.note)
             return found.experiment_id
         if found is not None:  # deleted: MLflow would refuse every write to it
             raise ConfigError(
@@ -149,7 +157,7 @@ class Store(Liveness, SweepBook, SpoolReplay):
             return self.client.create_experiment(
                 self.experiment,
                 artifact_location=_artifact_location(self.uri, self.experiment),
-                tags={NOTE_TAG: EXPERIMENT_NOTE},
+                tags={NOTE_TAG: self.note} if self.note else None,
             )
         except MlflowException:
             # Another process created it between our lookup and our insert.
@@ -159,7 +167,7 @@ class Store(Liveness, SweepBook, SpoolReplay):
             return found.experiment_id
 
     def _search(self, filter_string: str, order_by: list[str] | None = None) -> list[Any]:
-        return queries.search_all(self.client, [self.experiment_id], filter_string, order_by)
+        return self.scope.search(filter_string, order_by)
 
     def find_complete_run(self, identity: str) -> CompletedRun | None:
         """The newest run with this identity that trained its whole schedule, if any."""
@@ -196,7 +204,7 @@ class Store(Liveness, SweepBook, SpoolReplay):
         if parent_run_id:
             all_tags[metrics.PARENT_TAG] = parent_run_id
         try:
-            run = retry(
+            run = self._retry(
                 lambda: self.client.create_run(
                     self.experiment_id, tags=all_tags, run_name=redact_text(name)
                 )
@@ -206,7 +214,7 @@ class Store(Liveness, SweepBook, SpoolReplay):
             if refused is None:
                 raise
             raise ConfigError(refused) from error
-        logger = RunLogger(self.client, run.info.run_id, start_time=run.info.start_time)
+        logger = self._logger(run.info.run_id, start_time=run.info.start_time)
         logger.journal.tags.update(all_tags)
         logger.journal.name = redact_text(name)
         self._describe_journal(logger)
@@ -222,21 +230,21 @@ class Store(Liveness, SweepBook, SpoolReplay):
         Params that run already holds (MLflow logs an entry point's parameters)
         are kept as they are: MLflow refuses to change a logged param.
         """
-        existing = retry(lambda: self.client.get_run(run_id))
-        logger = RunLogger(self.client, run_id, owned=False, start_time=existing.info.start_time)
+        existing = self._retry(lambda: self.client.get_run(run_id))
+        logger = self._logger(run_id, owned=False, start_time=existing.info.start_time)
         logger.preset_params = set(existing.data.params)
         logger.journal.name = redact_text(name or existing.info.run_name)
         self._describe_journal(logger)
         logger.set_tags({**tags, metrics.HEARTBEAT_TAG: f"{time.time():.3f}"})
         if name:
-            retry(lambda: self.client.update_run(run_id, name=redact_text(name)))
+            self._retry(lambda: self.client.update_run(run_id, name=redact_text(name)))
         return logger
 
     def reopen_run(self, run_id: str) -> RunLogger:
         """Marks a run RUNNING again (a resumed search) and returns its logger."""
-        retry(lambda: self.client.update_run(run_id, status="RUNNING"))
-        run = retry(lambda: self.client.get_run(run_id))
-        logger = RunLogger(self.client, run_id, start_time=run.info.start_time)
+        self._retry(lambda: self.client.update_run(run_id, status="RUNNING"))
+        run = self._retry(lambda: self.client.get_run(run_id))
+        logger = self._logger(run_id, start_time=run.info.start_time)
         logger.set_tags({metrics.HEARTBEAT_TAG: f"{time.time():.3f}"})
         logger.preset_params = set(run.data.params)
         return logger
@@ -244,13 +252,14 @@ class Store(Liveness, SweepBook, SpoolReplay):
 
 def open_store(config: TrackingConfig) -> Store:
     """Connects to the store named by `config`, creating the experiment when needed."""
-    set_deadline(config.deadline_seconds)
     return Store(
         config.uri,
         config.experiment,
         config.stale_after_seconds,
         config.ui_url,
         config.connect_seconds,
+        config.deadline_seconds,
+        config.note,
     )
 
 

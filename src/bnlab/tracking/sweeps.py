@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections import Counter
 from collections.abc import Mapping
 from typing import Any
@@ -15,9 +16,7 @@ from mlflow.entities import RunTag
 from bnlab import metrics
 from bnlab.redaction import redact_text
 from bnlab.tracking import queries
-from bnlab.tracking.retries import (
-    retry,
-)
+from bnlab.tracking.scope import Scope
 
 log = logging.getLogger(__name__)
 
@@ -36,18 +35,38 @@ COUNTED_OUTCOMES = (
 NOTE_TAG = "mlflow.note.content"
 
 
+def last_sign_of_life(run: Any) -> float:
+    """Unix time of a run's last heartbeat (its start when it has none yet)."""
+    stamp = run.data.tags.get(metrics.HEARTBEAT_TAG)
+    try:
+        return float(stamp)
+    except (TypeError, ValueError):
+        return run.info.start_time / 1000
+
+
+def is_live(run: Any, stale_after_seconds: float) -> bool:
+    """RUNNING with a heartbeat younger than `stale_after_seconds`."""
+    return (
+        run.info.status == "RUNNING" and time.time() - last_sign_of_life(run) <= stale_after_seconds
+    )
+
+
 class SweepBook:
     """A sweep's bookkeeping in the store: its parent, its jobs, their counts.
 
-    A part of `Store`, which provides `client`, `experiment_id`, `_search` and `is_live`.
+    A part of `Store`; a job is live when its heartbeat is younger than `stale_after_seconds`.
     """
+
+    def __init__(self, scope: Scope, stale_after_seconds: float) -> None:
+        self.scope = scope
+        self.stale_after_seconds = stale_after_seconds
 
     def find_run(self, tags: Mapping[str, str]) -> str | None:
         """The newest run carrying all of `tags`, if any."""
         condition = " and ".join(f"tags.`{key}` = '{value}'" for key, value in tags.items())
-        runs = retry(
-            lambda: self.client.search_runs(
-                [self.experiment_id],
+        runs = self.scope.retry(
+            lambda: self.scope.client.search_runs(
+                [self.scope.experiment_id],
                 filter_string=condition,
                 order_by=["attributes.start_time DESC"],
                 max_results=1,
@@ -57,15 +76,15 @@ class SweepBook:
 
     def sweep_parent(self, sweep_id: str) -> tuple[str | None, set[str]]:
         """The parent run of the launch `sweep_id` and the keys its jobs vary, in one search."""
-        parent = queries.sweep_parent(self.client, self.experiment_id, sweep_id)
+        parent = queries.sweep_parent(self.scope.client, self.scope.experiment_id, sweep_id)
         if parent is None:
             return None, set()
         return parent.info.run_id, queries.recorded_varying_keys(parent)
 
     def mark_skipped(self, parent_run_id: str, identity: str, reused_run_id: str) -> None:
         """Records on a sweep's parent that one of its jobs reused a complete run."""
-        retry(
-            lambda: self.client.set_tag(
+        self.scope.retry(
+            lambda: self.scope.client.set_tag(
                 parent_run_id, f"{metrics.SKIPPED_TAG_PREFIX}{identity}", reused_run_id
             )
         )
@@ -82,11 +101,11 @@ class SweepBook:
                 "identity": run.data.tags.get(metrics.IDENTITY_TAG),
                 "error": run.data.tags.get(metrics.ERROR_TAG),
                 "objective": run.data.metrics.get(metrics.OBJECTIVE),
-                "live": self.is_live(run),
+                "live": is_live(run, self.stale_after_seconds),
             }
-            for run in self._search(f"tags.`{metrics.PARENT_TAG}` = '{parent_run_id}'")
+            for run in self.scope.search(f"tags.`{metrics.PARENT_TAG}` = '{parent_run_id}'")
         ]
-        parent = retry(lambda: self.client.get_run(parent_run_id))
+        parent = self.scope.retry(lambda: self.scope.client.get_run(parent_run_id))
         jobs += [
             {
                 "run_id": value,
@@ -106,9 +125,9 @@ class SweepBook:
         tags = [
             RunTag(f"{metrics.COUNT_TAG_PREFIX}{key}", str(value)) for key, value in counts.items()
         ]
-        retry(lambda: self.client.log_batch(parent_run_id, tags=tags))
+        self.scope.retry(lambda: self.scope.client.log_batch(parent_run_id, tags=tags))
         text = redact_text(json.dumps(jobs, indent=2))
-        retry(lambda: self.client.log_text(parent_run_id, text, "jobs.json"))
+        self.scope.retry(lambda: self.scope.client.log_text(parent_run_id, text, "jobs.json"))
         return counts, jobs
 
     def with_results(self, jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -120,7 +139,7 @@ class SweepBook:
         found = {}
         for start in range(0, len(reused), 100):
             chunk = ", ".join(f"'{run_id}'" for run_id in reused[start : start + 100])
-            for run in self._search(f"attributes.run_id IN ({chunk})"):
+            for run in self.scope.search(f"attributes.run_id IN ({chunk})"):
                 found[run.info.run_id] = {
                     "name": run.info.run_name,
                     "objective": run.data.metrics.get(metrics.OBJECTIVE),
@@ -129,4 +148,4 @@ class SweepBook:
 
     def describe(self, run_id: str, markdown: str) -> None:
         """Sets a run's description, which the UI shows on its page."""
-        retry(lambda: self.client.set_tag(run_id, NOTE_TAG, redact_text(markdown)))
+        self.scope.retry(lambda: self.scope.client.set_tag(run_id, NOTE_TAG, redact_text(markdown)))

@@ -25,10 +25,7 @@ from bnlab import metrics
 from bnlab.heartbeat import Heartbeat
 from bnlab.redaction import redact_file, redact_text
 from bnlab.tracking import spool, system_metrics
-from bnlab.tracking.retries import (
-    StoreUnavailable,
-    retry,
-)
+from bnlab.tracking.retries import DEFAULT_DEADLINE_SECONDS, StoreUnavailable, retry
 from bnlab.tracking.values import _param_value, _rounded, _store_side
 
 log = logging.getLogger(__name__)
@@ -50,9 +47,16 @@ class RunLogger:
     """Writes one run's params, metrics, tags and artifacts, and keeps its heartbeat."""
 
     def __init__(
-        self, client: MlflowClient, run_id: str, owned: bool = True, start_time: int = 0
+        self,
+        client: MlflowClient,
+        run_id: str,
+        owned: bool = True,
+        start_time: int = 0,
+        deadline_seconds: float = DEFAULT_DEADLINE_SECONDS,
     ) -> None:
         self.client = client
+        # How long each write may retry before the run goes offline (or fails).
+        self.deadline_seconds = deadline_seconds
         self.run_id = run_id
         self.start_time = start_time
         # A run we did not create (mlflow run's) is closed by its creator.
@@ -81,7 +85,7 @@ class RunLogger:
         if self.offline:
             return
         try:
-            retry(action)
+            retry(action, deadline=self.deadline_seconds)
         except (StoreUnavailable, MlflowException) as error:
             if self.spool_root is None or not _store_side(error):
                 raise
@@ -290,14 +294,20 @@ class RunLogger:
         """Closes, then deletes, a run that never started its work (a claim that lost to a
         rival), so no deleted run stays RUNNING."""
         self._stop_background()
-        retry(lambda: self.client.set_terminated(self.run_id, status="KILLED"))
-        retry(lambda: self.client.delete_run(self.run_id))
+        retry(
+            lambda: self.client.set_terminated(self.run_id, status="KILLED"),
+            deadline=self.deadline_seconds,
+        )
+        retry(lambda: self.client.delete_run(self.run_id), deadline=self.deadline_seconds)
 
     def end_status(self, status: str) -> None:
         """Writes queued metrics and closes the run with an MLflow status (a parent run)."""
         self._stop_background()
         self.flush()
-        retry(lambda: self.client.set_terminated(self.run_id, status=status))
+        retry(
+            lambda: self.client.set_terminated(self.run_id, status=status),
+            deadline=self.deadline_seconds,
+        )
 
     def end(self, outcome: str) -> None:
         """Writes queued metrics, tags the outcome and sets the matching run status.

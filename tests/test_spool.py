@@ -8,6 +8,7 @@ import logging
 import os
 import subprocess
 import threading
+import uuid
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,10 @@ from bnlab.config import TrackingConfig
 from bnlab.tracking import spool
 from bnlab.tracking.retries import StoreUnavailable
 from conftest import disrupt_mid_sweep, experiment_runs, run_train
+
+
+# Entries are named by the MLflow run id their job opened: 32 hex digits.
+ELSEWHERE, RUN_1, RUN_2, GOOD_RUN = (uuid.uuid4().hex for _ in range(4))
 
 
 def _journal(run_id: str, store: str) -> spool.Journal:
@@ -41,14 +46,16 @@ def test_a_saved_run_is_recorded_once_complete_and_replaces_its_partial_run(
     tmp_path: Path, store_uri: str, client: MlflowClient
 ) -> None:
     store = tracking.open_store(TrackingConfig(uri=store_uri))
-    partial = store.start_run("BN relu lr=0.01 s0", {metrics.ROLE_TAG: "job"})
+    partial = store.start_run(
+        "BN relu lr=0.01 s0", {metrics.ROLE_TAG: "job", metrics.IDENTITY_TAG: "x1"}
+    )
     partial.log_metrics({"val/accuracy": 0.5}, 10)
     partial.flush()
     root = tmp_path / "unsent"
     _journal(partial.run_id, store_uri).save(root)
-    _journal("elsewhere", "http://another-server:5000").save(root)
+    _journal(ELSEWHERE, "http://another-server:5000").save(root)
     assert store.spool.record_pending(root) == 1
-    assert [saved.journal.run_id for saved in spool.pending(root)] == ["elsewhere"]
+    assert [saved.journal.run_id for saved in spool.pending(root)] == [ELSEWHERE]
     [run] = experiment_runs(client)
     assert run.info.run_id != partial.run_id
     assert run.info.status == "FINISHED" and run.data.tags[metrics.SPOOL_TAG] == partial.run_id
@@ -269,8 +276,8 @@ def test_an_entry_is_renamed_into_place_whole_and_a_failed_save_leaves_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     root = tmp_path / "unsent"
-    folder = _journal("run-1", "sqlite:///x.db").save(root)
-    assert sorted(path.name for path in root.iterdir()) == ["run-1"]
+    folder = _journal(RUN_1, "sqlite:///x.db").save(root)
+    assert sorted(path.name for path in root.iterdir()) == [RUN_1]
     assert (folder / spool.RUN_FILE).is_file()
     assert (folder / "artifacts" / "curves" / "learning_curve.png").read_bytes() == b"\x89PNG fake"
 
@@ -284,11 +291,11 @@ def test_an_entry_is_renamed_into_place_whole_and_a_failed_save_leaves_nothing(
 
     monkeypatch.setattr(Path, "write_text", disk_full)
     with pytest.raises(OSError, match="No space left"):
-        _journal("run-2", "sqlite:///x.db").save(root)
+        _journal(RUN_2, "sqlite:///x.db").save(root)
     monkeypatch.undo()
     # No partial entry, visible or staged: only the first, complete one.
-    assert sorted(path.name for path in root.iterdir()) == ["run-1"]
-    assert [saved.journal.run_id for saved in spool.pending(root)] == ["run-1"]
+    assert sorted(path.name for path in root.iterdir()) == [RUN_1]
+    assert [saved.journal.run_id for saved in spool.pending(root)] == [RUN_1]
 
 
 def test_a_run_the_spool_cannot_keep_is_said_in_one_line_naming_it(tmp_path: Path) -> None:
@@ -319,7 +326,7 @@ def test_a_corrupt_entry_is_moved_aside_whole_and_the_others_are_recorded(
     tmp_path: Path, store_uri: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     root = tmp_path / "unsent"
-    _journal("good-run", store_uri).save(root)
+    _journal(GOOD_RUN, store_uri).save(root)
     _corrupt_entry(root)
     store = tracking.open_store(TrackingConfig(uri=store_uri))
     with caplog.at_level(logging.WARNING):

@@ -17,6 +17,7 @@ from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
+from bnlab import names
 from bnlab.config.errors import ConfigError, fail
 from bnlab.config.keys import SHORTHANDS, shorthand_disagreement
 from bnlab.config.store_uri import check_tracking_uri
@@ -31,8 +32,6 @@ KERAS_OPTIMIZERS = {
 }
 # Seeds feed numpy's and Keras's generators, which take 32-bit unsigned values.
 MAX_SEED = 2**32 - 1
-# Experiment names become folder names and URL parts; keep them short and plain.
-MAX_EXPERIMENT_NAME = 200
 
 
 def _fail(key: str, message: str) -> NoReturn:
@@ -150,15 +149,9 @@ def check_ranges(config: Config) -> None:
 
 
 def _check_experiment_name(name: str) -> None:
-    key = "tracking.experiment"
-    if not name.strip():
-        _fail(key, "must not be empty")
-    if len(name) > MAX_EXPERIMENT_NAME:
-        _fail(key, f"must be at most {MAX_EXPERIMENT_NAME} characters, got {len(name)}")
-    if any(not character.isprintable() for character in name):
-        _fail(key, f"must not hold control characters, got {name!r}")
-    if "/" in name or "\\" in name or name.strip() in {".", ".."} or ".." in name:
-        _fail(key, f"must not look like a path ('/', '\\' or '..'), got '{name}'")
+    refused = names.problem(name)
+    if refused:
+        _fail("tracking.experiment", refused)
 
 
 def target_class(target: str, arguments: Iterable[str], key: str, base: type | None = None) -> type:

@@ -7,8 +7,9 @@ refuses it), the job carries on offline and, when it ends, saves the journal in
 the spool folder (`tracking.spool_dir`, by default `unsent/` in the folder the
 command runs from): one folder per run with `run.json` and `artifacts/`, built in a
 hidden staging folder and renamed into place when complete, so a partial entry
-never appears. An entry that cannot be read is moved aside, whole, to
-`quarantine/` in the spool folder, and the others are recorded.
+never appears. An entry that cannot be read, or that is not what a job writes
+(see `check`: a spool folder is writable by others, so nothing in it is trusted), is
+moved aside, whole, to `quarantine/` in the spool folder, and the others are recorded.
 
 The next launch from that folder records each saved run in the store as a
 complete run (`tracking.Store.record_spooled`) before any job looks for its
@@ -25,12 +26,22 @@ import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from bnlab import names
+
 log = logging.getLogger(__name__)
 
 RUN_FILE = "run.json"
 ARTIFACTS = "artifacts"  # the run's artifact files, laid out as in the store
 # Entries that could not be read, moved here (never deleted) for a person to look at.
 QUARANTINE = "quarantine"
+# The statuses a saved run ends with (a job saves its entry once it has ended).
+ENDED = ("FINISHED", "FAILED", "KILLED")
+DATASET_FIELDS = {"name", "digest", "source", "profile"}
+MAX_RUN_NAME = 500
+
+
+class BadEntry(ValueError):
+    """A spool entry that is not what a job writes; the message says which field."""
 
 
 def staging(root: Path, run_id: str) -> Path:
@@ -114,17 +125,105 @@ def pending(root: Path) -> list[Saved]:
     moved to `root/quarantine/`, with one line saying so, and left out.
     """
     saved = []
-    for run_file in sorted(Path(root).glob(f"*/{RUN_FILE}")):
+    for folder in sorted(Path(root).iterdir()) if Path(root).is_dir() else []:
+        if folder.name.startswith(".") or folder.name == QUARANTINE:
+            continue  # an entry being built, or the entries already moved aside
+        if not folder.is_symlink() and not (folder / RUN_FILE).exists():
+            continue  # not an entry (nothing a job saves lacks its run.json)
         try:
-            record = json.loads(run_file.read_text())
-            record["metrics"] = [tuple(point) for point in record["metrics"]]
-            saved.append(Saved(run_file.parent, Journal(**record)))
+            journal = read(folder)
         except (OSError, ValueError, TypeError, KeyError) as error:
-            _quarantine(run_file.parent, error)
+            quarantine(folder, error)
+            continue
+        saved.append(Saved(folder, journal))
     return sorted(saved, key=lambda entry: entry.journal.start_time)
 
 
-def _quarantine(folder: Path, error: BaseException) -> None:
+def read(folder: Path) -> Journal:
+    """The journal of the entry in `folder`, once `check` found nothing wrong with it."""
+    if folder.is_symlink() or (folder / RUN_FILE).is_symlink():
+        raise BadEntry("the entry or its run.json is a symbolic link")
+    record = json.loads((folder / RUN_FILE).read_text())
+    if not isinstance(record, dict):
+        raise BadEntry("run.json does not hold a journal")
+    if isinstance(record.get("metrics"), list):
+        record["metrics"] = [
+            tuple(point) if isinstance(point, list) else point for point in record["metrics"]
+        ]
+    journal = Journal(**record)
+    check(folder, journal)
+    return journal
+
+
+def _text_map(value: object) -> bool:
+    return isinstance(value, dict) and all(
+        isinstance(key, str) and isinstance(item, str) for key, item in value.items()
+    )
+
+
+def _time(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _point(value: object) -> bool:
+    return (
+        isinstance(value, tuple)
+        and len(value) == 4
+        and isinstance(value[0], str)
+        and isinstance(value[1], (int, float))
+        and not isinstance(value[1], bool)
+        and all(isinstance(part, int) and not isinstance(part, bool) for part in value[2:])
+    )
+
+
+def check(folder: Path, journal: Journal) -> None:
+    """Raises BadEntry unless the entry holds exactly what a job writes.
+
+    Its run id is an MLflow run id and names its folder; its experiment is a plain name;
+    every field has its type; its status is an ended one; and its artifacts are plain
+    files and folders inside it (no symbolic link, which could point at any file).
+    """
+    if not names.is_run_id(journal.run_id):
+        raise BadEntry(f"run_id: not an MLflow run id, got {str(journal.run_id)[:40]!r}")
+    if folder.name != journal.run_id:
+        raise BadEntry(f"run_id: {journal.run_id} does not name its folder {folder.name!r}")
+    refused = names.problem(journal.experiment)
+    if refused:
+        raise BadEntry(f"experiment: {refused}")
+    if not isinstance(journal.store, str) or not isinstance(journal.name, str):
+        raise BadEntry("store and name: must be text")
+    if len(journal.name) > MAX_RUN_NAME or not journal.name.isprintable():
+        raise BadEntry(f"name: must be printable and at most {MAX_RUN_NAME} characters")
+    if journal.status not in ENDED:
+        raise BadEntry(f"status: must be one of {', '.join(ENDED)}, got {journal.status!r}")
+    if not (_time(journal.start_time) and _time(journal.end_time)):
+        raise BadEntry("start_time and end_time: must be whole milliseconds >= 0")
+    if not (_text_map(journal.params) and _text_map(journal.tags)):
+        raise BadEntry("params and tags: must map text to text")
+    if not isinstance(journal.metrics, list) or not all(map(_point, journal.metrics)):
+        raise BadEntry("metrics: must be [key, value, timestamp, step] points")
+    if not isinstance(journal.datasets, list) or not all(
+        _text_map(dataset) and set(dataset) == DATASET_FIELDS for dataset in journal.datasets
+    ):
+        raise BadEntry(f"datasets: each must hold text {sorted(DATASET_FIELDS)}")
+    _check_artifacts(folder)
+
+
+def _check_artifacts(folder: Path) -> None:
+    artifacts = folder / ARTIFACTS
+    if artifacts.is_symlink() or (artifacts.exists() and not artifacts.is_dir()):
+        raise BadEntry(f"{ARTIFACTS}: must be a plain folder")
+    for parent, folders, files in os.walk(artifacts, followlinks=False):
+        for entry in [*folders, *files]:
+            path = Path(parent) / entry
+            if path.is_symlink():
+                raise BadEntry(f"{path.relative_to(folder)}: a symbolic link is never uploaded")
+            if not (path.is_dir() or path.is_file()):
+                raise BadEntry(f"{path.relative_to(folder)}: not a plain file")
+
+
+def quarantine(folder: Path, error: BaseException) -> None:
+    """Moves an entry aside, whole, to the quarantine folder, saying why in one line."""
     aside = folder.parent / QUARANTINE / folder.name
     copies = 0
     while aside.exists():  # an entry of the same name was moved aside before

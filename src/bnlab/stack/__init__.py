@@ -31,6 +31,7 @@ from bnlab.stack.state import (
     is_loopback,
     is_wildcard,
     new_password,
+    port_free,
     write_secret,
 )
 
@@ -80,6 +81,29 @@ def warnings(stack: Stack) -> list[str]:
     return []
 
 
+# The flag that sets each port, as errors name it.
+PORT_FLAGS = {"port": "--port", "pg_port": "--pg-port", "tls_port": "--tls-port"}
+
+
+def check_ports(stack: Stack | None, given: dict[str, object]) -> None:
+    """Refuses a port out of range, or in use by something other than this stack, naming
+    its flag, before anything starts or is saved."""
+    for key, flag in PORT_FLAGS.items():
+        port = given.get(key)
+        if port is None:
+            continue
+        if not isinstance(port, int) or not 1 <= port <= 65535:
+            raise StackError(f"{flag} {port}: a port is a number from 1 to 65535")
+        if stack is not None and getattr(stack, key) == port:
+            continue  # this stack's own port, in use by its own part
+        host = str(given.get("host") or (stack.host if stack else "127.0.0.1"))
+        if not port_free(port, host):
+            raise StackError(f"{flag} {port}: something already listens on it; pick another")
+    workers = given.get("workers")
+    if workers is not None and (not isinstance(workers, int) or workers < 1):
+        raise StackError(f"--workers {workers}: must be 1 or more")
+
+
 def up(folder: Path, only: str | None = None, **settings: object) -> Stack:
     """Starts the stack in `folder`, or reuses the parts of it that already run.
 
@@ -88,8 +112,11 @@ def up(folder: Path, only: str | None = None, **settings: object) -> Stack:
     (None means "as before") are kept there too.
     """
     folder = folder.resolve()
+    if folder.exists() and not folder.is_dir():
+        raise StackError(f"--dir {folder}: not a folder")
     given = {key: value for key, value in settings.items() if value is not None}
     stack = Stack.load(folder)
+    check_ports(stack, given)
     fresh = stack is None
     if fresh:
         stack = Stack(
@@ -105,7 +132,10 @@ def up(folder: Path, only: str | None = None, **settings: object) -> Stack:
         stack.tls_port = free_port()
     check_settings(stack)
     if fresh:
-        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise StackError(f"--dir {folder}: cannot create it ({error.strerror})") from error
         postgres.check_reachable(folder)
         folder.chmod(0o711)
         postgres.init(stack, new_password())
@@ -113,7 +143,23 @@ def up(folder: Path, only: str | None = None, **settings: object) -> Stack:
     if stack.tls and not stack.cert:
         stack.cert, stack.key = proxy.self_signed(stack)
     stack.save()
+    before = {"postgres": postgres.running(stack), "server": server.alive(stack.server_pid)}
+    before["proxy"] = bool(stack.tls) and proxy.running(stack)
+    try:
+        _start(stack, only)
+    except BaseException:
+        # A failed `up` leaves running only what ran before it.
+        for part, stop in (("proxy", proxy.stop), ("server", server.stop)):
+            if not before[part]:
+                stop(stack)
+        if not before["postgres"]:
+            postgres.stop(stack)
+        raise
+    return stack
 
+
+def _start(stack: Stack, only: str | None) -> None:
+    """Starts (or restarts, when its settings changed) each part `only` names, or all."""
     if only in (None, "postgres"):
         relisten = postgres.configure(stack)
         if postgres.running(stack) and relisten:
@@ -136,7 +182,6 @@ def up(folder: Path, only: str | None = None, **settings: object) -> Stack:
             proxy.start(stack)
         elif not stack.tls:
             proxy.stop(stack)
-    return stack
 
 
 def _prepare_accounts(stack: Stack) -> None:

@@ -7,9 +7,12 @@ import shlex
 import sys
 from pathlib import Path
 
-from bnlab import stack
+from bnlab import names, stack
 from bnlab.stack import server
 from bnlab.stack.state import ADMIN
+
+# Account names stay short: they are typed, shown in lists and name a file.
+MAX_ACCOUNT_NAME = 100
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -109,9 +112,23 @@ def _user(args: argparse.Namespace, found: stack.Stack) -> None:
         raise stack.StackError(str(error)) from error
 
 
+def check_account_name(name: str, flag: str) -> None:
+    """Refuses a name that basic auth cannot carry (a `:`) or that is unfit for a file name
+    (each account's generated password goes to `users/<name>.password`)."""
+    refused = names.problem(name, MAX_ACCOUNT_NAME)
+    if refused is None and ":" in name:
+        refused = f"must not hold ':' (basic auth cannot carry it), got '{name}'"
+    if refused:
+        raise stack.StackError(f"{flag}: {refused}")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
+        if getattr(args, "user_action", None) in ("add", "passwd"):
+            check_account_name(args.name, f"user {args.user_action} NAME")
+        if getattr(args, "user", None) is not None:
+            check_account_name(args.user, "--user")
         if args.action == "up":
             settings = {
                 key: getattr(args, key)

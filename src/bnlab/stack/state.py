@@ -38,6 +38,17 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+def port_free(port: int, host: str = LOOPBACK) -> bool:
+    """Whether nothing listens on `port` of `host` now (a bind there succeeds)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family) as probe:
+        try:
+            probe.bind((host if host != "localhost" else LOOPBACK, port))
+        except OSError:
+            return False
+    return True
+
+
 def is_loopback(host: str) -> bool:
     """Whether `host` is reachable from this machine only (localhost, 127.0.0.0/8, ::1)."""
     if host == "localhost":

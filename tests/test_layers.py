@@ -178,9 +178,7 @@ INTERNAL_APIS = {
 def test_each_internal_third_party_api_stays_in_one_module(pattern: str) -> None:
     import re
 
-    users = {
-        module for module, path in MODULES.items() if re.search(pattern, path.read_text())
-    }
+    users = {module for module, path in MODULES.items() if re.search(pattern, path.read_text())}
     assert users == {INTERNAL_APIS[pattern]}, f"{pattern} used by {sorted(users)}"
 
 

@@ -253,6 +253,34 @@ def test_empty_and_unknown_experiments_fail_with_one_line(store, store_uri, tmp_
     assert not missing.exists()
 
 
+@pytest.mark.parametrize(
+    ("arguments", "said"),
+    [
+        ([], "no tracking store at sqlite:///mlflow.db"),
+        (["--claims"], "no tracking store at sqlite:///mlflow.db"),
+        (["--experiment", "../../elsewhere"], "--experiment: must not look like a path"),
+        (["--experiment", "/tmp/abs"], "--experiment: must not look like a path"),
+        (["--claims", "--experiment", "../x"], "--experiment: must not look like a path"),
+    ],
+)
+def test_a_folder_without_a_store_or_a_path_as_name_is_one_line_and_creates_nothing(
+    tmp_path: Path, arguments: list[str], said: str
+) -> None:
+    env = {k: v for k, v in __import__("os").environ.items() if k != "MLFLOW_TRACKING_URI"}
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "pipelines" / "report.py"), *arguments],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+        env=env,
+    )
+    assert done.returncode == 2
+    [line] = done.stderr.strip().splitlines()
+    assert line.startswith("error: ") and said in line
+    assert list(tmp_path.iterdir()) == []
+
+
 def synthetic_curves() -> pd.DataFrame:
     rows = []
     for bn in (True, False):

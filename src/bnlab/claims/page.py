@@ -18,6 +18,7 @@ from bnlab.claims import figures as claim_figures
 from bnlab.claims import rules as claims
 from bnlab.claims import suite as claim_suite
 from bnlab.report import page as report_page
+from bnlab.report.build import check_store
 from bnlab.tracking import queries
 
 INTERNALS_KEYS = [metrics.PREACT_P15, metrics.PREACT_P50, metrics.PREACT_P85]
@@ -25,6 +26,7 @@ INTERNALS_KEYS = [metrics.PREACT_P15, metrics.PREACT_P50, metrics.PREACT_P85]
 
 def build(uri: str, experiment: str, out: Path, overrides: list[str], names: list[str]) -> Path:
     """Judges each claim on the experiment's runs and writes the page; returns its path."""
+    check_store(uri)
     runs, curves, timings = claim_suite.load(uri, experiment)
     results = [
         claim_suite.judge(claim_suite.expand(name, overrides), runs, curves, timings)

@@ -10,7 +10,7 @@ import os
 import sys
 from pathlib import Path
 
-from bnlab import metrics
+from bnlab import metrics, names
 from bnlab.config import TrackingConfig
 from bnlab.report.build import ReportError, build_report
 
@@ -50,6 +50,10 @@ def main(argv: list[str]) -> int:
         help="write the claims page instead (the suite's Hydra overrides, if any)",
     )
     args = parser.parse_args(argv)
+    refused = names.problem(args.experiment)
+    if refused:
+        print(f"error: --experiment: {refused}", file=sys.stderr)
+        return 2
     if args.claims is not None:
         return claims_page(args)
     try:

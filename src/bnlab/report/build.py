@@ -36,7 +36,8 @@ class ReportFiles:
     browse: list[str] = field(default_factory=list)
 
 
-def _check_store(uri: str) -> None:
+def check_store(uri: str) -> None:
+    """Refuses a SQLite URI whose file does not exist, before anything opens it."""
     # Opening a SQLite URI creates the file: a mistyped path must not leave an empty store.
     database = sqlite_path(uri)
     if database is not None and not database.is_file():
@@ -85,7 +86,7 @@ def build_report(
             check_tracking_uri(optuna_storage, "--optuna-storage", mlflow_store=False)
     except ConfigError as error:
         raise ReportError(str(error)) from error
-    _check_store(uri)
+    check_store(uri)
     try:
         runs, curves = queries.load_runs(uri, experiment, parent_run_id)
     except queries.StoreQueryError as error:

@@ -123,6 +123,10 @@ def test_flatten_uses_dotted_keys() -> None:
 
 
 BAD_INPUT = [
+    (["tracking.uri=sqlite:///TMP"], "tracking.uri: TMP is a folder"),
+    (["-m", "bn=true,false", "tracking.uri=sqlite:///TMP"], "tracking.uri: TMP is a folder"),
+    (["model._target_=bnlab.plugins.cnn.nothing"], "model._target_"),
+    (["data._target_=os.path"], "data._target_"),
     (["train.threads=-1"], "train.threads"),
     (["tracking.system_metrics_seconds=0"], "tracking.system_metrics_seconds"),
     (["lr=-1"], "lr"),
@@ -228,16 +232,30 @@ def test_bad_input_exits_with_one_line_before_any_work(
 ) -> None:
     not_npz = tmp_path / "junk.npz"
     not_npz.write_text("not an archive")
-    args = [arg.replace("NOT_NPZ", str(not_npz)) for arg in args]
+    args = [arg.replace("NOT_NPZ", str(not_npz)).replace("TMP", str(tmp_path)) for arg in args]
     done = run_train(args, cwd=tmp_path, timeout=120)
     assert done.returncode == 2, done.stderr
     lines = [line for line in done.stderr.splitlines() if line.startswith("error:")]
     assert len(lines) == 1, done.stderr
-    assert key in lines[0]
+    assert key.replace("TMP", str(tmp_path)) in lines[0]
     assert "Traceback" not in done.stderr
     # Nothing was recorded: no tracking store, no job ran.
     assert not (tmp_path / "mlflow.db").exists()
     assert not Path("/nonexistent_dir").exists()
+
+
+@pytest.mark.parametrize("sweep", [[], ["-m", "bn=true,false"]], ids=["run", "sweep"])
+@pytest.mark.parametrize("backend", ["torch", "nonsense"])
+def test_a_backend_that_is_not_installed_is_one_line_before_a_store_exists(
+    tmp_path: Path, backend: str, sweep: list[str]
+) -> None:
+    done = run_train([*sweep, "train.steps=5"], cwd=tmp_path, env={"KERAS_BACKEND": backend})
+    assert done.returncode == 2, done.stderr
+    [line] = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert line.startswith("error: KERAS_BACKEND") and "Traceback" not in done.stderr
+    if backend == "torch":
+        assert "not installed (pip install torch)" in line
+    assert not (tmp_path / "mlflow.db").exists()
 
 
 def test_an_unparseable_value_is_shown_quoted_the_way_that_works(tmp_path: Path) -> None:

@@ -196,7 +196,7 @@ def test_the_general_pipeline_names_no_experiment() -> None:
         if _package(module) not in GENERAL:
             continue
         for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Constant) and isinstance(node.value, str):
-                if re.search(STUDY_WORDS, node.value):
-                    found.append(f"{module}:{node.lineno}: {node.value[:60]!r}")
+            is_text = isinstance(node, ast.Constant) and isinstance(node.value, str)
+            if is_text and re.search(STUDY_WORDS, node.value):
+                found.append(f"{module}:{node.lineno}: {node.value[:60]!r}")
     assert not found, "\n".join(found)

@@ -20,7 +20,6 @@ from bnlab.tracking import spool
 from bnlab.tracking.retries import StoreUnavailable
 from conftest import disrupt_mid_sweep, experiment_runs, run_train
 
-
 # Entries are named by the MLflow run id their job opened: 32 hex digits.
 ELSEWHERE, RUN_1, RUN_2, GOOD_RUN = (uuid.uuid4().hex for _ in range(4))
 

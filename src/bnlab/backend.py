@@ -35,6 +35,34 @@ BACKEND_DISTRIBUTIONS = {
 }
 
 
+# What to install for each backend: this project's extra, else the backend's own package.
+BACKEND_INSTALL = {
+    "tensorflow": "pip install tensorflow",
+    "jax": "pip install 'bnlab[jax]'",
+    "torch": "pip install torch",
+}
+
+
+def missing_backend() -> str | None:
+    """One line when the backend Keras would start is not installed, else None.
+
+    Read from the installed packages, without importing the backend.
+    """
+    name = keras_backend()
+    distributions = BACKEND_DISTRIBUTIONS.get(name)
+    source = "KERAS_BACKEND" if os.environ.get("KERAS_BACKEND") else "the keras.json backend"
+    if distributions is None:
+        known = ", ".join(sorted(BACKEND_DISTRIBUTIONS))
+        return f"{source}: unknown Keras backend '{name}' (this project runs on {known})"
+    for distribution in distributions:
+        try:
+            metadata.version(distribution)
+            return None
+        except metadata.PackageNotFoundError:
+            continue
+    return f"{source}={name}: that backend is not installed ({BACKEND_INSTALL[name]})"
+
+
 @functools.cache
 def versions() -> dict[str, str]:
     """The Keras backend and the versions of Keras and of that backend, read from the

@@ -49,6 +49,12 @@ def _check_store_uri(uri: str, mlflow_store: bool) -> None:
         fail("tracking.uri", "names no host (e.g. http://127.0.0.1:5000)")
     database = sqlite_path(uri)
     if database is not None:
+        if database.is_dir():
+            fail(
+                "tracking.uri",
+                f"{database} is a folder; name a database file in it "
+                f"(e.g. sqlite:///{database}/mlflow.db)",
+            )
         # SQLite creates the file, and MLflow its folders, wherever the URI points:
         # a mistyped path must fail here, not leave folders behind.
         if mlflow_store:

@@ -17,7 +17,7 @@ from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
-from bnlab import names
+from bnlab import backend, names
 from bnlab.config.errors import ConfigError, fail
 from bnlab.config.keys import SHORTHANDS, shorthand_disagreement
 from bnlab.config.store_uri import check_tracking_uri
@@ -220,6 +220,10 @@ def validate(
         ConfigError: A value is out of range, or a shorthand and its group key
             disagree; the message names the key.
     """
+    # A backend that is not installed is one line, before any store is opened.
+    missing = backend.missing_backend()
+    if missing:
+        raise ConfigError(missing)
     if overrides:
         check_shorthands(overrides)
     config = OmegaConf.to_object(typed(cfg, choices))

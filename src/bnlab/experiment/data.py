@@ -125,15 +125,66 @@ def dataset_info(splits: Splits, split_seed: int) -> DatasetInfo:
     return DatasetInfo(splits.name, digest.hexdigest()[:12], splits.source, json.dumps(profile))
 
 
+SPLITS = ("train", "val", "test")
+
+
+def check_splits(splits: object, target: str = "") -> Splits:
+    """Returns `splits` once it is what training needs; else one line naming `data`.
+
+    Each split's inputs and labels have one row per example, the labels are whole
+    numbers within the classes, the inputs are finite numbers, and no split is empty.
+    """
+    if not isinstance(splits, Splits):
+        raise DataError(
+            f"data._target_: {target or 'the builder'} returned {type(splits).__name__}, "
+            "not a bnlab.experiment.data.Splits"
+        )
+    classes = splits.classes
+    for split in SPLITS:
+        x, y = getattr(splits, f"x_{split}"), getattr(splits, f"y_{split}")
+        if not isinstance(x, np.ndarray) or not isinstance(y, np.ndarray):
+            raise DataError(f"data: x_{split} and y_{split} must be numpy arrays")
+        if len(x) != len(y):
+            raise DataError(
+                f"data: x_{split} holds {len(x)} examples but y_{split} {len(y)} labels"
+            )
+        if len(x) == 0:
+            raise DataError(f"data: the {split} split is empty")
+        if y.ndim != 1 or not (
+            np.issubdtype(y.dtype, np.integer)
+            or (np.issubdtype(y.dtype, np.floating) and np.all(np.mod(y, 1) == 0))
+        ):
+            raise DataError(f"data: y_{split} must hold one whole-number label per example")
+        if y.min() < 0 or (classes and y.max() >= classes):
+            bound = f"0 to {classes - 1}" if classes else "0 or more"
+            raise DataError(
+                f"data: y_{split} holds label {int(y.min() if y.min() < 0 else y.max())}, "
+                f"outside the classes ({bound})"
+            )
+        if not np.issubdtype(x.dtype, np.number):
+            raise DataError(f"data: x_{split} must hold numbers, got {x.dtype}")
+        bad = int(np.size(x) - np.count_nonzero(np.isfinite(x)))
+        if bad:
+            raise DataError(
+                f"data: x_{split} holds {bad} NaN or infinite value(s); training would diverge"
+            )
+    shapes = {getattr(splits, f"x_{split}").shape[1:] for split in SPLITS}
+    if len(shapes) != 1:
+        raise DataError(f"data: the splits' inputs differ in shape ({sorted(shapes)})")
+    return splits
+
+
 def load_data(config) -> Splits:
-    """Calls the data config's `_target_` with its settings (a `DataConfig` subclass)."""
+    """Calls the data config's `_target_` with its settings (a `DataConfig` subclass),
+    and checks what it returned (`check_splits`)."""
     from hydra.errors import InstantiationException
     from hydra.utils import instantiate
 
     try:
-        return instantiate(config)
+        splits = instantiate(config)
     except InstantiationException as error:
         # Hydra wraps what the plug-in raised; a DataError is the plug-in's own message.
         if isinstance(error.__cause__, DataError):
             raise error.__cause__ from None
         raise
+    return check_splits(splits, str(getattr(config, "_target_", "")))

@@ -135,13 +135,16 @@ def _claim(
     identity: str,
     parent: str | None,
     varying: set[str] | None = None,
+    before_run: Callable[[], Any] = lambda: None,
 ) -> tracking.CompletedRun | tracking.RunLogger:
     """Reuses a complete run with this identity, or opens the one run that trains it.
 
     A job first opens its run, then looks for live runs with its identity: the
     oldest one trains, the others delete their fresh run and wait for it. Two
     identical sweeps launched at once therefore train each cell once. A search
-    trial always trains: its study needs its curve and its pruning.
+    trial always trains: its study needs its curve and its pruning. `before_run` is
+    called before a run is opened (the data is loaded and checked there), so a job whose
+    input is bad records nothing.
     """
     searching = config.search.trial is not None
     name = run_name(config, context.overrides, varying)
@@ -152,6 +155,7 @@ def _claim(
             done = store.find_complete_run(identity)
             if done is not None:
                 return done
+        before_run()
         adopted = None if context.multirun else tracking.active_run_id_from_env()
         if adopted:
             run = store.adopt_run(adopted, tags, name=name)
@@ -244,6 +248,13 @@ def _run(
     # An optimizer argument its class does not take fails here, before any run is opened
     # (reading the class's signature starts the backend, only when it must be read).
     check_optimizer(config.optimizer)
+    loaded: list[Any] = []
+
+    def load() -> None:
+        # The data plug-in's output is checked before any run of this job is recorded.
+        if not loaded:
+            loaded.append(load_data(config.data))
+
     if store is not None:
         if not context.multirun:
             store.live.reap_stale()
@@ -255,7 +266,7 @@ def _run(
         )
         if parent is None:
             varying = None
-        claimed = _claim(store, config, context, identity, parent, varying)
+        claimed = _claim(store, config, context, identity, parent, varying, before_run=load)
         if isinstance(claimed, tracking.CompletedRun):
             log.info(
                 "Skipping: run %s already trained this experiment (%s)",
@@ -273,6 +284,8 @@ def _run(
             links.run_page(store.uri, store.experiment_id, run_logger.run_id, store.ui_url),
         )
 
+    load()
+    data = loaded[0]
     # Hooks that may stop training; every one sees every evaluation.
     stoppers = [on_eval] if on_eval else []
     reporter = None
@@ -298,7 +311,6 @@ def _run(
 
         graph_options.apply(config.model)
 
-        data = load_data(config.data)
         if run_logger is not None:
             info = dataset_info(data, config.data.split_seed)
             run_logger.log_dataset(info.name, info.digest, info.source, info.profile)

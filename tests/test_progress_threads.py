@@ -80,3 +80,32 @@ def test_train_threads_is_not_part_of_the_identity(value) -> None:
 
     base = identity_hash(validate(compose_config([])))
     assert identity_hash(validate(compose_config([f"train.threads={value}"]))) == base
+
+
+def test_a_running_job_without_a_recent_heartbeat_is_shown_stale() -> None:
+    now = 1_000_000.0
+    found = [
+        {"outcome": "running", "status": "RUNNING", "beat": now - 3},
+        {"outcome": "running", "status": "RUNNING", "beat": now - 30},
+        {"outcome": metrics.FINISHED, "status": "FINISHED", "beat": now - 300},
+    ]
+    assert progress.stale(found, 12.0, now) == 1
+    assert progress.stale(found, 60.0, now) == 0
+
+
+def test_the_progress_line_names_stale_jobs_as_soon_as_their_count_changes(caplog) -> None:
+    import logging
+    import time
+
+    found = [{"outcome": "running", "status": "RUNNING", "beat": time.time()}]
+    shown = progress.Progress(lambda: found, 2, "Sweep x", 3600, quiet_seconds=12.0)
+    try:
+        with caplog.at_level(logging.INFO):
+            shown.report()
+            found[0]["beat"] = time.time() - 13  # its process stopped 13 s ago
+            shown.report()
+    finally:
+        shown.stop()
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Sweep x")]
+    assert len(lines) == 2 and "stale" not in lines[0]
+    assert "1 stale (no heartbeat for over 12 s)" in lines[1]

@@ -24,11 +24,26 @@ def _clock(seconds: float) -> str:
     return f"{hours}:{minutes:02d}:{seconds:02d}" if hours else f"{minutes}:{seconds:02d}"
 
 
-def line(jobs: list[dict[str, Any]], total: int, elapsed: float) -> str:
+def stale(jobs: list[dict[str, Any]], quiet_seconds: float, now: float | None = None) -> int:
+    """How many jobs still RUNNING have not stamped their heartbeat for `quiet_seconds`
+    (a stopped or hung process), well before the store closes them as dead."""
+    now = time.time() if now is None else now
+    return sum(
+        job.get("status") == "RUNNING"
+        and job.get("beat") is not None
+        and now - job["beat"] > quiet_seconds
+        for job in jobs
+    )
+
+
+def line(
+    jobs: list[dict[str, Any]], total: int, elapsed: float, quiet_seconds: float | None = None
+) -> str:
     """`k/N done (...), elapsed, ETA` from a sweep's jobs as `Store.sweep_jobs` reads them.
 
     The ETA divides the jobs left by the rate of jobs trained so far; skipped
-    jobs took no time, so they count as done but not towards the rate.
+    jobs took no time, so they count as done but not towards the rate. With
+    `quiet_seconds`, running jobs without a heartbeat for that long are named stale.
     """
     done = [job for job in jobs if job["outcome"] not in ("running", "unknown")]
     skipped = sum(job["outcome"] == metrics.SKIPPED for job in done)
@@ -40,6 +55,9 @@ def line(jobs: list[dict[str, Any]], total: int, elapsed: float) -> str:
         if (count := sum(job["outcome"] == outcome for job in done))
     ]
     detail = f"{trained} trained, {skipped} skipped" + "".join(ended_badly)
+    quiet = stale(jobs, quiet_seconds) if quiet_seconds is not None else 0
+    if quiet:
+        detail += f", {quiet} stale (no heartbeat for over {quiet_seconds:g} s)"
     left = max(total - len(done), 0)
     if left == 0:
         eta = "ETA 0:00"
@@ -60,7 +78,11 @@ class Progress:
         label: str,
         seconds: float,
         watch: Callable[[list[dict[str, Any]]], None] | None = None,
+        quiet_seconds: float | None = None,
     ) -> None:
+        # A running job silent this long is shown as stale (see `stale`).
+        self._quiet_seconds = quiet_seconds
+        self._last_stale = 0
         self._read_jobs = read_jobs
         # Also handed every poll's jobs (the sweep's watchdog): one read serves both.
         self._watch = watch
@@ -83,11 +105,11 @@ class Progress:
 
     def _log(self, jobs: list[dict[str, Any]]) -> None:
         done = sum(job["outcome"] not in ("running", "unknown") for job in jobs)
-        if done != self._last_done:
-            self._last_done = done
-            log.info(
-                "%s: %s", self._label, line(jobs, self._total, time.monotonic() - self._started)
-            )
+        quiet = stale(jobs, self._quiet_seconds) if self._quiet_seconds is not None else 0
+        if done != self._last_done or quiet != self._last_stale:
+            self._last_done, self._last_stale = done, quiet
+            elapsed = time.monotonic() - self._started
+            log.info("%s: %s", self._label, line(jobs, self._total, elapsed, self._quiet_seconds))
 
     def stop(self) -> None:
         """Stops the polls."""

@@ -132,10 +132,12 @@ class SweepRecorder:
                 lambda: store.sweeps.sweep_jobs(run.run_id),
                 total,
                 f"Sweep {sweep_id}",
-                # One search of the store per poll, for the line and the watchdog both:
-                # a quarter of the staleness limit, or the heartbeat if that is longer.
-                max(config.tracking.heartbeat_seconds, config.tracking.stale_after_seconds / 4),
+                # One search of the store per poll, for the line and the watchdog both,
+                # every half heartbeat: a job whose stamps stop (more than 1.2 heartbeats
+                # without one) is shown stale within two heartbeat intervals.
+                max(config.tracking.heartbeat_seconds / 2, 1.0),
                 watch=recorder.watch,
+                quiet_seconds=1.2 * config.tracking.heartbeat_seconds,
             )
         return recorder
 

@@ -102,6 +102,8 @@ class SweepBook:
                 "error": run.data.tags.get(metrics.ERROR_TAG),
                 "objective": run.data.metrics.get(metrics.OBJECTIVE),
                 "live": is_live(run, self.stale_after_seconds),
+                # Unix time of its last heartbeat (its start before the first).
+                "beat": last_sign_of_life(run),
             }
             for run in self.scope.search(f"tags.`{metrics.PARENT_TAG}` = '{parent_run_id}'")
         ]

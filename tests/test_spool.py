@@ -368,3 +368,16 @@ def test_a_corrupt_entry_blocks_neither_a_sweep_nor_a_run_nor_sync(tmp_path: Pat
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
     jobs = [r for r in experiment_runs(client) if r.data.tags.get("role") == "job"]
     assert sorted(r.data.tags["outcome"] for r in jobs) == ["finished", "finished"]
+
+
+def test_a_deleted_store_file_is_named_as_gone(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    logger = tracking.RunLogger(_RefusingClient(writers=1), uuid.uuid4().hex)  # type: ignore[arg-type]
+    logger.journal.store = f"sqlite:///{tmp_path / 'deleted.db'}"
+    logger.keep_offline(tmp_path / "unsent")
+    with caplog.at_level(logging.WARNING):
+        logger.log_params({"optimizer.lr": 0.01})
+    [line] = [r.getMessage() for r in caplog.records if "stopped taking writes" in r.getMessage()]
+    assert f"the store file {tmp_path / 'deleted.db'} is gone" in line
+    assert "readonly" not in line

@@ -22,6 +22,7 @@ from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunT
 from mlflow.exceptions import MlflowException
 
 from bnlab import metrics
+from bnlab.config.store_uri import sqlite_path
 from bnlab.heartbeat import Heartbeat
 from bnlab.redaction import redact_file, redact_text
 from bnlab.tracking import spool, system_metrics
@@ -100,12 +101,20 @@ class RunLogger:
         log.warning(
             "The tracking store stopped taking writes (%s); run %s goes on offline and is "
             "kept in %s when it ends",
-            str(error).splitlines()[0][:300],
+            self._why_offline(error),
             self.run_id,
             self.spool_root,
             exc_info=error,
         )
         self._stop_background()
+
+    def _why_offline(self, error: BaseException) -> str:
+        """What stopped the writes, in words: a SQLite store whose file was deleted says
+        so, rather than SQLite's "attempt to write a readonly database"."""
+        database = sqlite_path(self.journal.store) if self.journal.store else None
+        if database is not None and not database.exists():
+            return f"the store file {database} is gone: it was deleted or moved"
+        return str(error).splitlines()[0][:300] if str(error) else type(error).__name__
 
     def start_system_metrics(self, seconds: float) -> None:
         """Records CPU, memory, disk, network (and GPU where present) as `system/*` metrics.

@@ -349,3 +349,23 @@ def test_bad_search_input_fails_before_any_trial(args: list[str], key: str, tmp_
     assert not (tmp_path / "mlflow.db").exists()
     if (tmp_path / "optuna.db").exists():
         assert optuna.get_all_study_summaries(f"sqlite:///{tmp_path}/optuna.db") == []
+
+
+def test_a_trial_that_failed_around_its_job_is_not_counted_and_is_asked_again() -> None:
+    import optuna
+
+    from bnlab.sweep import search
+    from bnlab.sweep.optuna_sweeper import _count_finished
+
+    study = optuna.create_study(storage=optuna.storages.InMemoryStorage())
+    # Its job never reached the storage (unreachable): no outcome on the trial.
+    lost = study.ask()
+    study.tell(lost, state=optuna.trial.TrialState.FAIL)
+    assert _count_finished(study) == 0
+    # Its job failed and said so: a trial used up.
+    failed = study.ask()
+    failed.set_user_attr(search.OUTCOME_ATTR, "failed")
+    study.tell(failed, state=optuna.trial.TrialState.FAIL)
+    done = study.ask()
+    study.tell(done, 0.9)
+    assert _count_finished(study) == 2

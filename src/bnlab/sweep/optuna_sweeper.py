@@ -288,8 +288,20 @@ def _first(dimension: search.Dimension) -> Any:
     return dist.choices[0] if hasattr(dist, "choices") else dist.low
 
 
+def _counts(trial: optuna.trial.FrozenTrial) -> bool:
+    """Whether a trial counts toward `n_trials`.
+
+    A FAIL whose job never recorded an outcome on it failed around the job, not in it
+    (its storage was unreachable, its process was lost): it does not use up a trial,
+    so a relaunch asks for another in its place.
+    """
+    if trial.state == optuna.trial.TrialState.FAIL:
+        return search.OUTCOME_ATTR in trial.user_attrs
+    return trial.state in FINISHED_STATES
+
+
 def _count_finished(study: optuna.Study) -> int:
-    return sum(trial.state in FINISHED_STATES for trial in study.trials)
+    return sum(_counts(trial) for trial in study.trials)
 
 
 def _tell(

@@ -54,13 +54,22 @@ def missing_backend() -> str | None:
     if distributions is None:
         known = ", ".join(sorted(BACKEND_DISTRIBUTIONS))
         return f"{source}: unknown Keras backend '{name}' (this project runs on {known})"
+    if _installed(distributions):
+        return None
+    return f"{source}={name}: that backend is not installed ({BACKEND_INSTALL[name]})"
+
+
+@functools.cache
+def _installed(distributions: tuple[str, ...]) -> bool:
+    """Whether any of `distributions` is installed (read once per process: every job of a
+    grid is validated, and the answer does not change while it runs)."""
     for distribution in distributions:
         try:
             metadata.version(distribution)
-            return None
+            return True
         except metadata.PackageNotFoundError:
             continue
-    return f"{source}={name}: that backend is not installed ({BACKEND_INSTALL[name]})"
+    return False
 
 
 @functools.cache

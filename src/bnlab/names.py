@@ -8,7 +8,6 @@ belongs to, hold control characters or be empty.
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 # Experiment names become folder names and URL parts; keep them short and plain.
 MAX_NAME = 200
@@ -34,12 +33,3 @@ def problem(name: object, max_length: int = MAX_NAME) -> str | None:
 def is_run_id(value: object) -> bool:
     """Whether `value` is an MLflow run id (32 lowercase hex digits)."""
     return isinstance(value, str) and RUN_ID.fullmatch(value) is not None
-
-
-def inside(root: Path, path: Path) -> bool:
-    """Whether `path`, with every link resolved, lies within `root`."""
-    try:
-        Path(path).resolve().relative_to(Path(root).resolve())
-    except ValueError:
-        return False
-    return True

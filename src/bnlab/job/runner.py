@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import logging
 import math
@@ -248,12 +249,9 @@ def _run(
     # An optimizer argument its class does not take fails here, before any run is opened
     # (reading the class's signature starts the backend, only when it must be read).
     check_optimizer(config.optimizer)
-    loaded: list[Any] = []
-
-    def load() -> None:
-        # The data plug-in's output is checked before any run of this job is recorded.
-        if not loaded:
-            loaded.append(load_data(config.data))
+    # Loaded once, when first needed: before this job's run is opened (so a data plug-in's
+    # bad output is refused with nothing recorded), never for a job that is skipped.
+    load = functools.cache(lambda: load_data(config.data))
 
     if store is not None:
         if not context.multirun:
@@ -284,8 +282,7 @@ def _run(
             links.run_page(store.uri, store.experiment_id, run_logger.run_id, store.ui_url),
         )
 
-    load()
-    data = loaded[0]
+    data = load()
     # Hooks that may stop training; every one sees every evaluation.
     stoppers = [on_eval] if on_eval else []
     reporter = None

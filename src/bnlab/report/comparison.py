@@ -9,13 +9,23 @@ study's block.
 from __future__ import annotations
 
 import ast
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cache
 
 import pandas as pd
 from omegaconf import OmegaConf
 
 from bnlab.config.registry import CONF_DIR
+
+
+@dataclass(frozen=True)
+class Implementation:
+    """A key saying how the true side was computed (`compare.implementation`): its value
+    in runs that predate it, and how the page names each value; an empty key: none."""
+
+    key: str = ""
+    unset: str = ""
+    names: dict[str, str] = field(default_factory=dict, compare=False)
 
 
 @dataclass(frozen=True)
@@ -28,11 +38,7 @@ class Comparison:
     column: str
     # How the page names the variant's true side, then its false side.
     labels: tuple[str, str]
-    # A key saying how the true side was computed, its value in runs that predate it,
-    # and how the page names each value (`compare.implementation`); empty: none.
-    implementation_key: str = ""
-    implementation_unset: str = ""
-    implementation_names: dict[str, str] = field(default_factory=dict, compare=False)
+    implementation: Implementation = field(default_factory=Implementation)
 
     @property
     def cell(self) -> list[str]:
@@ -65,9 +71,11 @@ def _from_block(block: dict) -> Comparison:
         str(row),
         str(column),
         (str(block["labels"][0]), str(block["labels"][1])),
-        str(implementation.get("key") or ""),
-        str(implementation.get("unset") or ""),
-        {str(k): str(v) for k, v in (implementation.get("names") or {}).items()},
+        Implementation(
+            str(implementation.get("key") or ""),
+            str(implementation.get("unset") or ""),
+            {str(k): str(v) for k, v in (implementation.get("names") or {}).items()},
+        ),
     )
 
 
@@ -88,26 +96,22 @@ def from_runs(runs: pd.DataFrame) -> Comparison:
         for key in runs.columns
         if key.startswith("compare.implementation.names.") and (value := recorded(key)) is not None
     }
-    implementation = {
-        "key": recorded("compare.implementation.key"),
-        "unset": recorded("compare.implementation.unset"),
-        "names": names,
-    }
-    if "compare.implementation.key" not in runs and variant == shipped().variant:
-        # Recorded before `compare.implementation` existed: the shipped study's.
-        implementation = {
-            "key": shipped().implementation_key,
-            "unset": shipped().implementation_unset,
-            "names": shipped().implementation_names,
-        }
-    return _from_block(
+    compared = _from_block(
         {
             "variant": variant,
             "cell": _as_list(cell),
             "labels": _as_list(labels) if labels else [f"{variant}=true", f"{variant}=false"],
-            "implementation": implementation,
+            "implementation": {
+                "key": recorded("compare.implementation.key"),
+                "unset": recorded("compare.implementation.unset"),
+                "names": names,
+            },
         }
     )
+    if "compare.implementation.key" not in runs and variant == shipped().variant:
+        # Recorded before `compare.implementation` existed: the shipped study's.
+        return replace(compared, implementation=shipped().implementation)
+    return compared
 
 
 def _as_list(text: str) -> list[str]:

@@ -95,15 +95,16 @@ def select(runs: pd.DataFrame, curves: pd.DataFrame, comparison: Comparison) -> 
 def implementation_note(runs: pd.DataFrame, comparison: Comparison) -> str | None:
     """How the compared runs' true side was computed (`compare.implementation`), as one
     sentence; None when the comparison names no such key or no run has that side."""
-    key = comparison.implementation_key
+    implementation = comparison.implementation
+    key = implementation.key
     if not key:
         return None
     sided = runs[runs[comparison.variant].map(_as_bool)] if not runs.empty else runs
-    if sided.empty or (key not in sided and not comparison.implementation_unset):
+    if sided.empty or (key not in sided and not implementation.unset):
         return None
     values = sided[key] if key in sided else pd.Series(index=sided.index, dtype=object)
-    counts = values.fillna(comparison.implementation_unset).astype(str).value_counts()
-    names = comparison.implementation_names
+    counts = values.fillna(implementation.unset).astype(str).value_counts()
+    names = implementation.names
     parts = [f"{names.get(value, value)} in {count}" for value, count in counts.items()]
     side = comparison.labels[0]
     return f"{side} computed with {'; '.join(parts)} of {len(sided)} {side} run(s)"

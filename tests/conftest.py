@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -231,9 +233,15 @@ def disrupt_mid_sweep(
     act: Callable,
     env: dict | None = None,
     experiment: str = "bn-trick",
+    hold: bool = False,
 ) -> tuple[int, str, str]:
     """Starts a sweep, calls `act(run)` once a job run is training (RUNNING, with an
-    evaluation logged), and returns the sweep's exit status, stdout and stderr."""
+    evaluation logged), and returns the sweep's exit status, stdout and stderr.
+
+    With `hold`, every job waits after its first evaluation until `act` has run
+    (`fault_injection.HoldAfterFirstEvaluation`), so the disruption lands mid-run
+    however fast the jobs are; the jobs' processes must import the tests' folder.
+    """
 
     def training():
         found = client.get_experiment_by_name(experiment)
@@ -252,13 +260,21 @@ def disrupt_mid_sweep(
         found[:] = [training()]
         return found[0] is not None
 
+    gate = Path(tempfile.mkdtemp(prefix="bnlab-gate-")) / "open"
+    if hold:
+        from fault_injection import hold_until
+
+        args = [*args, *hold_until(str(gate))]
     sweep = start_train(args, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         wait_for(is_training, timeout=240)
         act(found[0])
+        gate.touch()
         out, err = sweep.communicate(timeout=400)
     finally:
+        gate.touch()
         sweep.kill()
+        shutil.rmtree(gate.parent, ignore_errors=True)
     return sweep.returncode, out, err
 
 

@@ -49,3 +49,51 @@ def fail_when(key: str, value: Any) -> list[str]:
         f"+hydra.callbacks.fault.key={key}",
         f"+hydra.callbacks.fault.value={value}",
     ]
+
+
+class HoldAfterFirstEvaluation(Callback):
+    """Holds every job after its first evaluation (written to the store at once) until
+    the file `gate` exists, so a test disrupts each job mid-run whatever its speed.
+
+    Without it a test races the jobs: on the cached embedded data a 300-step job can end
+    before the test sees it running. The hold gives up after `limit` seconds.
+    """
+
+    def __init__(self, gate: str, limit: float = 300.0) -> None:
+        self.gate = gate
+        self.limit = limit
+        self.original = None
+
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        import os
+        import time
+
+        import bnlab.experiment.training
+
+        if self.original is None:
+            self.original = bnlab.experiment.training.train_model
+        original, gate, limit = self.original, self.gate, self.limit
+
+        def held_train_model(config: Any, data: Any, on_eval: Any = None) -> Any:
+            evaluations = []
+
+            def hook(step: int, point: dict) -> bool:
+                stop = bool(on_eval(step, point)) if on_eval is not None else False
+                if not evaluations:
+                    evaluations.append(step)
+                    deadline = time.monotonic() + limit
+                    while not os.path.exists(gate) and time.monotonic() < deadline:
+                        time.sleep(0.1)
+                return stop
+
+            return original(config, data, on_eval=hook)
+
+        bnlab.experiment.training.train_model = held_train_model
+
+
+def hold_until(gate: str) -> list[str]:
+    """The command-line overrides that install HoldAfterFirstEvaluation on `gate`."""
+    return [
+        "+hydra.callbacks.hold._target_=fault_injection.HoldAfterFirstEvaluation",
+        f"+hydra.callbacks.hold.gate={gate}",
+    ]

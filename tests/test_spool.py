@@ -232,6 +232,10 @@ def test_a_full_disk_mid_sweep_says_what_was_lost_in_few_lines_and_the_relaunch_
         "train.eval_every=30",
         "tracking.deadline_seconds=3",
         "tracking.connect_seconds=3",
+        # The jobs the full disk leaves RUNNING are closed by the relaunch once their
+        # heartbeat is stale: fast heartbeats so it waits seconds, not the default minute.
+        "tracking.heartbeat_seconds=1",
+        "tracking.stale_after_seconds=5",
         "hydra/launcher=joblib",
         "hydra.launcher.n_jobs=2",
     ]

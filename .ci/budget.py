@@ -3,8 +3,9 @@
 python .ci/budget.py FILE
 
 Fails (exit 1) when pytest's wall time passes SUITE_MINUTES, when the Python processes the
-tests start pass MAX_PYTHON_PROCESSES, or when a test runs longer than TEST_SECONDS unless
-it is listed in CAPS with its own cap. Counts do not depend on the machine's load, so they
+tests start pass MAX_PYTHON_PROCESSES, when the processes that import TensorFlow (the
+tests' commands and the workers of their sweeps, 5 s each) pass MAX_TENSORFLOW_IMPORTS, or
+when a test runs longer than TEST_SECONDS unless it is listed in CAPS with its own cap. Counts do not depend on the machine's load, so they
 are the stable part of the gate; times are printed for the record.
 """
 
@@ -17,6 +18,9 @@ from pathlib import Path
 SUITE_MINUTES = 25
 # Python processes the tests start directly (sweeps start more, counted by their jobs).
 MAX_PYTHON_PROCESSES = 330
+# Processes started by the tests that imported TensorFlow (their own commands, joblib
+# workers, Ray and Slurm jobs that see the tests' folder); counted by tests/sitecustomize.py.
+MAX_TENSORFLOW_IMPORTS = 200
 TEST_SECONDS = 120
 # Tests with a cap of their own: each one starts servers or many-job sweeps.
 CAPS = {
@@ -53,6 +57,11 @@ def main(path: str) -> int:
     started = sum(row["python"] for row in tests.values())
     if started > MAX_PYTHON_PROCESSES:
         problems.append(f"tests started {started} Python processes, over {MAX_PYTHON_PROCESSES}")
+    tensorflow = sum(row.get("tensorflow", 0) for row in tests.values())
+    if tensorflow > MAX_TENSORFLOW_IMPORTS:
+        problems.append(
+            f"{tensorflow} processes imported TensorFlow, over {MAX_TENSORFLOW_IMPORTS}"
+        )
     for nodeid, row in tests.items():
         if row["wall"] > cap(nodeid):
             problems.append(f"{nodeid} took {row['wall']:.0f} s, over its {cap(nodeid):.0f} s")
@@ -60,10 +69,13 @@ def main(path: str) -> int:
     slowest = sorted(tests.items(), key=lambda item: -item[1]["wall"])[:10]
     print(
         f"budget: pytest {suite / 60:.1f} min, {len(tests)} tests, {cpu:.0f} CPU-s, "
-        f"{started} Python processes started"
+        f"{started} Python processes started, {tensorflow} imported TensorFlow"
     )
     for nodeid, row in slowest:
-        print(f"  {row['wall']:7.1f} s  {row['cpu']:7.1f} CPU-s  {row['python']:3d} py  {nodeid}")
+        print(
+            f"  {row['wall']:7.1f} s  {row['cpu']:7.1f} CPU-s  {row['python']:3d} py  "
+            f"{row.get('tensorflow', 0):3d} tf  {nodeid}"
+        )
     for problem in problems:
         print(f"budget: {problem}", file=sys.stderr)
     return 1 if problems else 0

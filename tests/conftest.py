@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -279,10 +280,30 @@ def disrupt_mid_sweep(
 
 
 # --- The CI budget: per test, its wall time, its CPU-seconds (its own process and the
-# processes it started and reaped) and the Python processes it started; written to
-# $BNLAB_DURATIONS (JSON) by the controlling process, read by .ci/budget.py.
+# processes it started and reaped), the Python processes it started and the processes
+# that imported TensorFlow (tests/sitecustomize.py notes them in a file per test process);
+# written to $BNLAB_DURATIONS (JSON) by the controlling process, read by .ci/budget.py.
 _BUDGET_FILE = os.environ.get("BNLAB_DURATIONS")
 _started: list[int] = []
+
+
+def _tf_imports() -> int:
+    """Processes other than this one that imported TensorFlow since this process began."""
+    log = os.environ.get("BNLAB_TF_IMPORT_LOG")
+    if not log or not os.path.exists(log):
+        return 0
+    own = str(os.getpid())
+    return sum(line.strip() != own for line in Path(log).read_text().splitlines())
+
+
+if _BUDGET_FILE:
+    # Every process the tests start finds tests/sitecustomize.py and notes its import.
+    os.environ["BNLAB_TF_IMPORT_LOG"] = str(
+        Path(tempfile.gettempdir()) / f"bnlab-tf-imports-{os.getpid()}.log"
+    )
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        [str(TESTS_DIR), *filter(None, [os.environ.get("PYTHONPATH")])]
+    )
 
 
 def _count_python_starts() -> None:
@@ -313,11 +334,12 @@ def pytest_runtest_makereport(item, call):
     usage = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
     cpu = sum(part.ru_utime + part.ru_stime for part in usage)
     if call.when == "setup":
-        item._budget = (cpu, len(_started))
+        item._budget = (cpu, len(_started), _tf_imports())
     elif call.when == "teardown" and hasattr(item, "_budget"):
         report = outcome.get_result()
         report.user_properties.append(("budget_cpu", round(cpu - item._budget[0], 2)))
         report.user_properties.append(("budget_python", len(_started) - item._budget[1]))
+        report.user_properties.append(("budget_tf", _tf_imports() - item._budget[2]))
 
 
 _budget_rows: dict[str, dict] = {}
@@ -326,18 +348,25 @@ _budget_rows: dict[str, dict] = {}
 def pytest_runtest_logreport(report) -> None:
     if not _BUDGET_FILE:
         return
-    row = _budget_rows.setdefault(report.nodeid, {"wall": 0.0, "cpu": 0.0, "python": 0})
+    row = _budget_rows.setdefault(
+        report.nodeid, {"wall": 0.0, "cpu": 0.0, "python": 0, "tensorflow": 0}
+    )
     row["wall"] = round(row["wall"] + report.duration, 2)
     properties = dict(report.user_properties)
     if report.when == "teardown":
         row["cpu"] = properties.get("budget_cpu", 0.0)
         row["python"] = properties.get("budget_python", 0)
+        row["tensorflow"] = properties.get("budget_tf", 0)
     if report.failed:
         row["failed"] = True
 
 
 def pytest_sessionfinish(session, exitstatus) -> None:
-    if not _BUDGET_FILE or hasattr(session.config, "workerinput"):
+    if not _BUDGET_FILE:
+        return
+    with contextlib.suppress(OSError):
+        os.unlink(os.environ["BNLAB_TF_IMPORT_LOG"])
+    if hasattr(session.config, "workerinput"):
         return
     import json
 

@@ -97,3 +97,28 @@ def hold_until(gate: str) -> list[str]:
         "+hydra.callbacks.hold._target_=fault_injection.HoldAfterFirstEvaluation",
         f"+hydra.callbacks.hold.gate={gate}",
     ]
+
+
+class HoldBeforeJob(Callback):
+    """Holds every job before it opens its run until the file `gate` exists, so a test
+    can take the store away between a sweep's start and its jobs' first write."""
+
+    def __init__(self, gate: str, limit: float = 300.0) -> None:
+        self.gate = gate
+        self.limit = limit
+
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        import os
+        import time
+
+        deadline = time.monotonic() + self.limit
+        while not os.path.exists(self.gate) and time.monotonic() < deadline:
+            time.sleep(0.1)
+
+
+def hold_jobs_until(gate: str) -> list[str]:
+    """The command-line overrides that install HoldBeforeJob on `gate`."""
+    return [
+        "+hydra.callbacks.hold_job._target_=fault_injection.HoldBeforeJob",
+        f"+hydra.callbacks.hold_job.gate={gate}",
+    ]

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import time
 import signal
 import subprocess
 import sys
@@ -22,7 +24,7 @@ from conftest import (
     sweep_runs,
     wait_for,
 )
-from fault_injection import fail_when
+from fault_injection import fail_when, hold_jobs_until
 
 pytestmark = pytest.mark.slow
 
@@ -169,10 +171,9 @@ def test_interrupted_sweep_resumes_without_duplicates(tmp_path: Path) -> None:
     assert outcomes.count("skipped") == len(done_before)
 
 
-@pytest.fixture
-def mlflow_server(tmp_path: Path):
-    port = free_port()
-    command = [
+def server_command(folder: Path, port: int) -> list[str]:
+    """`mlflow server` on a SQLite store in `folder`, listening on loopback `port`."""
+    return [
         sys.executable,
         "-m",
         "mlflow",
@@ -182,13 +183,22 @@ def mlflow_server(tmp_path: Path):
         "--port",
         str(port),
         "--backend-store-uri",
-        f"sqlite:///{tmp_path}/server.db",
+        f"sqlite:///{folder}/server.db",
         "--artifacts-destination",
-        str(tmp_path / "server-artifacts"),
+        str(folder / "server-artifacts"),
         "--workers",
         "1",
     ]
-    with serve(command, port):
+
+
+# The server's job runner is not used: it would start a Huey consumer and its workers.
+SERVER_ENV = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+
+
+@pytest.fixture
+def mlflow_server(tmp_path: Path):
+    port = free_port()
+    with serve(server_command(tmp_path, port), port, env=SERVER_ENV):
         yield f"http://127.0.0.1:{port}"
 
 
@@ -201,3 +211,71 @@ def test_job_against_a_real_mlflow_server(tmp_path: Path, mlflow_server: str) ->
     assert len(client.get_metric_history(run.info.run_id, "val/accuracy")) == 2
     assert "learning_curve.png" in {a.path for a in client.list_artifacts(run.info.run_id)}
     assert not (tmp_path / "mlflow.db").exists()
+
+
+def _parents(client: MlflowClient) -> list:
+    """The store's sweep parents, none while the experiment does not exist yet."""
+    if client.get_experiment_by_name("bn-trick") is None:
+        return []
+    return sweep_runs(client)[0]
+
+
+def test_a_server_that_goes_down_before_the_jobs_open_runs_costs_one_line_a_job(
+    tmp_path: Path,
+) -> None:
+    port = free_port()
+    uri = f"http://127.0.0.1:{port}"
+    gate = tmp_path / "gate"
+    args = [
+        "-m",
+        *GRID,
+        *TINY,
+        f"tracking.uri={uri}",
+        "tracking.deadline_seconds=3",
+        "tracking.connect_seconds=3",
+        "tracking.heartbeat_seconds=1",
+        "tracking.stale_after_seconds=4",
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+    ]
+    client = MlflowClient(tracking_uri=uri)
+    with serve(server_command(tmp_path, port), port, env=SERVER_ENV):
+        # Every job waits before it opens its run until the server is gone.
+        sweep = start_train(
+            [*args, *hold_jobs_until(str(gate))],
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            wait_for(lambda: bool(_parents(client)), timeout=120)
+        except BaseException:
+            sweep.kill()
+            raise
+    gate.touch()
+    out, _ = sweep.communicate(timeout=300)
+    assert sweep.returncode == 1, out[-3000:]
+    lines = out.splitlines()
+    assert "Traceback" not in out and "Error executing job" not in out, out[-3000:]
+    not_started = [line for line in lines if "not started:" in line]
+    assert len(not_started) == 4, out[-3000:]
+    for line in not_started:
+        assert f"no tracking store answers at {uri}" in line
+    # The four cells, each named once.
+    assert len({line.split(" not started:")[0].split("Job ")[-1] for line in not_started}) == 4
+    problems = [line for line in lines if re.search(r"\b(error|warning|failed)\b", line, re.I)]
+    summary = [line for line in problems if line not in not_started]
+    assert len(summary) == 1 and summary[0].startswith("error: could not close sweep"), out
+    assert "the next launch from this store closes it" in summary[0]
+
+    # The server is back: the next launch closes the parent and trains every cell.
+    with serve(server_command(tmp_path, port), port, env=SERVER_ENV):
+        [parent] = sweep_runs(client)[0]
+        beat = float(parent.data.tags["heartbeat"])
+        wait_for(lambda: time.time() - beat > 4, timeout=30)
+        again = run_train(args, cwd=tmp_path)
+        assert again.returncode == 0, again.stderr[-3000:]
+        closed = client.get_run(parent.info.run_id)
+        assert closed.info.status == "KILLED"
+        assert closed.data.tags["jobs.launched"] == "0"
+        assert len(finished_jobs(client)) == 4

@@ -17,7 +17,12 @@ log = logging.getLogger(__name__)
 class Heartbeat:
     """Calls `beat` every `seconds` from a daemon thread until `stop`."""
 
-    def __init__(self, seconds: float, beat: Callable[[], None], name: str) -> None:
+    def __init__(
+        self, seconds: float, beat: Callable[[], None], name: str, level: int = logging.WARNING
+    ) -> None:
+        # The level of the one line an outage gets: a beat whose failure the owner reports
+        # itself, or that nothing depends on, logs at DEBUG.
+        self._level = level
         self._stop = threading.Event()
         self._thread = threading.Thread(
             target=self._run, args=(seconds, beat, name), name=name, daemon=True
@@ -32,7 +37,7 @@ class Heartbeat:
                 failing = False
             except Exception as error:
                 if not failing:
-                    log.warning("%s failed: %s", name, error)
+                    log.log(self._level, "%s failed: %s", name, error)
                     failing = True
 
     def stop(self) -> None:

@@ -34,6 +34,7 @@ from bnlab.experiment.data import dataset_info, load_data
 from bnlab.job import console
 from bnlab.job.identity import SCHEME, describe, identity_hash
 from bnlab.tracking import links, provenance
+from bnlab.tracking.retries import StoreUnavailable
 
 if TYPE_CHECKING:
     # Imported inside `run`: the backend must start after its threads are pinned.
@@ -236,6 +237,8 @@ def _run(
         # an unreachable store fails in seconds, before the backend starts.
         config, store = _prepare(cfg, context)
     except USER_ERRORS as error:
+        if context.multirun and isinstance(error, tracking.StoreUnreachable):
+            return _not_started(context, error)
         if context.multirun:
             raise
         # A single run's bad input is one line and exit 2, before Hydra reports a failed job.
@@ -254,17 +257,12 @@ def _run(
     load = functools.cache(lambda: load_data(config.data))
 
     if store is not None:
-        if not context.multirun:
-            store.live.reap_stale()
-        # Grid jobs and search trials alike find their launch's parent by its sweep id.
-        parent, varying = (
-            store.sweeps.sweep_parent(config.tracking.sweep_id)
-            if context.multirun
-            else (None, None)
-        )
-        if parent is None:
-            varying = None
-        claimed = _claim(store, config, context, identity, parent, varying, before_run=load)
+        try:
+            parent, varying, claimed = _open_run(store, config, context, identity, load)
+        except StoreUnavailable as error:
+            if not context.multirun:
+                raise
+            return _not_started(context, error)
         if isinstance(claimed, tracking.CompletedRun):
             log.info(
                 "Skipping: run %s already trained this experiment (%s)",
@@ -352,6 +350,38 @@ def _run(
             log.exception("Job failed")
             return {metrics.OBJECTIVE: math.nan}
         raise
+
+
+def _open_run(
+    store: tracking.Store,
+    config: Config,
+    context: JobContext,
+    identity: str,
+    load: Callable[[], Any],
+) -> tuple[str | None, set[str] | None, tracking.CompletedRun | tracking.RunLogger]:
+    """Finds the job's launch and claims its cell: (parent, varying keys, the claim)."""
+    if not context.multirun:
+        store.live.reap_stale()
+    # Grid jobs and search trials alike find their launch's parent by its sweep id.
+    parent, varying = (
+        store.sweeps.sweep_parent(config.tracking.sweep_id) if context.multirun else (None, None)
+    )
+    if parent is None:
+        varying = None
+    claimed = _claim(store, config, context, identity, parent, varying, before_run=load)
+    return parent, varying, claimed
+
+
+def _not_started(context: JobContext, error: Exception) -> dict[str, float]:
+    """A job of a sweep that could not reach the store before opening its run: one line
+    naming the job and why; the sweep goes on, and its next launch trains the cell."""
+    cell = " ".join(
+        spell_override(override)
+        for override in context.overrides
+        if override_key(override) in SHORTHANDS or is_trained(override_key(override))
+    )
+    log.error("Job %s not started: %s", cell or "(defaults)", str(error).splitlines()[0])
+    return {metrics.OBJECTIVE: math.nan}
 
 
 def _prepare(cfg: DictConfig, context: JobContext) -> tuple[Config, tracking.Store | None]:

@@ -185,8 +185,15 @@ def finish(recorder: SweepRecorder) -> None:
             file=sys.stderr,
         )
         raise SystemExit(1) from None
+    lines = []
     if failed:
         lines = [f"{len(failed)} job(s) failed:"]
         lines += [f"  {job['name']}: {job.get('error') or job['outcome']}" for job in failed]
+    if recorder.unrecorded:
+        lines.append(
+            f"{recorder.unrecorded} job(s) left no run in the store (each said why above); "
+            "the next launch trains them"
+        )
+    if lines:
         print("\n".join(lines), file=sys.stderr)
         raise SystemExit(1)

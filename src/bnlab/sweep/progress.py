@@ -90,7 +90,8 @@ class Progress:
         self._label = label
         self._started = time.monotonic()
         self._last_done = -1
-        self._beat = Heartbeat(seconds, self.report, f"{label} progress")
+        # A poll the store does not answer skips a line; the sweep says so when it closes.
+        self._beat = Heartbeat(seconds, self.report, f"{label} progress", logging.DEBUG)
 
     @property
     def total(self) -> int:

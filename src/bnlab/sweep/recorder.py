@@ -40,6 +40,9 @@ class SweepRecorder:
         self.progress = progress
         # Set by the watchdog when the launcher waits for a job that the store shows dead.
         self.launcher_stuck = False
+        # Set at close: jobs of this launch that left no record (they could not reach
+        # the store before opening their runs; each said so in its own line).
+        self.unrecorded = 0
         self._stuck_since: float | None = None
 
     def watch(self, jobs: list[dict[str, Any]]) -> None:
@@ -122,7 +125,8 @@ class SweepRecorder:
         else:
             run = store.start_run(name, all_tags)
         run.log_params(params)
-        run.start_heartbeat(config.tracking.heartbeat_seconds)
+        # Quiet: a store that stops answering is said once, when the sweep closes.
+        run.start_heartbeat(config.tracking.heartbeat_seconds, quiet=True)
         log.info(
             "Sweep %s: parent run %s in experiment '%s'", sweep_id, run.run_id, store.experiment
         )
@@ -167,7 +171,7 @@ class SweepRecorder:
         """Counts the jobs' outcomes from the store, records them and closes the parent.
 
         The parent ends KILLED when the launch was interrupted, FAILED when a job
-        failed or was killed, FINISHED otherwise.
+        failed, was killed or left no record, FINISHED otherwise.
 
         Returns:
             The jobs that failed or were killed.
@@ -180,7 +184,10 @@ class SweepRecorder:
         if self.progress is not None:
             self.progress.finish(jobs)
         failed = [job for job in jobs if job["outcome"] in (metrics.FAILED, metrics.KILLED)]
-        status = "KILLED" if interrupted else ("FAILED" if failed else "FINISHED")
+        if self.progress is not None:
+            self.unrecorded = max(self.progress.total - len(jobs), 0)
+        bad = failed or self.unrecorded
+        status = "KILLED" if interrupted else ("FAILED" if bad else "FINISHED")
         self.store.sweeps.describe(
             self.run_id,
             sweep_note(

@@ -14,7 +14,14 @@
 import logging
 
 from bnlab.tracking.publish import log_report
-from bnlab.tracking.store import CompletedRun, Store, active_run_id_from_env, open_store, versions
+from bnlab.tracking.store import (
+    CompletedRun,
+    Store,
+    StoreUnreachable,
+    active_run_id_from_env,
+    open_store,
+    versions,
+)
 from bnlab.tracking.writer import ResultsLost, RunLogger
 
 # MLflow's SQL store logs each database error with its whole traceback, then raises it.
@@ -27,6 +34,7 @@ __all__ = [
     "ResultsLost",
     "RunLogger",
     "Store",
+    "StoreUnreachable",
     "active_run_id_from_env",
     "log_report",
     "open_store",

@@ -130,7 +130,7 @@ class Store:
         try:
             return retry(self._get_or_create_experiment, deadline=seconds)
         except StoreUnavailable as error:
-            raise ConfigError(
+            raise StoreUnreachable(
                 f"tracking.uri: no tracking store answers at {redact_text(self.uri)} "
                 f"within {seconds:g} s ({error})"
             ) from error
@@ -248,6 +248,14 @@ class Store:
         logger.set_tags({metrics.HEARTBEAT_TAG: f"{time.time():.3f}"})
         logger.preset_params = set(run.data.params)
         return logger
+
+
+class StoreUnreachable(ConfigError):
+    """No store answered at the URI on first contact.
+
+    Bad input for a command on its own (a wrong URI: exit 2 before any work); for a job
+    of a sweep whose launch reached the store, an outage that fails only that job.
+    """
 
 
 def open_store(config: TrackingConfig) -> Store:

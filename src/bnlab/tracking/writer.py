@@ -131,11 +131,12 @@ class RunLogger:
             sampler.stop()
         self.stop_heartbeat()
 
-    def start_heartbeat(self, seconds: float) -> None:
+    def start_heartbeat(self, seconds: float, quiet: bool = False) -> None:
         """Stamps the run every `seconds` from a background thread, flushing metrics too.
 
         A run whose stamps stop (its process was killed) is closed as KILLED by
-        the next launch (`Store.reap_stale`).
+        the next launch (`Store.reap_stale`). With `quiet`, an outage is logged at DEBUG:
+        its owner says what it cost when it closes the run.
         """
         if self._heartbeat is not None:
             return
@@ -145,7 +146,12 @@ class RunLogger:
             # accounts every request costs a password check).
             self.flush(tags={metrics.HEARTBEAT_TAG: f"{time.time():.3f}"})
 
-        self._heartbeat = Heartbeat(seconds, beat, f"heartbeat of run {self.run_id}")
+        self._heartbeat = Heartbeat(
+            seconds,
+            beat,
+            f"heartbeat of run {self.run_id}",
+            logging.DEBUG if quiet else logging.WARNING,
+        )
 
     def stop_heartbeat(self) -> None:
         if self._heartbeat is not None:

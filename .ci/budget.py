@@ -5,8 +5,9 @@ python .ci/budget.py FILE
 Fails (exit 1) when pytest's wall time passes SUITE_MINUTES, when the Python processes the
 tests start pass MAX_PYTHON_PROCESSES, when the processes that import TensorFlow (the
 tests' commands and the workers of their sweeps, 5 s each) pass MAX_TENSORFLOW_IMPORTS, or
-when a test runs longer than TEST_SECONDS unless it is listed in CAPS with its own cap. Counts do not depend on the machine's load, so they
-are the stable part of the gate; times are printed for the record.
+when a test runs longer than TEST_SECONDS unless it is listed in CAPS with its own cap.
+Counts do not depend on the machine's load, so they are the stable part of the gate; times
+are printed for the record.
 """
 
 from __future__ import annotations

@@ -374,3 +374,63 @@ def test_an_unknown_claim_or_bad_override_fails_before_any_study_runs(tmp_path) 
         [line] = [line for line in done.stderr.splitlines() if line.startswith("error:")]
         assert key in line
         assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_a_bar_with_no_value_says_what_its_runs_did_instead() -> None:
+    # The plain network never reaches the target: diverged on one seed, slow on two.
+    def outcome(row):
+        return {}, (200 if row["bn"] else None)
+
+    frame, curves = runs({"bn": (True, False), "lr": (0.05,), "seed": SEEDS}, outcome)
+    frame["outcome"] = [
+        "diverged" if not bn and seed == 0 else "finished"
+        for bn, seed in zip(frame["bn"], frame["seed"], strict=True)
+    ]
+    bars = claims.RULES["faster"](frame, curves, NO_TIMINGS).bars.set_index("side")
+    plain, bn = bars.loc["no BN"], bars.loc["BN"]
+    assert pd.isna(plain["value"]) and plain["points"] == []
+    assert plain["note"] == "not reached 90% 2 of 3, diverged 1 of 3"
+    assert bn["note"] == "" and len(bn["points"]) == 3 and bn["of"] == 3
+    # Every seed reached it in 2 s: an interval of zero width, inside the measure's range.
+    assert bn["low"] == bn["high"] == bn["value"] == pytest.approx(2.0)
+
+
+def test_an_interval_stays_inside_its_measures_range() -> None:
+    # Seeds at 0.2, 0.9 and 1.0: the t-interval of the mean runs past 1 and below 0.
+    def outcome(row):
+        return {metrics.TEST_ACCURACY: {0: 0.2, 1: 0.9, 2: 1.0}[row["seed"]]}, None
+
+    frame, curves = runs({"bn": (True, False), "lr": (0.01,), "seed": SEEDS}, outcome)
+    bars = claims.RULES["better"](frame, curves, NO_TIMINGS).bars
+    assert (bars["low"] >= 0).all() and (bars["high"] <= 1).all()
+    assert (bars["low"] == 0).all() and (bars["high"] == 1).all()
+
+
+def test_the_bar_figure_marks_missing_bars_and_draws_each_seed() -> None:
+    from bnlab.claims import figures
+
+    bars = pd.DataFrame(
+        [
+            {"setting": "relu", "side": "BN", "value": 2.0, "low": 1.5, "high": 2.5,
+             "points": [1.8, 2.0, 2.2], "of": 3, "note": ""},
+            {"setting": "relu", "side": "no BN", "value": float("nan"), "low": float("nan"),
+             "high": float("nan"), "points": [], "of": 3, "note": "not reached 90% 3 of 3"},
+        ]
+    )  # fmt: skip
+    figure = figures.plot_bars(bars, "faster", "seconds")
+    axis = figure.axes[0]
+    assert [text.get_text().strip() for text in axis.texts] == ["not reached 90% 3 of 3"]
+    dots = [line for line in axis.lines if line.get_marker() == "o"]
+    assert [list(line.get_ydata()) for line in dots] == [[1.8, 2.0, 2.2]]
+    assert any("95 % t-interval" in text.get_text() for text in figure.texts)
+
+
+def test_the_every_claim_table_wraps_to_the_page() -> None:
+    from bnlab.report import page
+
+    table = pd.DataFrame([{"claim": "BN trains faster", "rule": "a long sentence " * 30}])
+    html = page.render_html("t", [], {}, {"Every claim": table, "Runs": table}, [],
+                            text_tables=("Every claim",))  # fmt: skip
+    assert "<h2>Every claim</h2><div class='text'>" in html
+    assert "<h2>Runs</h2><div class='scroll'>" in html
+    assert ".text td,.text th{white-space:normal" in html

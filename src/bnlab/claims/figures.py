@@ -16,34 +16,64 @@ from bnlab import metrics  # noqa: E402
 SIDE_COLOURS = ("tab:blue", "tab:orange", "tab:green", "tab:red")
 
 
+# Seeds are drawn as points over their bar up to this many.
+MAX_POINTS = 10
+BARS_CAPTION = (
+    "Bars: mean over seeds; whiskers: 95 % t-interval of that mean (inside the measure's "
+    "range); dots: each seed. A missing bar says what its runs did instead."
+)
+
+
 def plot_bars(bars: pd.DataFrame, title: str, measure: str) -> Figure:
-    """One group of bars per setting, one bar per side, with its 95 % interval over seeds."""
+    """One group of bars per setting, one bar per side (see `rules._bars` for the columns).
+
+    A bar with no value is marked with what its runs did instead ("not reached 90% 3 of
+    3", "diverged 3 of 3"), a bar missing some seeds with that count, so an empty slot is
+    never read as zero.
+    """
     settings = list(dict.fromkeys(bars["setting"]))
     sides = list(dict.fromkeys(bars["side"]))
     width = 0.8 / max(len(sides), 1)
     # Wide enough for the bars, narrow enough that the page does not shrink the text.
     width_inches = min(12.0, max(5.0, 0.45 * len(settings) * len(sides) + 2))
-    figure, axis = plt.subplots(figsize=(width_inches, 3.8))
+    figure, axis = plt.subplots(figsize=(width_inches, 4.2))
     positions = np.arange(len(settings))
+    finite = bars["value"].to_numpy(dtype=float)
+    top = np.nanmax(bars["high"].to_numpy(dtype=float)) if np.isfinite(finite).any() else 1.0
     for index, side in enumerate(sides):
         shown = bars[bars["side"] == side].set_index("setting").reindex(settings)
-        errors = shown["error"].to_numpy(dtype=float)
+        where = positions + (index - (len(sides) - 1) / 2) * width
+        values = shown["value"].to_numpy(dtype=float)
+        low = np.where(np.isfinite(shown["low"]), values - shown["low"], 0)
+        high = np.where(np.isfinite(shown["high"]), shown["high"] - values, 0)
         axis.bar(
-            positions + (index - (len(sides) - 1) / 2) * width,
-            shown["value"].to_numpy(dtype=float),
+            where,
+            np.nan_to_num(values),
             width,
-            yerr=np.where(np.isfinite(errors), errors, 0),
+            yerr=np.vstack([low, high]),
             capsize=3,
             color=SIDE_COLOURS[index % len(SIDE_COLOURS)],
             label=str(side),
         )
+        for x, (_, row) in zip(where, shown.iterrows(), strict=True):
+            points = row["points"] if isinstance(row["points"], list) else []
+            if 0 < len(points) <= MAX_POINTS:
+                spread = np.linspace(-width / 5, width / 5, len(points)) if len(points) > 1 else [0]
+                axis.plot(x + np.asarray(spread), points, "o", color="black", markersize=2.5)
+            note = row["note"] if isinstance(row["note"], str) else ""
+            if note:
+                # Up from the axis: in the empty slot, or inside a bar that lacks some seeds.
+                axis.text(x, 0, " " + note, rotation=90, ha="center", va="bottom", fontsize=7)
     axis.set_xticks(
         positions, settings, rotation=35 if len(settings) > 6 else 0, ha="right", fontsize=8
     )
     axis.set(ylabel=measure, title=title)
+    if np.isfinite(top) and top > 0:
+        axis.set_ylim(top=top * 1.1)
     axis.grid(alpha=0.3, axis="y")
     axis.legend(fontsize=8)
-    figure.tight_layout()
+    figure.text(0.01, 0.01, BARS_CAPTION, fontsize=7, ha="left", va="bottom", wrap=True)
+    figure.tight_layout(rect=(0, 0.05, 1, 1))
     return figure
 
 

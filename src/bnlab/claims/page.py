@@ -74,7 +74,9 @@ def build(uri: str, experiment: str, out: Path, overrides: list[str], names: lis
                 f"between; {claims.NOT_RUN} until every run of the claim's study is recorded.",
                 "A run learned when its best validation accuracy reached "
                 f"{claims.LEARNED}; accuracies within {claims.TOLERANCE} count as equal.",
+                claim_figures.BARS_CAPTION,
             ],
+            text_tables=("Every claim",),
         ),
     )
     return out / "index.html"

@@ -17,6 +17,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import numpy as np
 import pandas as pd
 
 from bnlab import metrics
@@ -40,8 +41,8 @@ class Finding:
     compared: int
     rule: str
     details: dict = field(default_factory=dict)
-    # What the claim's figure draws: one bar per (setting, side), mean over seeds and its
-    # 95 % interval (columns setting, side, value, error), and the value's name.
+    # What the claim's figure draws: one bar per (setting, side), see `_bars`, and the
+    # value's name.
     bars: pd.DataFrame | None = None
     measure: str = ""
 
@@ -148,17 +149,53 @@ def _best_column(runs: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     return runs.merge(chosen, on=[*keys, "bn", "lr"])
 
 
+# The range of each kind of measure: an interval over seeds is drawn inside it.
+FRACTION = (0.0, 1.0)
+DIFFERENCE = (-1.0, 1.0)
+DURATION = (0.0, math.inf)
+BAR_COLUMNS = ["setting", "side", "value", "low", "high", "points", "of", "note"]
+
+
 def _bars(
-    runs: pd.DataFrame, setting: list[str], side: pd.Series, value: pd.Series
+    runs: pd.DataFrame,
+    setting: list[str],
+    side: pd.Series,
+    value: pd.Series,
+    bounds: tuple[float, float] = FRACTION,
+    missing: pd.Series | None = None,
 ) -> pd.DataFrame:
-    """Mean and 95 % interval over seeds of `value`, per setting and side."""
+    """One bar per setting and side: what the claim's figure draws.
+
+    Columns: `value`, the mean over seeds of the runs' finite values; `low` and `high`, its
+    95 % t-interval, kept inside `bounds` (the measure's range); `points`, each seed's
+    value; `of`, the seeds run; `note`, what the runs without a value did instead, from
+    `missing` (e.g. "not reached 90%", "diverged"), counted: "not reached 90% 3 of 3".
+    """
     frame = runs[setting].astype(str).agg(" ".join, axis=1).to_frame("setting")
-    frame["side"], frame["value"] = side.to_numpy(), value.to_numpy()
+    frame["side"] = side.to_numpy()
+    frame["value"] = pd.to_numeric(pd.Series(value.to_numpy()), errors="coerce").to_numpy()
+    frame["missing"] = "no value" if missing is None else missing.to_numpy()
     rows = []
     for (name, which), group in frame.groupby(["setting", "side"], sort=False):
-        mean, _, ci95, _ = interval(group["value"])
-        rows.append({"setting": name, "side": which, "value": mean, "error": ci95})
-    return pd.DataFrame(rows, columns=["setting", "side", "value", "error"])
+        finite = group[np.isfinite(group["value"])]
+        mean, _, ci95, _ = interval(finite["value"])
+        spread = 0.0 if math.isnan(ci95) else ci95
+        absent = group.loc[~np.isfinite(group["value"]), "missing"].value_counts()
+        rows.append(
+            {
+                "setting": name,
+                "side": which,
+                "value": mean,
+                "low": max(mean - spread, bounds[0]) if math.isfinite(mean) else math.nan,
+                "high": min(mean + spread, bounds[1]) if math.isfinite(mean) else math.nan,
+                "points": [float(point) for point in finite["value"]],
+                "of": len(group),
+                "note": ", ".join(
+                    f"{label} {count} of {len(group)}" for label, count in absent.items()
+                ),
+            }
+        )
+    return pd.DataFrame(rows, columns=BAR_COLUMNS)
 
 
 def _variant(runs: pd.DataFrame) -> pd.Series:
@@ -196,9 +233,22 @@ def faster(runs: pd.DataFrame, curves: pd.DataFrame, timings: pd.DataFrame) -> F
             "bn_step_cost_ratio": number(cost),
             "never_reached": len(pairs) - len(reached),
         },
-        _bars(runs, ["activation", "lr"], _variant(runs), runs["seconds_to_target"]),
+        _bars(
+            runs,
+            ["activation", "lr"],
+            _variant(runs),
+            runs["seconds_to_target"],
+            DURATION,
+            _why_not_reached(runs),
+        ),
         f"seconds to {TARGET:.0%} validation accuracy",
     )
+
+
+def _why_not_reached(runs: pd.DataFrame) -> pd.Series:
+    """What a run that never reached the target did instead: diverged, or not reached."""
+    diverged = runs["outcome"].eq(metrics.DIVERGED) if "outcome" in runs else False
+    return pd.Series(np.where(diverged, "diverged", f"not reached {TARGET:.0%}"), index=runs.index)
 
 
 @rule("higher_lr", HIGHER_LR_RULE)
@@ -312,7 +362,7 @@ def not_regularizer(runs: pd.DataFrame, curves: pd.DataFrame, timings: pd.DataFr
             "mean_gap_bn": number(pairs["gap_t"].mean()),
             "mean_gap_no_bn": number(pairs["gap_f"].mean()),
         },
-        _bars(best, ["activation"], _variant(best), best["gap"]),
+        _bars(best, ["activation"], _variant(best), best["gap"], DIFFERENCE),
         "final train minus validation accuracy",
     )
 

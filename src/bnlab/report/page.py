@@ -30,13 +30,17 @@ class Footer:
     runs_table: str | None = None
 
 
-# Tables wider than the page scroll inside their own box; images shrink to fit.
+# Tables of numbers wider than the page scroll inside their own box; tables of sentences
+# (class `text`) wrap their cells to the page's width; images shrink to fit.
 PAGE_STYLE = (
     "body{font-family:sans-serif;max-width:1200px;margin:auto;padding:1em;"
     "box-sizing:border-box}"
     ".scroll{overflow-x:auto;max-width:100%}"
     "table{border-collapse:collapse;font-size:13px}"
     "td,th{border:1px solid #ccc;padding:3px 6px;text-align:right;white-space:nowrap}"
+    ".text table{table-layout:fixed;width:100%}"
+    ".text td,.text th{white-space:normal;text-align:left;overflow-wrap:anywhere;"
+    "vertical-align:top}"
     "img{max-width:100%;height:auto}"
     "footer{margin-top:2em;border-top:1px solid #ccc;font-size:12px;color:#444;"
     "overflow-wrap:anywhere}"
@@ -74,10 +78,13 @@ def render_html(
     tables: dict[str, pd.DataFrame],
     notes: list[str],
     footer: Footer | None = None,
+    text_tables: tuple[str, ...] = (),
 ) -> str:
     """One self-contained page: summary, figures (embedded), tables, notes and sources.
 
     Nothing is fetched from elsewhere: images are inline and the style is in the page.
+    The tables captioned in `text_tables` hold sentences: they wrap to the page's width
+    instead of scrolling sideways.
     """
     parts = [
         "<!doctype html><html lang='en'><head><meta charset='utf-8'>",
@@ -96,7 +103,8 @@ def render_html(
             f"<img alt='{html.escape(caption)}' src='data:image/png;base64,{encoded}'>"
         )
     for caption, table in tables.items():
-        parts.append(f"<h2>{html.escape(caption)}</h2><div class='scroll'>")
+        kind = "text" if caption in text_tables else "scroll"
+        parts.append(f"<h2>{html.escape(caption)}</h2><div class='{kind}'>")
         parts.append(table.to_html(index=False, float_format=lambda v: f"{v:.4g}", na_rep="-"))
         parts.append("</div>")
     if notes:

@@ -41,6 +41,9 @@ CLASSES_TAG = "data_classes"
 # validation accuracy from which a run counts as having learned.
 TARGET_ACCURACY = 0.9
 LEARNED_ACCURACY = 0.5
+# Validation images a BN model's end-of-run accuracies with batch and moving statistics
+# are measured on (experiment.internals): one image is 1/256 of accuracy.
+BATCH_STATS_IMAGES = 256
 
 
 def chance_accuracy(classes: int) -> float:

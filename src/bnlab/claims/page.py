@@ -53,7 +53,7 @@ def build(uri: str, experiment: str, out: Path, overrides: list[str], names: lis
             {
                 "claim (the article's words)": entry["says"],
                 "verdict": entry["verdict"],
-                "k of n": f"{entry['k']} of {entry['n']}" if entry["n"] else "-",
+                "k of n": _count(entry),
                 "measured": _measured(entry["details"]),
                 "rule": entry["rule"],
             }
@@ -71,9 +71,13 @@ def build(uri: str, experiment: str, out: Path, overrides: list[str], names: lis
             [
                 f"Verdicts: {claims.SUPPORTED} when at least two thirds of the comparisons "
                 f"agree, {claims.NOT_SUPPORTED} when at most one third do, {claims.MIXED} in "
-                f"between; {claims.NOT_RUN} until every run of the claim's study is recorded.",
+                f"between; {claims.WITHIN_NOISE} when no more comparisons are beyond their "
+                f"noise floor than within it; {claims.NOT_RUN} until every run of the "
+                "claim's study is recorded.",
                 "A run learned when its best validation accuracy reached "
-                f"{claims.LEARNED}; accuracies within {claims.TOLERANCE} count as equal.",
+                f"{claims.LEARNED}. Each rule states its noise floor: comparisons of "
+                "accuracies count per cell, seeds paired, only when the 95 % t-interval of "
+                "the paired difference over seeds lies beyond zero.",
                 claim_figures.BARS_CAPTION,
             ],
             text_tables=("Every claim",),
@@ -99,6 +103,7 @@ def _entry(result: claim_suite.Result) -> dict:
             "verdict": claims.NOT_RUN,
             "k": 0,
             "n": 0,
+            "within_noise": 0,
             "rule": claims.RULE_TEXTS[claim.rule],
             "details": {},
         }
@@ -106,6 +111,7 @@ def _entry(result: claim_suite.Result) -> dict:
         "verdict": finding.verdict,
         "k": finding.agree,
         "n": finding.compared,
+        "within_noise": finding.within_noise,
         "rule": finding.rule,
         "details": finding.details,
     }
@@ -126,6 +132,15 @@ def _measured(details: dict) -> str:
     return "; ".join(f"{key.replace('_', ' ')} {shown(value)}" for key, value in details.items())
 
 
+def _count(entry: dict) -> str:
+    """`4 of 6`, with the comparisons within noise when there are any: `1 of 1, 3 within
+    noise`."""
+    shown = f"{entry['k']} of {entry['n']}" if entry["n"] else "0 counted"
+    if entry.get("within_noise"):
+        shown += f", {entry['within_noise']} within noise"
+    return shown if entry["n"] or entry.get("within_noise") else "-"
+
+
 def _sentence(entry: dict) -> str:
     if entry["verdict"] == claims.NOT_RUN:
         timing = "" if entry["timed"] else ", its side-by-side step timing not"
@@ -133,7 +148,7 @@ def _sentence(entry: dict) -> str:
             f"{entry['says']}: not run ({entry['recorded']} of {entry['runs']} runs "
             f"recorded{timing}); run it with: {entry['command']}"
         )
-    return f"{entry['says']}: {entry['verdict']} ({entry['k']} of {entry['n']})."
+    return f"{entry['says']}: {entry['verdict']} ({_count(entry)})."
 
 
 def _internals_figure(uri: str, results: list[claim_suite.Result]) -> bytes | None:

@@ -6,9 +6,22 @@ timings (one row per variant and round; empty unless the study has `claim.timing
 returns how many of how many comparisons agree with the claim, with the one sentence that
 says what it counted.
 The verdict follows the count: *supported* when at least two thirds agree, *not
-supported* when at most one third do, *mixed* in between; *not run* when the study has
-not recorded all its runs. Which study feeds which rule is data
-(`conf/experiment/claims/*.yaml`: `claim.rule`); the rules are here.
+supported* when at most one third do, *mixed* in between; *within noise* when no more
+comparisons are beyond their noise floor than within it; *not run* when the study has not
+recorded all its runs.
+
+Noise floors. Rules that compare accuracies pair the two sides seed by seed within a
+cell and count the cell, not each seed: the cell's 95 % t-interval of the paired
+difference over seeds is its noise floor, measured from the seeds' own spread. A cell
+whose interval lies beyond zero counts; one whose interval straddles zero is within noise
+and is not counted as evidence either way (for a claim that one side is *not worse*, it
+counts for the claim: nothing worse was measured). Rules that count whether a run learned
+compare outcomes 0.4 of accuracy apart (0.5 against chance's 0.1), far above any seed
+spread; the speed rule counts a pair only when the two times differ by more than one
+evaluation interval's worth of steps, the resolution of a time to target.
+
+Which study feeds which rule is data (`conf/experiment/claims/*.yaml`: `claim.rule`); the
+rules are here.
 """
 
 from __future__ import annotations
@@ -25,10 +38,11 @@ from bnlab.report.statistics import interval, steps_to_target
 from bnlab.values import number
 
 SUPPORTED, NOT_SUPPORTED, MIXED, NOT_RUN = "supported", "not supported", "mixed", "not run"
+WITHIN_NOISE = "within noise"
 # A run "learned" when its best validation accuracy reached this (chance is 0.1).
 LEARNED = metrics.LEARNED_ACCURACY
-# Accuracy differences smaller than this count as equal (a point of accuracy).
-TOLERANCE = 0.01
+# The resolution of an accuracy measured on the batch-statistics images: one image.
+ONE_IMAGE = 1 / metrics.BATCH_STATS_IMAGES
 # Validation accuracy the "faster" claim races to.
 TARGET = metrics.TARGET_ACCURACY
 
@@ -46,8 +60,15 @@ class Finding:
     bars: pd.DataFrame | None = None
     measure: str = ""
 
+    # Comparisons within their noise floor, not counted in `compared`.
+    within_noise: int = 0
+
     @property
     def verdict(self) -> str:
+        # A verdict needs most comparisons beyond their noise floor: a count made of the
+        # few that noise alone put beyond it would follow the draw.
+        if self.within_noise and self.within_noise >= self.compared:
+            return WITHIN_NOISE
         return verdict(self.agree, self.compared)
 
 
@@ -70,52 +91,65 @@ RULE_TEXTS: dict[str, str] = {}
 FASTER_RULE = (
     f"Per cell and seed where either variant reached {TARGET:.0%} validation accuracy, "
     "BN agrees when it got there in fewer seconds (steps to target times its measured "
-    "step time)."
+    "step time). Noise floor: a pair whose times differ by less than one evaluation "
+    "interval's worth of steps is not counted."
 )
 
 HIGHER_LR_RULE = (
     f"Per activation and seed, BN agrees when the largest learning rate at which it "
-    f"learned (best validation accuracy >= {LEARNED}) is above the plain network's."
+    f"learned (best validation accuracy >= {LEARNED}) is above the plain network's. "
+    f"Noise floor: learned or not is {LEARNED - 0.1:.1f} of accuracy apart, far above "
+    "the seeds' spread."
+)
+
+# How the paired rules measure their noise floor, said once on each of them.
+PAIRED_FLOOR = (
+    "Noise floor: the 95 % t-interval over seeds of the paired difference; a cell whose "
+    "interval straddles zero is within noise."
 )
 
 INIT_RULE = (
-    "Per initial scale other than Keras's default, and per seed, BN agrees when its best "
-    f"validation accuracy beats the plain network's by more than {TOLERANCE}."
+    "Per initial scale other than Keras's default, BN agrees when its best validation "
+    "accuracy beats the plain network's, seed by seed, beyond noise; it disagrees when "
+    f"the plain network's beats it beyond noise. {PAIRED_FLOOR}"
 )
 
 ACTIVATIONS_RULE = (
     "Per learning rate and seed, BN agrees when more activations learned with it "
-    f"(best validation accuracy >= {LEARNED}) than without."
+    f"(best validation accuracy >= {LEARNED}) than without. Noise floor: learned or not "
+    f"is {LEARNED - 0.1:.1f} of accuracy apart, far above the seeds' spread."
 )
 
 BETTER_RULE = (
-    "Each variant at its own best learning rate per activation; per activation and seed, "
-    "BN agrees when its test accuracy is higher."
+    "Each variant at its own best learning rate per activation; per activation, BN "
+    "agrees when its test accuracy is higher beyond noise and disagrees when it is lower "
+    f"beyond noise. {PAIRED_FLOOR}"
 )
 
 NOT_REGULARIZER_RULE = (
-    "Each variant at its own best learning rate; per activation and seed, the claim holds "
-    "when BN's gap between final train and validation accuracy is not smaller than the "
-    f"plain network's by more than {TOLERANCE} (a regularizer would shrink it)."
+    "Each variant at its own best learning rate; per activation, the claim holds unless "
+    "BN's gap between final train and validation accuracy is smaller than the plain "
+    f"network's beyond noise (a regularizer would shrink it). {PAIRED_FLOOR}"
 )
 
 NO_BIAS_RULE = (
-    "Per cell and seed, the claim holds when the layers without bias are within "
-    f"{TOLERANCE} of the biased ones' best validation accuracy; the saving is counted in "
+    "Per cell, the claim holds unless the layers without bias reach a lower best "
+    "validation accuracy than the biased ones beyond noise; the saving is counted in "
     "parameters and in step time, timed side by side in one process (the two variants "
     "alternating, burst by burst), not in the runs' own step times, which ran under "
-    "other loads."
+    f"other loads. {PAIRED_FLOOR}"
 )
 
 PLACEMENT_RULE = (
-    "Per cell and seed, the claim holds when BN before the activation reaches a best "
-    f"validation accuracy no more than {TOLERANCE} below BN after it."
+    "Per cell, the claim holds unless BN before the activation reaches a lower best "
+    f"validation accuracy than BN after it beyond noise. {PAIRED_FLOOR}"
 )
 
 TRAIN_VS_INFERENCE_RULE = (
-    "Per BN momentum, activation and seed, the claim holds when final validation "
-    "accuracy with BN's moving statistics and with each batch's own statistics differ "
-    f"by {TOLERANCE} or more."
+    "Per BN momentum and activation, the claim holds when final validation accuracy "
+    "with BN's moving statistics and with each batch's own statistics differ beyond "
+    "noise, and fails when the whole interval is within one image "
+    f"(1/{metrics.BATCH_STATS_IMAGES}) of no difference. {PAIRED_FLOOR}"
 )
 
 
@@ -206,6 +240,44 @@ def _count(pairs: pd.DataFrame, agrees: pd.Series) -> tuple[int, int]:
     return int(agrees.sum()), len(pairs)
 
 
+def _cells(pairs: pd.DataFrame, keys: list[str], difference: pd.Series) -> pd.DataFrame:
+    """Per cell (`keys`, seeds pooled): the paired difference's mean over seeds and its 95 %
+    t-interval, `low` to `high` (unbounded with one seed: nothing is beyond its noise)."""
+    frame = pairs[keys].copy()
+    frame["difference"] = difference.to_numpy()
+    rows = []
+    for cell, group in frame.groupby(keys, sort=False):
+        mean, _, ci95, count = interval(group["difference"])
+        spread = ci95 if count >= 2 else math.inf
+        rows.append({"cell": cell, "mean": mean, "low": mean - spread, "high": mean + spread})
+    return pd.DataFrame(rows, columns=["cell", "mean", "low", "high"])
+
+
+def _beyond_noise(cells: pd.DataFrame) -> tuple[int, int, int]:
+    """(cells above zero beyond noise, cells below zero beyond noise, cells within noise)."""
+    above = int((cells["low"] > 0).sum())
+    below = int((cells["high"] < 0).sum())
+    return above, below, len(cells) - above - below
+
+
+def _floor(cells: pd.DataFrame) -> float | None:
+    """The median half-width of the cells' intervals: the noise floor the rule measured."""
+    finite = (cells["high"] - cells["low"])[np.isfinite(cells["high"] - cells["low"])]
+    return number(float(finite.median()) / 2) if len(finite) else None
+
+
+def _better(cells: pd.DataFrame) -> dict:
+    """A claim that one side is higher: cells beyond noise either way count; the rest not."""
+    above, below, within = _beyond_noise(cells)
+    return {"agree": above, "compared": above + below, "within_noise": within}
+
+
+def _not_worse(cells: pd.DataFrame) -> dict:
+    """A claim that one side is not lower: only a cell lower beyond noise counts against."""
+    _, below, within = _beyond_noise(cells)
+    return {"agree": len(cells) - below, "compared": len(cells), "within_noise": 0}
+
+
 @rule("faster", FASTER_RULE)
 def faster(runs: pd.DataFrame, curves: pd.DataFrame, timings: pd.DataFrame) -> Finding:
     runs = runs.copy()
@@ -214,11 +286,18 @@ def faster(runs: pd.DataFrame, curves: pd.DataFrame, timings: pd.DataFrame) -> F
     ]
     runs["seconds_per_step"] = 1 / runs[metrics.STEPS_PER_SECOND]
     runs["seconds_to_target"] = runs["steps_to_target"] * runs["seconds_per_step"]
+    # The resolution of a time to target: one evaluation interval of the run's steps.
+    spacing = curves.groupby("run_id")["step"].apply(lambda steps: steps.sort_values().diff().min())
+    runs["resolution"] = runs["run_id"].map(spacing).fillna(0) * runs["seconds_per_step"]
     pairs = _paired(runs, ["activation", "lr", "seed"], "bn")
     reached = pairs[pairs["steps_to_target_t"].notna() | pairs["steps_to_target_f"].notna()]
-    seconds = reached["seconds_to_target_t"].fillna(math.inf) < reached[
-        "seconds_to_target_f"
-    ].fillna(math.inf)
+    gap = reached["seconds_to_target_f"].fillna(math.inf) - reached["seconds_to_target_t"].fillna(
+        math.inf
+    )
+    floor = reached[["resolution_t", "resolution_f"]].max(axis=1)
+    within, never = int((gap.abs() <= floor).sum()), len(pairs) - len(reached)
+    reached, gap = reached[gap.abs() > floor], gap[gap.abs() > floor]
+    seconds = gap > 0
     steps = reached["steps_to_target_t"].fillna(math.inf) < reached["steps_to_target_f"].fillna(
         math.inf
     )
@@ -231,7 +310,8 @@ def faster(runs: pd.DataFrame, curves: pd.DataFrame, timings: pd.DataFrame) -> F
         {
             "fewer_steps": int(steps.sum()),
             "bn_step_cost_ratio": number(cost),
-            "never_reached": len(pairs) - len(reached),
+            "never_reached": never,
+            "within_noise": within,
         },
         _bars(
             runs,
@@ -242,6 +322,7 @@ def faster(runs: pd.DataFrame, curves: pd.DataFrame, timings: pd.DataFrame) -> F
             _why_not_reached(runs),
         ),
         f"seconds to {TARGET:.0%} validation accuracy",
+        within,
     )
 
 
@@ -290,23 +371,28 @@ def higher_lr(runs: pd.DataFrame, curves: pd.DataFrame, timings: pd.DataFrame) -
 def init(runs: pd.DataFrame, curves: pd.DataFrame, timings: pd.DataFrame) -> Finding:
     pairs = _paired(runs, ["model.init_scale", "seed"], "bn")
     away = pairs[pairs["model.init_scale"] != 1.0]
-    better = (
-        away[f"{metrics.BEST_VAL_ACCURACY}_t"] > away[f"{metrics.BEST_VAL_ACCURACY}_f"] + TOLERANCE
+    cells = _cells(
+        away,
+        ["model.init_scale"],
+        away[f"{metrics.BEST_VAL_ACCURACY}_t"] - away[f"{metrics.BEST_VAL_ACCURACY}_f"],
     )
-    agree, compared = _count(away, better)
+    counted = _better(cells)
     learned = runs.assign(learned=_learned(runs)).groupby(["model.init_scale", "bn"])["learned"]
     return Finding(
-        agree,
-        compared,
+        counted["agree"],
+        counted["compared"],
         INIT_RULE,
         {
             "fraction_learned": {
                 f"scale={scale:g} {'BN' if bn else 'no BN'}": float(share)
                 for (scale, bn), share in learned.mean().items()
-            }
+            },
+            "noise_floor": _floor(cells),
+            "within_noise": counted["within_noise"],
         },
         _bars(runs, ["model.init_scale"], _variant(runs), runs[metrics.BEST_VAL_ACCURACY]),
         "best validation accuracy",
+        counted["within_noise"],
     )
 
 
@@ -336,15 +422,22 @@ def better(runs: pd.DataFrame, curves: pd.DataFrame, timings: pd.DataFrame) -> F
     best = _best_column(runs, ["activation"])
     pairs = _paired(best, ["activation", "seed"], "bn")
     difference = pairs[f"{metrics.TEST_ACCURACY}_t"] - pairs[f"{metrics.TEST_ACCURACY}_f"]
-    agree, compared = _count(pairs, difference > 0)
+    cells = _cells(pairs, ["activation"], difference)
+    counted = _better(cells)
     mean, _, ci95, _ = interval(difference)
     return Finding(
-        agree,
-        compared,
+        counted["agree"],
+        counted["compared"],
         BETTER_RULE,
-        {"test_accuracy_difference": number(mean), "difference_ci95": number(ci95)},
+        {
+            "test_accuracy_difference": number(mean),
+            "difference_ci95": number(ci95),
+            "noise_floor": _floor(cells),
+            "within_noise": counted["within_noise"],
+        },
         _bars(best, ["activation"], _variant(best), best[metrics.TEST_ACCURACY]),
         "test accuracy at the variant's best learning rate",
+        counted["within_noise"],
     )
 
 
@@ -353,14 +446,16 @@ def not_regularizer(runs: pd.DataFrame, curves: pd.DataFrame, timings: pd.DataFr
     best = _best_column(runs, ["activation"])
     best = best.assign(gap=best[metrics.TRAIN_ACCURACY] - best[metrics.VAL_ACCURACY])
     pairs = _paired(best, ["activation", "seed"], "bn")
-    agree, compared = _count(pairs, pairs["gap_t"] >= pairs["gap_f"] - TOLERANCE)
+    cells = _cells(pairs, ["activation"], pairs["gap_t"] - pairs["gap_f"])
+    counted = _not_worse(cells)
     return Finding(
-        agree,
-        compared,
+        counted["agree"],
+        counted["compared"],
         NOT_REGULARIZER_RULE,
         {
             "mean_gap_bn": number(pairs["gap_t"].mean()),
             "mean_gap_no_bn": number(pairs["gap_f"].mean()),
+            "noise_floor": _floor(cells),
         },
         _bars(best, ["activation"], _variant(best), best["gap"], DIFFERENCE),
         "final train minus validation accuracy",
@@ -371,11 +466,13 @@ def not_regularizer(runs: pd.DataFrame, curves: pd.DataFrame, timings: pd.DataFr
 def no_bias(runs: pd.DataFrame, curves: pd.DataFrame, timings: pd.DataFrame) -> Finding:
     runs = runs.assign(without=~runs["model.bn_bias"])
     pairs = _paired(runs, ["activation", "lr", "seed"], "without")
-    accurate = (
-        pairs[f"{metrics.BEST_VAL_ACCURACY}_t"]
-        >= pairs[f"{metrics.BEST_VAL_ACCURACY}_f"] - TOLERANCE
+    cells = _cells(
+        pairs,
+        ["activation", "lr"],
+        pairs[f"{metrics.BEST_VAL_ACCURACY}_t"] - pairs[f"{metrics.BEST_VAL_ACCURACY}_f"],
     )
-    agree, compared = _count(pairs, accurate)
+    counted = _not_worse(cells)
+    agree, compared = counted["agree"], counted["compared"]
     # Each round of each timed cell: the step time without bias over the one with it.
     rounds = timings.pivot_table(index=["timing", "round"], columns="label", values="seconds")
     paired = {"true", "false"} <= set(rounds)
@@ -391,6 +488,7 @@ def no_bias(runs: pd.DataFrame, curves: pd.DataFrame, timings: pd.DataFrame) -> 
             "step_time_without_over_with": number(ratio.median()),
             "step_time_ratio_ci95": [number(mean - ci95), number(mean + ci95)],
             "rounds_faster_without_bias": f"{int((ratio < 1).sum())} of {len(ratio)}",
+            "noise_floor": _floor(cells),
             "best_val_accuracy_difference": number(
                 (
                     pairs[f"{metrics.BEST_VAL_ACCURACY}_t"]
@@ -413,12 +511,16 @@ def placement(runs: pd.DataFrame, curves: pd.DataFrame, timings: pd.DataFrame) -
     runs = runs.assign(before=runs["model.bn_position"] == "before")
     pairs = _paired(runs, ["activation", "lr", "seed"], "before")
     difference = pairs[f"{metrics.BEST_VAL_ACCURACY}_t"] - pairs[f"{metrics.BEST_VAL_ACCURACY}_f"]
-    agree, compared = _count(pairs, difference >= -TOLERANCE)
+    cells = _cells(pairs, ["activation", "lr"], difference)
+    counted = _not_worse(cells)
     return Finding(
-        agree,
-        compared,
+        counted["agree"],
+        counted["compared"],
         PLACEMENT_RULE,
-        {"mean_difference_before_minus_after": number(difference.mean())},
+        {
+            "mean_difference_before_minus_after": number(difference.mean()),
+            "noise_floor": _floor(cells),
+        },
         _bars(
             runs,
             ["activation"],
@@ -438,9 +540,15 @@ def train_vs_inference(runs: pd.DataFrame, curves: pd.DataFrame, timings: pd.Dat
     moving = measured[metrics.VAL_ACCURACY]
     if metrics.VAL_ACCURACY_MOVING_STATS in measured:
         moving = measured[metrics.VAL_ACCURACY_MOVING_STATS].fillna(moving)
-    difference = (moving - measured[metrics.VAL_ACCURACY_BATCH_STATS]).abs()
-    agree, compared = _count(measured, difference >= TOLERANCE)
-    by_momentum = difference.groupby(measured["model.bn_momentum"]).mean()
+    signed = moving - measured[metrics.VAL_ACCURACY_BATCH_STATS]
+    cells = _cells(measured, ["model.bn_momentum", "activation"], signed)
+    beyond = (cells["low"] > 0) | (cells["high"] < 0)
+    # No difference: the whole interval within one image of zero, a measured absence of
+    # difference rather than noise.
+    same = ~beyond & (cells["low"] >= -ONE_IMAGE) & (cells["high"] <= ONE_IMAGE)
+    agree, compared = int(beyond.sum()), int(beyond.sum() + same.sum())
+    within, same = int((~beyond & ~same).sum()), 0
+    by_momentum = signed.abs().groupby(measured["model.bn_momentum"]).mean()
     return Finding(
         agree,
         compared,
@@ -448,6 +556,8 @@ def train_vs_inference(runs: pd.DataFrame, curves: pd.DataFrame, timings: pd.Dat
         {
             "mean_abs_difference": {f"momentum={m:g}": number(v) for m, v in by_momentum.items()},
             "without_the_measure": len(runs) - len(measured),
+            "noise_floor": _floor(cells),
+            "within_noise": within - same,
         },
         pd.concat(
             [
@@ -466,6 +576,7 @@ def train_vs_inference(runs: pd.DataFrame, curves: pd.DataFrame, timings: pd.Dat
             ]
         ),
         "final validation accuracy (setting: BN momentum)",
+        within - same,
     )
 
 

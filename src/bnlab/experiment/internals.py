@@ -25,7 +25,7 @@ from bnlab.backend import keras_backend
 PROBE_IMAGES = 64
 PERCENTILES = (15, 50, 85)
 # Validation images the end-of-run accuracies with batch and moving statistics share.
-BATCH_STATS_IMAGES = 256
+BATCH_STATS_IMAGES = metrics.BATCH_STATS_IMAGES
 
 
 class Internals:

@@ -28,6 +28,7 @@ def runs(grid: dict[str, tuple], outcome) -> tuple[pd.DataFrame, pd.DataFrame]:
             "model.bn_bias": False,
             "model.bn_position": "before",
             "model.bn_momentum": 0.9,
+            "train.batch_size": 32,
             **dict(zip(keys, values, strict=True)),
             "run_id": f"run{index}",
         }
@@ -133,6 +134,18 @@ def case(name: str, good: bool, seeds_for: tuple = SEEDS):
             before = row["model.bn_position"] == "before"
             return {metrics.BEST_VAL_ACCURACY: 0.95 if before == bn_wins(row) else 0.85}, None
 
+    elif name == "batch_size":
+        grid = {"bn": (True, False), "train.batch_size": (2, 8, 32), **grid_base}
+
+        def outcome(row):
+            # At 32 BN leads by 0.05; below it the lead is gone when the seed shows the
+            # claim, and larger (0.09) when it does not.
+            if not row["bn"]:
+                return {metrics.BEST_VAL_ACCURACY: 0.9}, None
+            if row["train.batch_size"] == 32:
+                return {metrics.BEST_VAL_ACCURACY: 0.95}, None
+            return {metrics.BEST_VAL_ACCURACY: 0.9 if bn_wins(row) else 0.99}, None
+
     else:  # train_vs_inference
         grid = {"model.bn_momentum": (0.9, 0.99), "activation": ("relu",), **grid_base}
 
@@ -144,7 +157,7 @@ def case(name: str, good: bool, seeds_for: tuple = SEEDS):
 
 # Rules that compare accuracies count a cell (seeds paired) only beyond its noise floor:
 # one or two seeds of three disagreeing put the cell's interval across zero.
-PAIRED_HIGHER = {"init", "better", "train_vs_inference"}
+PAIRED_HIGHER = {"init", "better", "train_vs_inference", "batch_size"}
 PAIRED_NOT_WORSE = {"no_bias", "placement", "not_regularizer"}
 
 
@@ -312,7 +325,7 @@ def test_no_bias_reports_the_side_by_side_step_time_not_the_runs_own() -> None:
 
 def test_every_claim_study_is_data_with_three_seeds_and_a_known_rule() -> None:
     names = claim_suite.names()
-    assert names[:2] == ["faster", "higher_lr"] and names[-1] == "train_vs_inference"
+    assert names[:2] == ["faster", "higher_lr"] and names[-1] == "batch_size"
     for name in names:
         study = claim_suite.expand(name, [])
         assert study.claim.claim.rule in claims.RULES
@@ -332,6 +345,25 @@ def test_every_claim_study_is_data_with_three_seeds_and_a_known_rule() -> None:
         "swish",
         "softplus",
     }
+    # BN's advantage from batch 2 to 128, the learning rate scaled by Adam's rule.
+    batch = claim_suite.expand("batch_size", [])
+    assert sorted(batch.cells["train.batch_size"].unique()) == [2, 4, 8, 32, 128]
+    assert batch.claim.train.lr_scaling == "sqrt" and batch.claim.train.lr_reference_batch == 32
+
+
+def test_the_learning_rate_follows_the_batch_size_by_the_chosen_rule() -> None:
+    from bnlab.config import effective_learning_rate, validate
+    from conftest import compose_config
+
+    def rate(*overrides: str) -> float:
+        return effective_learning_rate(validate(compose_config(["lr=0.001", *overrides])))
+
+    assert rate("train.batch_size=8") == pytest.approx(0.001)
+    assert rate("train.batch_size=8", "train.lr_scaling=sqrt") == pytest.approx(0.0005)
+    assert rate("train.batch_size=128", "train.lr_scaling=linear") == pytest.approx(0.004)
+    assert rate(
+        "train.batch_size=16", "train.lr_scaling=linear", "train.lr_reference_batch=64"
+    ) == pytest.approx(0.00025)
 
 
 @pytest.mark.slow
@@ -358,7 +390,7 @@ def test_a_tiny_claims_suite_runs_end_to_end_and_a_second_launch_resumes(tmp_pat
         [*study, "--claims", *tiny], cwd=tmp_path, capture_output=True, text=True, timeout=1500
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "Claim 9/9: train_vs_inference" in done.stdout
+    assert f"Claim {len(claim_suite.names())}/{len(claim_suite.names())}: " in done.stdout
     folder = tmp_path / "reports" / "bn-trick" / "claims"
     entries = json.loads((folder / "claims.json").read_text())
     assert [entry["id"] for entry in entries] == claim_suite.names()

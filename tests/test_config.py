@@ -172,6 +172,8 @@ BAD_INPUT = [
     (["train.batch_size=100000"], "train.batch_size"),
     (["train.batch_size=4000"], "train.batch_size"),
     (["data=mnist", "train.batch_size=60000"], "train.batch_size"),
+    (["train.lr_scaling=cubic"], "train.lr_scaling"),
+    (["train.lr_scaling=sqrt", "train.lr_reference_batch=0"], "train.lr_reference_batch"),
     # Hydra's grammar rejects these: the line names the key and shows the value quoted.
     (["tracking.experiment=実験 BN"], "tracking.experiment: Hydra could not parse"),
     (["tracking.uri=http://[::1"], "tracking.uri: Hydra could not parse"),

@@ -70,3 +70,11 @@ def test_every_activation_trains_and_evaluates_with_the_fused_bn_kernel(
         tiny_cfg(f"activation={activation}", "model.bn_impl=fused", "tracking.enabled=false")
     )
     assert 0 <= final[metrics.OBJECTIVE] <= 1
+
+
+def test_the_optimizer_trains_at_the_learning_rate_scaled_to_the_batch(tiny_cfg) -> None:
+    from bnlab.experiment.training import compile_model
+
+    config = validate(tiny_cfg("lr=0.001", "train.batch_size=8", "train.lr_scaling=sqrt"))
+    model = compile_model(config, load_data(config.data))
+    assert float(model.optimizer.learning_rate) == pytest.approx(0.0005)

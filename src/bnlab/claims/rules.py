@@ -153,6 +153,17 @@ TRAIN_VS_INFERENCE_RULE = (
 )
 
 
+# The batch size BN's advantage at small batches is measured against: the article's.
+REFERENCE_BATCH = 32
+
+BATCH_SIZE_RULE = (
+    "Per batch size below the article's 32, BN's advantage (its best validation accuracy "
+    "minus the plain network's, seed by seed) agrees when it is smaller than at batch 32 "
+    "beyond noise, and disagrees when it is larger beyond noise; the learning rate "
+    f"follows the batch size by the study's rule (train.lr_scaling). {PAIRED_FLOOR}"
+)
+
+
 def rule(name: str, text: str) -> Callable[[Callable], Rule]:
     """Registers a rule: a function of (runs, curves, timings) returning a Finding."""
 
@@ -582,3 +593,34 @@ def train_vs_inference(runs: pd.DataFrame, curves: pd.DataFrame, timings: pd.Dat
 
 def _median(frame: pd.DataFrame, column: str) -> float | None:
     return number(frame[column].median()) if column in frame else None
+
+
+@rule("batch_size", BATCH_SIZE_RULE)
+def batch_size(runs: pd.DataFrame, curves: pd.DataFrame, timings: pd.DataFrame) -> Finding:
+    pairs = _paired(runs, ["train.batch_size", "seed"], "bn")
+    pairs["advantage"] = (
+        pairs[f"{metrics.BEST_VAL_ACCURACY}_t"] - pairs[f"{metrics.BEST_VAL_ACCURACY}_f"]
+    )
+    sizes = sorted(pairs["train.batch_size"].unique())
+    reference = REFERENCE_BATCH if REFERENCE_BATCH in sizes else max(sizes)
+    at_reference = pairs[pairs["train.batch_size"] == reference].set_index("seed")["advantage"]
+    small = pairs[pairs["train.batch_size"] < reference].copy()
+    # How much smaller the advantage is at this batch size than at the reference.
+    shrink = small["seed"].map(at_reference) - small["advantage"]
+    cells = _cells(small, ["train.batch_size"], shrink)
+    counted = _better(cells)
+    by_size = pairs.groupby("train.batch_size")["advantage"].mean()
+    return Finding(
+        counted["agree"],
+        counted["compared"],
+        BATCH_SIZE_RULE,
+        {
+            "bn_advantage": {f"batch={int(size)}": number(v) for size, v in by_size.items()},
+            "reference_batch": int(reference),
+            "noise_floor": _floor(cells),
+            "within_noise": counted["within_noise"],
+        },
+        _bars(runs, ["train.batch_size"], _variant(runs), runs[metrics.BEST_VAL_ACCURACY]),
+        "best validation accuracy (setting: batch size)",
+        counted["within_noise"],
+    )

@@ -45,6 +45,7 @@ SETTINGS = {
     "model.bn_bias": lambda c: getattr(c.model, "bn_bias", False),
     "model.bn_position": lambda c: getattr(c.model, "bn_position", "before"),
     "model.bn_momentum": lambda c: getattr(c.model, "bn_momentum", None),
+    "train.batch_size": lambda c: c.train.batch_size,
 }
 # The final metrics a rule reads from each run.
 READ = (

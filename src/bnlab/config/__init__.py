@@ -17,6 +17,7 @@ from bnlab.config.schemas import (
 from bnlab.config.validation import (
     MAX_SEED,
     check_shorthands,
+    effective_learning_rate,
     group_values,
     target_class,
     typed,
@@ -41,6 +42,7 @@ __all__ = [
     "TrackingConfig",
     "TrainConfig",
     "check_shorthands",
+    "effective_learning_rate",
     "group_values",
     "target_class",
     "typed",

@@ -107,6 +107,12 @@ class OptimizerConfig:
 class TrainConfig:
     # The blog's batch size.
     batch_size: int = 32
+    # How the learning rate follows the batch size, with `lr` the rate at
+    # `lr_reference_batch`: none (the same rate at every batch size), linear (lr x
+    # batch / reference, Goyal et al. 2017) or sqrt (lr x sqrt(batch / reference), the
+    # rule for Adam of Malladi et al. 2022).
+    lr_scaling: str = "none"
+    lr_reference_batch: int = 32
     # Length of the run in optimizer steps, the x-axis of every curve.
     steps: int = 1000
     # Validation metrics are computed every this many steps.

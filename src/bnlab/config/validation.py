@@ -34,6 +34,19 @@ KERAS_OPTIMIZERS = {
 MAX_SEED = 2**32 - 1
 
 
+# How the learning rate may follow the batch size (train.lr_scaling): the factor on `lr`
+# for a batch `ratio` times the reference one.
+LR_SCALINGS = {"none": lambda ratio: 1.0, "linear": lambda ratio: ratio, "sqrt": math.sqrt}
+
+
+def effective_learning_rate(config: Config) -> float:
+    """The learning rate a job trains with: `lr` scaled to its batch size by
+    `train.lr_scaling` (`lr` itself with the default, none)."""
+    train = config.train
+    factor = LR_SCALINGS[train.lr_scaling](train.batch_size / train.lr_reference_batch)
+    return config.optimizer.learning_rate * factor
+
+
 def _fail(key: str, message: str) -> NoReturn:
     """`errors.fail`, naming a key by the shorthand users type (`lr`, not `optimizer.lr`)."""
     shorthand_of = {key: shorthand for shorthand, key in SHORTHANDS.items()}
@@ -121,7 +134,11 @@ def check_ranges(config: Config) -> None:
             "train.batch_size",
             f"must be at most the training split (about {bound} images), got {train.batch_size}",
         )
-    for key in ("steps", "batch_size", "eval_every", "steps_per_execution"):
+    if train.lr_scaling not in LR_SCALINGS:
+        _fail(
+            "train.lr_scaling", f"must be one of {', '.join(LR_SCALINGS)}, got {train.lr_scaling!r}"
+        )
+    for key in ("steps", "batch_size", "eval_every", "steps_per_execution", "lr_reference_batch"):
         if getattr(train, key) < 1:
             _fail(f"train.{key}", f"must be >= 1, got {getattr(train, key)}")
     tracking = config.tracking

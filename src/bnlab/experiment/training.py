@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -11,7 +12,7 @@ import keras
 import numpy as np
 
 from bnlab import interrupts, metrics
-from bnlab.config import Config
+from bnlab.config import Config, effective_learning_rate
 from bnlab.experiment.data import Splits
 from bnlab.experiment.model import build_model, build_optimizer
 
@@ -98,7 +99,9 @@ def compile_model(config: Config, data: Splits, batches_per_call: int | None = N
     keras.utils.set_random_seed(config.train.seed)
     model = build_model(config.model, data)
     model.compile(
-        optimizer=build_optimizer(config.optimizer),
+        optimizer=build_optimizer(
+            dataclasses.replace(config.optimizer, learning_rate=effective_learning_rate(config))
+        ),
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
         steps_per_execution=batches_per_call or steps_per_execution(config),

@@ -19,7 +19,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from bnlab import interrupts, metrics, tracking
-from bnlab.config import Config, group_values, validate
+from bnlab.config import Config, effective_learning_rate, group_values, validate
 from bnlab.config.errors import USER_ERRORS, exit_on_user_error
 from bnlab.config.keys import (
     SHORTHANDS,
@@ -46,6 +46,11 @@ log = logging.getLogger(__name__)
 # Set in the launching process of a sweep on local workers (`sweep.ExperimentCallback`),
 # which its workers inherit: a job whose process is another one runs in a worker.
 LAUNCHER_PID_VARIABLE = "BNLAB_LAUNCHER_PID"
+
+
+# The param that records the learning rate a job trained with when train.lr_scaling
+# scales `lr` to its batch size.
+EFFECTIVE_LR_PARAM = "optimizer.effective_learning_rate"
 
 
 @dataclass
@@ -297,7 +302,11 @@ def _run(
 
     try:
         if run_logger is not None:
-            run_logger.log_params(logged_params(config))
+            params = logged_params(config)
+            if config.train.lr_scaling != "none":
+                # The rate it trained with, scaled to its batch size, beside `lr`'s.
+                params[EFFECTIVE_LR_PARAM] = effective_learning_rate(config)
+            run_logger.log_params(params)
         if trial_reporter is not None and config.search.trial is not None:
             reporter = trial_reporter(config.search)
             stoppers.append(reporter.report)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import math
 from pathlib import Path
 
 import pytest
@@ -60,12 +61,52 @@ def test_a_job_logs_its_internals_and_they_change_nothing_it_trains(
     assert len(identities) == 1
 
 
+def assert_mechanism(client: MlflowClient, run_id: str) -> None:
+    """Santurkar et al.'s measures at every evaluation, and their means over the run."""
+    data = client.get_run(run_id).data
+    for key in metrics.MECHANISM_KEYS:
+        history = client.get_metric_history(run_id, key)
+        assert [p.step for p in history] == [20, 40], key
+        assert all(math.isfinite(p.value) for p in history), key
+        assert data.metrics[f"{key}{metrics.MEAN_SUFFIX}"] == pytest.approx(
+            sum(p.value for p in history) / 2, rel=1e-3
+        )
+    for p in client.get_metric_history(run_id, metrics.MECHANISM_ICS_COSINE):
+        assert -1 <= p.value <= 1
+    for key in (metrics.MECHANISM_LOSS_VARIATION, metrics.MECHANISM_BETA_SMOOTHNESS):
+        assert all(p.value >= 0 for p in client.get_metric_history(run_id, key))
+    assert data.metrics[metrics.MECHANISM_SECONDS] > 0
+
+
+@pytest.mark.parametrize("bn", [True, False])
+def test_the_mechanism_measures_are_logged_and_change_nothing_it_trains(
+    tiny_cfg, client: MlflowClient, bn: bool
+) -> None:
+    flag = f"bn={str(bn).lower()}"
+    schedule = ["train.steps=40", "train.eval_every=20", "data.limit=640"]
+    plain = job.run(tiny_cfg(flag, *schedule))
+    measured = job.run(tiny_cfg(flag, *schedule, "train.mechanism=true", "train.rerun=true"))
+    # Every probe restores the weights and BN's moving statistics: the same training.
+    assert measured[metrics.OBJECTIVE] == plain[metrics.OBJECTIVE]
+    assert measured[metrics.TEST_ACCURACY] == plain[metrics.TEST_ACCURACY]
+    experiment = client.get_experiment_by_name("bn-trick").experiment_id
+    [run] = client.search_runs(
+        [experiment], f"metrics.`{metrics.MECHANISM_SECONDS}` > 0", max_results=1
+    )
+    assert_mechanism(client, run.info.run_id)
+    identities = {r.data.tags["identity"] for r in client.search_runs([experiment])}
+    assert len(identities) == 1
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="jax is not installed")
 def test_internals_are_logged_under_jax_too(tmp_path: Path) -> None:
-    done = run_train([*TINY, *INTERNALS], cwd=tmp_path, env={"KERAS_BACKEND": "jax"})
+    done = run_train(
+        [*TINY, *INTERNALS, "train.mechanism=true"], cwd=tmp_path, env={"KERAS_BACKEND": "jax"}
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
     [run] = client.search_runs([client.get_experiment_by_name("bn-trick").experiment_id])
     assert run.data.tags["keras_backend"] == "jax"
     assert_internals(client, run.info.run_id, bn=True)
+    assert_mechanism(client, run.info.run_id)

@@ -19,6 +19,24 @@ PREACT_P85 = "internals/preact_p85"
 GRAD_NORM_PREFIX = "internals/grad_norm/"
 VAL_ACCURACY_BATCH_STATS = "val/accuracy_batch_stats"
 VAL_ACCURACY_MOVING_STATS = "val/accuracy_moving_stats"
+# Why BN helps (train.mechanism=true, bnlab.experiment.mechanism), at every evaluation:
+# internal covariate shift as Santurkar et al. define it, and the loss landscape along the
+# gradient; at the end, each one's mean over the run as `<name>_mean`.
+MECHANISM_ICS_L2 = "mechanism/ics_l2"
+MECHANISM_ICS_COSINE = "mechanism/ics_cosine"
+MECHANISM_LOSS_VARIATION = "mechanism/loss_variation"
+MECHANISM_GRADIENT_CHANGE = "mechanism/gradient_change"
+MECHANISM_BETA_SMOOTHNESS = "mechanism/beta_smoothness"
+MECHANISM_KEYS = (
+    MECHANISM_ICS_L2,
+    MECHANISM_ICS_COSINE,
+    MECHANISM_LOSS_VARIATION,
+    MECHANISM_GRADIENT_CHANGE,
+    MECHANISM_BETA_SMOOTHNESS,
+)
+MEAN_SUFFIX = "_mean"
+# Seconds a run spent on those measures (left out of its steps per second).
+MECHANISM_SECONDS = "perf/mechanism_seconds"
 # The model's parameter count (weights and BN's statistics), logged once.
 PARAMETERS = "model/parameters"
 # Seconds a run spent measuring its internals (left out of its steps per second).

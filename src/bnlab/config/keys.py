@@ -35,6 +35,7 @@ NOT_TRAINED = (
     "train.rerun",
     "train.threads",
     "train.internals",
+    "train.mechanism",
     *SHORTHANDS,
 )
 

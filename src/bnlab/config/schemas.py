@@ -131,6 +131,11 @@ class TrainConfig:
     # activation percentiles, gradient norms, accuracy with batch statistics. Off by
     # default; the claims suite turns it on. It changes nothing that is trained.
     internals: bool = False
+    # Also measure why BN helps, at every evaluation (bnlab/experiment/mechanism.py):
+    # internal covariate shift as Santurkar et al. (2018) define it, and the loss landscape
+    # along the gradient. Off by default (about nine gradient passes per evaluation); it
+    # changes nothing that is trained.
+    mechanism: bool = False
 
 
 @dataclass

@@ -113,15 +113,22 @@ class _Evaluator(keras.callbacks.Callback):
     """Evaluates at the end of every Keras epoch, which is one evaluation interval."""
 
     def __init__(
-        self, data: Splits, on_eval: EvalHook | None, internals_batch: int | None = None
+        self,
+        data: Splits,
+        on_eval: EvalHook | None,
+        internals_batch: int | None = None,
+        mechanism_batch: int | None = None,
     ) -> None:
         super().__init__()
         self.data = data
         self.on_eval = on_eval
-        # The batch size the internals are measured with (None: not measured).
+        # The batch size the internals and the mechanism are measured with (None: not).
         self.internals_batch = internals_batch
+        self.mechanism_batch = mechanism_batch
         self.probe = None
+        self.landscape = None
         self.internals_seconds = 0.0
+        self.mechanism_seconds = 0.0
         self.step = 0
         self.steps_in_interval = 0
         self.outcome = metrics.FINISHED
@@ -154,6 +161,10 @@ class _Evaluator(keras.callbacks.Callback):
             tic = time.perf_counter()
             point |= self.internals().measure()
             self.internals_seconds += time.perf_counter() - tic
+        if self.mechanism_batch:
+            tic = time.perf_counter()
+            point |= self.mechanism().measure()
+            self.mechanism_seconds += time.perf_counter() - tic
         self.history.append(point)
         if not _is_finite(point[metrics.VAL_LOSS]):
             self._stop(metrics.DIVERGED)
@@ -169,6 +180,15 @@ class _Evaluator(keras.callbacks.Callback):
                 self.model, data.x_train, data.y_train, data.x_val, data.y_val, self.internals_batch
             )
         return self.probe
+
+    def mechanism(self):
+        if self.landscape is None:
+            from bnlab.experiment.mechanism import Mechanism
+
+            self.landscape = Mechanism(
+                self.model, self.data.x_train, self.data.y_train, self.mechanism_batch
+            )
+        return self.landscape
 
     def _stop(self, outcome: str) -> None:
         self.outcome = outcome
@@ -208,7 +228,12 @@ def train_model(config: Config, data: Splits, on_eval: EvalHook | None = None) -
     train = config.train
     model = compile_model(config, data)
     stream = batch_indices(len(data.x_train), train.batch_size, train.seed)
-    evaluator = _Evaluator(data, on_eval, train.batch_size if train.internals else None)
+    evaluator = _Evaluator(
+        data,
+        on_eval,
+        train.batch_size if train.internals else None,
+        train.batch_size if train.mechanism else None,
+    )
     callbacks = [evaluator, keras.callbacks.TerminateOnNaN()]
     started = time.perf_counter()
     for interval, count in _intervals(config):
@@ -226,7 +251,11 @@ def train_model(config: Config, data: Splits, on_eval: EvalHook | None = None) -
         if model.stop_training:
             break
     fit_seconds = (
-        time.perf_counter() - started - evaluator.eval_seconds - evaluator.internals_seconds
+        time.perf_counter()
+        - started
+        - evaluator.eval_seconds
+        - evaluator.internals_seconds
+        - evaluator.mechanism_seconds
     )
     test = evaluate(model, data.x_test, data.y_test)
     step = evaluator.step
@@ -246,6 +275,12 @@ def train_model(config: Config, data: Splits, on_eval: EvalHook | None = None) -
         tic = time.perf_counter()
         final |= evaluator.internals().at_end()
         final[metrics.INTERNALS_SECONDS] = evaluator.internals_seconds + time.perf_counter() - tic
+    if train.mechanism and evaluator.history:
+        final[metrics.MECHANISM_SECONDS] = evaluator.mechanism_seconds
+        for key in metrics.MECHANISM_KEYS:
+            values = [point[key] for point in evaluator.history if key in point]
+            if values:
+                final[f"{key}{metrics.MEAN_SUFFIX}"] = float(np.mean(values))
     final = {key: value for key, value in final.items() if _is_finite(value)}
     final["steps"] = float(step)
     return TrainResult(

@@ -117,3 +117,24 @@ def test_what_the_claims_vary_builds_as_asked_and_defaults_to_the_article() -> N
     assert spreads[1.0] / spreads[0.1] == pytest.approx(10, rel=0.05)
     dense = build_model(bn=False).layers[-2]
     assert dense.get_config()["kernel_initializer"]["config"]["scale"] == 1.0
+
+
+def test_noisy_bn_distorts_each_training_step_differently_and_not_inference() -> None:
+    import numpy as np
+
+    from bnlab.plugins.noisy_bn import NonStationaryNoise
+
+    noisy = build_cnn((28, 28, 1), 10, bn_noise=0.5)
+    noises = [layer for layer in noisy.layers if isinstance(layer, NonStationaryNoise)]
+    # After each hidden BN (three convolutions and the hidden Dense), not the output's.
+    assert len(noises) == 4
+    assert not isinstance(noisy.layers[-2], NonStationaryNoise)
+    x = np.random.default_rng(0).random((8, 28, 28, 1)).astype("float32")
+    first, second = (np.asarray(noisy(x, training=True)) for _ in range(2))
+    assert not np.allclose(first, second)
+    layer = noises[0]
+    inputs = np.ones((4, 3, 3, 8), dtype="float32")
+    assert np.array_equal(np.asarray(layer(inputs, training=False)), inputs)
+    trained = np.asarray(layer(inputs, training=True))
+    # One scale and shift per channel: the same for every image and position.
+    assert np.allclose(trained, trained[:1, :1, :1, :]) and not np.allclose(trained, inputs)

@@ -23,6 +23,8 @@ BN_POSITIONS = ("before", "after")
 # kernel (bnlab/batchnorm.py), or Keras's own layer, which XLA fuses under JAX.
 BN_IMPLS = {"fused": ("tensorflow",), "keras": ("tensorflow", "jax", "torch")}
 BN_IMPL_RESOLVER = "bnlab_bn_impl"
+# The strongest noise after BN: a scale that can turn negative is no longer a distortion.
+MAX_BN_NOISE = 1.0
 
 
 def default_bn_impl() -> str:
@@ -58,6 +60,10 @@ class BNModelConfig(ModelConfig):
     # Initial weights: Keras's Glorot uniform, with their spread multiplied by this. BN
     # is said to make a network less sensitive to it.
     init_scale: float = 1.0
+    # Noisy BN (Santurkar et al. 2018): after each hidden BN, random per-channel scale
+    # and shift noise of this strength whose distribution changes at every training step
+    # (plugins/noisy_bn.py); 0 leaves BN as it is.
+    bn_noise: float = 0.0
 
     def check(self) -> None:
         if self.activation not in ACTIVATIONS:
@@ -73,6 +79,10 @@ class BNModelConfig(ModelConfig):
             )
         if not self.init_scale > 0:
             raise ValueError(f"init_scale: must be > 0, got {self.init_scale}")
+        if not 0 <= self.bn_noise <= MAX_BN_NOISE:
+            raise ValueError(f"bn_noise: must be in [0, {MAX_BN_NOISE:g}], got {self.bn_noise}")
+        if self.bn_noise and not self.bn:
+            raise ValueError("bn_noise: noise follows BN, and this model has none (bn=false)")
         if self.bn_impl not in BN_IMPLS:
             raise ValueError(
                 f"bn_impl: unknown implementation '{self.bn_impl}' (accepted: fused, keras)"
@@ -105,16 +115,28 @@ def block(
     bn_impl: str,
     bn_momentum: float,
     bn_position: str = "before",
+    bn_noise: float = 0.0,
 ):
-    """Applies `layer`, then BN and the activation (or BN after it), or the activation alone."""
+    """Applies `layer`, then BN and the activation (or BN after it), or the activation alone.
+
+    With `bn_noise`, BN is followed by non-stationary noise of that strength (Noisy BN).
+    """
     from keras import layers
 
     from bnlab.experiment.batchnorm import batch_normalization
 
+    def normalized(x):
+        x = batch_normalization(bn_impl, bn_momentum)(x)
+        if bn_noise:
+            from bnlab.plugins.noisy_bn import NonStationaryNoise
+
+            x = NonStationaryNoise(bn_noise)(x)
+        return x
+
     x = layer(x)
     if bn and bn_position == "before":
-        x = batch_normalization(bn_impl, bn_momentum)(x)
+        x = normalized(x)
     x = layers.Activation(activation)(x)
     if bn and bn_position == "after":
-        x = batch_normalization(bn_impl, bn_momentum)(x)
+        x = normalized(x)
     return x

@@ -35,6 +35,7 @@ def build_cnn(
     bn_bias: bool = False,
     bn_position: str = "before",
     init_scale: float = 1.0,
+    bn_noise: float = 0.0,
 ):
     """Builds Conv 32 -> Pool -> Conv 64 -> Pool -> Conv 64 -> Dense 64 -> Dense classes.
 
@@ -49,7 +50,9 @@ def build_cnn(
     from keras import layers
 
     settings = {"bn": bn, "bn_impl": bn_impl, "bn_momentum": bn_momentum}
-    hidden = {**settings, "bn_position": bn_position}
+    # Noise (Noisy BN) follows the hidden layers' BN only: the output stays a softmax of
+    # the normalized logits.
+    hidden = {**settings, "bn_position": bn_position, "bn_noise": bn_noise}
     made = layer_settings(bn, bn_bias, init_scale)
     inputs = keras.Input(shape=tuple(input_shape))
     x = inputs

@@ -27,12 +27,14 @@ MECHANISM_ICS_COSINE = "mechanism/ics_cosine"
 MECHANISM_LOSS_VARIATION = "mechanism/loss_variation"
 MECHANISM_GRADIENT_CHANGE = "mechanism/gradient_change"
 MECHANISM_BETA_SMOOTHNESS = "mechanism/beta_smoothness"
+MECHANISM_INPUT_SHIFT = "mechanism/input_shift"
 MECHANISM_KEYS = (
     MECHANISM_ICS_L2,
     MECHANISM_ICS_COSINE,
     MECHANISM_LOSS_VARIATION,
     MECHANISM_GRADIENT_CHANGE,
     MECHANISM_BETA_SMOOTHNESS,
+    MECHANISM_INPUT_SHIFT,
 )
 MEAN_SUFFIX = "_mean"
 # Seconds a run spent on those measures (left out of its steps per second).

@@ -37,7 +37,7 @@ class Internals:
         self.x_probe = x_val[:PROBE_IMAGES]
         self.x_val, self.y_val = x_val, y_val
         self.x_grad, self.y_grad = x_train[:batch_size], y_train[:batch_size]
-        self.probe = keras.Model(model.input, _last_hidden_activation(model).input)
+        self.probe = keras.Model(model.input, last_hidden_activation(model).input)
         self.layers = [
             layer for layer in model.layers if getattr(layer, "kernel", None) is not None
         ]
@@ -189,7 +189,7 @@ def _compile_measure(model: keras.Model, probe: keras.Model, layers: list):
     return measure_tf
 
 
-def _last_hidden_activation(model: keras.Model) -> keras.layers.Layer:
+def last_hidden_activation(model: keras.Model) -> keras.layers.Layer:
     """The last Activation layer that is not the output's softmax."""
     found = [
         layer

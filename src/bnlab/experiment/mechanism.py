@@ -14,6 +14,11 @@ weights w with gradient g = dL/dw (BN in training mode, its moving statistics un
   ||g - grad L(w - eta * g)|| / ||eta * g|| (effective beta-smoothness,
   `mechanism/beta_smoothness`).
 
+- How much the layer inputs' distribution moves, their section 2.1: the mean and spread
+  per channel of the input to the last hidden activation on the batch, in training mode
+  (Noisy BN's noise included), and their change since the previous evaluation, averaged
+  over channels (`mechanism/input_shift`, from the second evaluation on).
+
 The steps are plain gradient steps whatever the run's optimizer: they probe the
 landscape the optimizer moves on, as the paper's do. Nothing measured changes what is
 trained (`train.mechanism` is not part of the identity).
@@ -46,12 +51,33 @@ class Mechanism:
         # Each kernel's position among the trainable variables, in layer order.
         self.kernels = [index for index, v in enumerate(trainable) if id(v) in kernels]
         self._gradient = _gradient_function(model)
+        from bnlab.experiment.internals import last_hidden_activation
+
+        self.probe = keras.Model(model.input, last_hidden_activation(model).input)
+        self._moments: tuple[np.ndarray, np.ndarray] | None = None
 
     def measure(self) -> dict[str, float]:
-        """The five measures at the current weights."""
+        """The measures at the current weights."""
         weights = [keras.ops.convert_to_numpy(v.value) for v in self.model.trainable_variables]
         loss, gradient = self._gradient(weights, self.x, self.y)
-        return _ics(self, weights, gradient) | _landscape(self, weights, loss, gradient)
+        found = _ics(self, weights, gradient) | _landscape(self, weights, loss, gradient)
+        return found | self._input_shift()
+
+    def _input_shift(self) -> dict[str, float]:
+        """The change of the probed inputs' per-channel mean and spread since last time."""
+        frozen = [keras.ops.convert_to_numpy(v.value) for v in self.model.non_trainable_variables]
+        try:
+            values = keras.ops.convert_to_numpy(self.probe(self.x, training=True))
+        finally:
+            for variable, value in zip(self.model.non_trainable_variables, frozen, strict=True):
+                variable.assign(value)
+        flat = values.reshape(-1, values.shape[-1])
+        moments = (flat.mean(axis=0), flat.std(axis=0))
+        previous, self._moments = self._moments, moments
+        if previous is None:
+            return {}
+        shift = np.abs(moments[0] - previous[0]) + np.abs(moments[1] - previous[1])
+        return {metrics.MECHANISM_INPUT_SHIFT: float(shift.mean())}
 
 
 def _landscape(mechanism: Mechanism, weights, loss: float, gradient) -> dict[str, float]:

@@ -159,7 +159,7 @@ def _claim(
     while True:
         interrupts.check()
         if not (config.train.rerun or searching):
-            done = store.find_complete_run(identity)
+            done = store.find_complete_run(identity, _measured(config))
             if done is not None:
                 return done
         before_run()
@@ -379,6 +379,12 @@ def _open_run(
         varying = None
     claimed = _claim(store, config, context, identity, parent, varying, before_run=load)
     return parent, varying, claimed
+
+
+def _measured(config: Config) -> tuple[str, ...]:
+    """The metrics a complete run must hold to be reused by this job: a job that measures
+    the mechanism trains again where the run with its identity did not measure it."""
+    return (metrics.MECHANISM_SECONDS,) if config.train.mechanism else ()
 
 
 def _not_started(context: JobContext, error: Exception) -> dict[str, float]:

@@ -169,8 +169,11 @@ class Store:
     def _search(self, filter_string: str, order_by: list[str] | None = None) -> list[Any]:
         return self.scope.search(filter_string, order_by)
 
-    def find_complete_run(self, identity: str) -> CompletedRun | None:
-        """The newest run with this identity that trained its whole schedule, if any."""
+    def find_complete_run(
+        self, identity: str, requires: tuple[str, ...] = ()
+    ) -> CompletedRun | None:
+        """The newest run with this identity that trained its whole schedule and holds the
+        metrics in `requires` (what the job measures beside training), if any."""
         runs = self._search(
             f"tags.{metrics.IDENTITY_TAG} = '{identity}' and attributes.status = 'FINISHED'",
             order_by=["attributes.start_time DESC"],
@@ -179,6 +182,7 @@ class Store:
             run
             for run in runs
             if run.data.tags.get(metrics.OUTCOME_TAG) in metrics.COMPLETE_OUTCOMES
+            and all(key in run.data.metrics for key in requires)
         ]
         if not runs:
             return None

@@ -14,6 +14,10 @@ from bnlab.claims import suite as claim_suite
 SEEDS = (0, 1, 2)
 
 
+def mean_of(key: str) -> str:
+    return f"{key}{metrics.MEAN_SUFFIX}"
+
+
 def runs(grid: dict[str, tuple], outcome) -> tuple[pd.DataFrame, pd.DataFrame]:
     """One synthetic run per grid point: `outcome(point)` gives its final metrics, and
     the steps at which it reaches 0.9 (None: never), for its validation curve."""
@@ -29,6 +33,7 @@ def runs(grid: dict[str, tuple], outcome) -> tuple[pd.DataFrame, pd.DataFrame]:
             "model.bn_position": "before",
             "model.bn_momentum": 0.9,
             "train.batch_size": 32,
+            "model.bn_noise": 0.0,
             **dict(zip(keys, values, strict=True)),
             "run_id": f"run{index}",
         }
@@ -134,6 +139,44 @@ def case(name: str, good: bool, seeds_for: tuple = SEEDS):
             before = row["model.bn_position"] == "before"
             return {metrics.BEST_VAL_ACCURACY: 0.95 if before == bn_wins(row) else 0.85}, None
 
+    elif name == "ics":
+        grid = {"bn": (True, False), "activation": ("relu",), "lr": (0.001,), **grid_base}
+
+        def outcome(row):
+            # Plain: l2 0.6, cosine 0.5; BN below and above them when the seed shows it.
+            wins = bn_wins(row)
+            l2 = (0.2 if wins else 1.0) if row["bn"] else 0.6
+            cosine = (0.8 if wins else 0.3) if row["bn"] else 0.5
+            return {
+                mean_of(metrics.MECHANISM_ICS_L2): l2,
+                mean_of(metrics.MECHANISM_ICS_COSINE): cosine,
+            }, None
+
+    elif name == "smoothness":
+        grid = {"bn": (True, False), "activation": ("relu",), "lr": (0.001,), **grid_base}
+
+        def outcome(row):
+            value = (1.0 if bn_wins(row) else 9.0) if row["bn"] else 5.0
+            return {mean_of(key): value for key in claims.SMOOTHNESS_KEYS}, None
+
+    elif name == "noisy_bn":
+        # BN and Noisy BN (this study's grid) beside the plain runs of the study it uses.
+        def outcome(row):
+            wins, noisy = bn_wins(row), row["model.bn_noise"] > 0
+            accuracy = (0.95 if wins else 0.8) if noisy else 0.95
+            shift = (1.2 if wins else 0.1) if noisy else (0.01 if row["bn"] else 0.8)
+            return {
+                metrics.BEST_VAL_ACCURACY: accuracy,
+                mean_of(metrics.MECHANISM_INPUT_SHIFT): shift,
+            }, None
+
+        with_bn, curves = runs({"bn": (True,), "model.bn_noise": (0.0, 0.5), **grid_base}, outcome)
+        plain, plain_curves = runs({"bn": (False,), "model.bn_noise": (0.0,), **grid_base}, outcome)
+        plain["run_id"] = "plain-" + plain["run_id"]
+        plain_curves["run_id"] = "plain-" + plain_curves["run_id"]
+        frame = pd.concat([with_bn, plain], ignore_index=True)
+        return frame, pd.concat([curves, plain_curves], ignore_index=True), NO_TIMINGS
+
     elif name == "batch_size":
         grid = {"bn": (True, False), "train.batch_size": (2, 8, 32), **grid_base}
 
@@ -157,7 +200,15 @@ def case(name: str, good: bool, seeds_for: tuple = SEEDS):
 
 # Rules that compare accuracies count a cell (seeds paired) only beyond its noise floor:
 # one or two seeds of three disagreeing put the cell's interval across zero.
-PAIRED_HIGHER = {"init", "better", "train_vs_inference", "batch_size"}
+PAIRED_HIGHER = {
+    "init",
+    "better",
+    "train_vs_inference",
+    "batch_size",
+    "ics",
+    "smoothness",
+    "noisy_bn",
+}
 PAIRED_NOT_WORSE = {"no_bias", "placement", "not_regularizer"}
 
 
@@ -325,12 +376,19 @@ def test_no_bias_reports_the_side_by_side_step_time_not_the_runs_own() -> None:
 
 def test_every_claim_study_is_data_with_three_seeds_and_a_known_rule() -> None:
     names = claim_suite.names()
-    assert names[:2] == ["faster", "higher_lr"] and names[-1] == "batch_size"
+    assert names[:2] == ["faster", "higher_lr"] and names[-1] == "noisy_bn"
+    # A study whose runs another claim reads comes before it.
+    assert names.index("ics") < names.index("noisy_bn")
     for name in names:
         study = claim_suite.expand(name, [])
         assert study.claim.claim.rule in claims.RULES
         assert sorted(study.cells["seed"].unique()) == [0, 1, 2]
         assert study.claim.train.internals is True
+        for used in study.claim.claim.uses:
+            # Its cells hold the used study's: the rule reads both.
+            assert set(claim_suite.expand(used, []).cells["identity"]) <= set(
+                study.cells["identity"]
+            )
     lrs = sorted(claim_suite.expand("higher_lr", []).cells["lr"].unique())
     assert len(lrs) >= 7 and {0.001, 0.01, 0.05} <= set(lrs)
     scales = claim_suite.expand("init", []).cells["model.init_scale"]

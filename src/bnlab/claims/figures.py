@@ -77,6 +77,38 @@ def plot_bars(bars: pd.DataFrame, title: str, measure: str) -> Figure:
     return figure
 
 
+def plot_curves(points: pd.DataFrame, sides: dict[str, str], keys: tuple[str, ...], title: str):
+    """A measure over training per side, one panel per key, in the style of Santurkar et
+    al.'s figures: the mean over seeds as a line, the seeds' range as a band.
+
+    Args:
+        points: One row per logged point: run_id, key, step, value.
+        sides: Each run's side (e.g. BN, no BN, Noisy BN).
+        keys: The metric keys, one panel each.
+    """
+    figure, axes = plt.subplots(1, len(keys), figsize=(5 * len(keys), 3.8), squeeze=False)
+    points = points.assign(side=points["run_id"].map(sides))
+    for axis, key in zip(axes[0], keys, strict=True):
+        mine = points[points["key"] == key]
+        for index, side in enumerate(dict.fromkeys(sides.values())):
+            line = mine[mine["side"] == side].groupby("step")["value"]
+            if not len(mine[mine["side"] == side]):
+                continue
+            mean, low, high = line.mean(), line.min(), line.max()
+            colour = SIDE_COLOURS[index % len(SIDE_COLOURS)]
+            axis.plot(mean.index, mean.to_numpy(), color=colour, label=f"{side} (mean)")
+            axis.fill_between(mean.index, low.to_numpy(), high.to_numpy(), color=colour, alpha=0.2)
+        values = mine["value"].to_numpy(dtype=float)
+        if len(values) and (values > 0).all() and values.max() > 10 * values.min():
+            axis.set_yscale("log")
+        axis.set(xlabel="training step", ylabel=key.split("/")[-1].replace("_", " "))
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=7)
+    figure.suptitle(f"{title}\nline: mean over seeds; band: the seeds' range", fontsize=10)
+    figure.tight_layout()
+    return figure
+
+
 def plot_internals(points: pd.DataFrame, cells: list[tuple[str, str]]) -> Figure:
     """Inside the network over steps, BN against plain, one column per cell.
 

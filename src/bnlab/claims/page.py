@@ -42,6 +42,10 @@ def build(uri: str, experiment: str, out: Path, overrides: list[str], names: lis
         if finding is not None and finding.bars is not None and len(finding.bars):
             figure = claim_figures.plot_bars(finding.bars, entry["says"], finding.measure)
             images[f"{entry['says']}: {entry['verdict']}"] = report_page.figure_png(figure)
+        if finding is not None and finding.curve_keys:
+            over = _over_training(uri, finding, entry["says"])
+            if over is not None:
+                images[f"{entry['says']}: over training"] = over
     inside = _internals_figure(uri, results)
     if inside is not None:
         images[
@@ -149,6 +153,15 @@ def _sentence(entry: dict) -> str:
             f"recorded{timing}); run it with: {entry['command']}"
         )
     return f"{entry['says']}: {entry['verdict']} ({_count(entry)})."
+
+
+def _over_training(uri: str, finding: claims.Finding, title: str) -> bytes | None:
+    """The claim's measures over training, per side (`Finding.curve_keys`), from the store."""
+    points = queries.histories(uri, list(finding.curve_sides), list(finding.curve_keys))
+    if points.empty:
+        return None
+    figure = claim_figures.plot_curves(points, finding.curve_sides, finding.curve_keys, title)
+    return report_page.figure_png(figure)
 
 
 def _internals_figure(uri: str, results: list[claim_suite.Result]) -> bytes | None:

@@ -62,6 +62,9 @@ class Finding:
 
     # Comparisons within their noise floor, not counted in `compared`.
     within_noise: int = 0
+    # What the claim's figure over training draws: metric keys, and each run's side.
+    curve_keys: tuple[str, ...] = ()
+    curve_sides: dict[str, str] = field(default_factory=dict)
 
     @property
     def verdict(self) -> str:
@@ -164,6 +167,33 @@ BATCH_SIZE_RULE = (
 )
 
 
+ICS_RULE = (
+    "Per cell, BN agrees when its internal covariate shift, as Santurkar et al. define it "
+    "(how much a layer's gradient changes when the layers before it take a step; mean over "
+    "the run), is smaller than the plain network's beyond noise: a smaller l2 change and a "
+    f"larger cosine are two comparisons. {PAIRED_FLOOR}"
+)
+
+SMOOTHNESS_RULE = (
+    "Per cell, BN agrees for each of three measures along the gradient (the loss's "
+    "variation, the gradient's change, the effective beta-smoothness; means over the run) "
+    f"that is smaller than the plain network's beyond noise. {PAIRED_FLOOR}"
+)
+
+NOISY_BN_RULE = (
+    "Per cell, two comparisons: Noisy BN's best validation accuracy is not lower than "
+    "BN's beyond noise, and the input of its last hidden activation shifts more from one "
+    "evaluation to the next than the plain network's (mean over the run) beyond noise. "
+    f"{PAIRED_FLOOR}"
+)
+
+SMOOTHNESS_KEYS = (
+    metrics.MECHANISM_LOSS_VARIATION,
+    metrics.MECHANISM_GRADIENT_CHANGE,
+    metrics.MECHANISM_BETA_SMOOTHNESS,
+)
+
+
 def rule(name: str, text: str) -> Callable[[Callable], Rule]:
     """Registers a rule: a function of (runs, curves, timings) returning a Finding."""
 
@@ -197,7 +227,7 @@ def _best_column(runs: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
 # The range of each kind of measure: an interval over seeds is drawn inside it.
 FRACTION = (0.0, 1.0)
 DIFFERENCE = (-1.0, 1.0)
-DURATION = (0.0, math.inf)
+NON_NEGATIVE = (0.0, math.inf)
 BAR_COLUMNS = ["setting", "side", "value", "low", "high", "points", "of", "note"]
 
 
@@ -329,7 +359,7 @@ def faster(runs: pd.DataFrame, curves: pd.DataFrame, timings: pd.DataFrame) -> F
             ["activation", "lr"],
             _variant(runs),
             runs["seconds_to_target"],
-            DURATION,
+            NON_NEGATIVE,
             _why_not_reached(runs),
         ),
         f"seconds to {TARGET:.0%} validation accuracy",
@@ -623,4 +653,118 @@ def batch_size(runs: pd.DataFrame, curves: pd.DataFrame, timings: pd.DataFrame) 
         _bars(runs, ["train.batch_size"], _variant(runs), runs[metrics.BEST_VAL_ACCURACY]),
         "best validation accuracy (setting: batch size)",
         counted["within_noise"],
+    )
+
+
+def _mean_of(key: str) -> str:
+    return f"{key}{metrics.MEAN_SUFFIX}"
+
+
+def _sides(runs: pd.DataFrame) -> dict[str, str]:
+    """Each run's side for the figures over training: BN, Noisy BN or no BN."""
+    noise = runs["model.bn_noise"] if "model.bn_noise" in runs else pd.Series(0.0, runs.index)
+    labels = np.where(~runs["bn"].astype(bool), "no BN", np.where(noise > 0, "Noisy BN", "BN"))
+    return dict(zip(runs["run_id"], labels, strict=True))
+
+
+@rule("ics", ICS_RULE)
+def ics(runs: pd.DataFrame, curves: pd.DataFrame, timings: pd.DataFrame) -> Finding:
+    keys = ["activation", "lr"]
+    pairs = _paired(runs, [*keys, "seed"], "bn")
+    l2, cosine = _mean_of(metrics.MECHANISM_ICS_L2), _mean_of(metrics.MECHANISM_ICS_COSINE)
+    cells = pd.concat(
+        [
+            _cells(pairs, keys, pairs[f"{l2}_f"] - pairs[f"{l2}_t"]),
+            _cells(pairs, keys, pairs[f"{cosine}_t"] - pairs[f"{cosine}_f"]),
+        ],
+        ignore_index=True,
+    )
+    counted = _better(cells)
+    return Finding(
+        counted["agree"],
+        counted["compared"],
+        ICS_RULE,
+        {
+            "ics_l2_bn": number(pairs[f"{l2}_t"].mean()),
+            "ics_l2_no_bn": number(pairs[f"{l2}_f"].mean()),
+            "ics_cosine_bn": number(pairs[f"{cosine}_t"].mean()),
+            "ics_cosine_no_bn": number(pairs[f"{cosine}_f"].mean()),
+            "noise_floor": _floor(cells),
+            "within_noise": counted["within_noise"],
+        },
+        _bars(runs, ["activation"], _variant(runs), runs[l2], NON_NEGATIVE),
+        "internal covariate shift, l2 (mean over the run)",
+        counted["within_noise"],
+        (metrics.MECHANISM_ICS_L2, metrics.MECHANISM_ICS_COSINE),
+        _sides(runs),
+    )
+
+
+@rule("smoothness", SMOOTHNESS_RULE)
+def smoothness(runs: pd.DataFrame, curves: pd.DataFrame, timings: pd.DataFrame) -> Finding:
+    keys = ["activation", "lr"]
+    pairs = _paired(runs, [*keys, "seed"], "bn")
+    frames, details = [], {}
+    for key in SMOOTHNESS_KEYS:
+        column, name = _mean_of(key), key.split("/")[-1]
+        frames.append(_cells(pairs, keys, pairs[f"{column}_f"] - pairs[f"{column}_t"]))
+        details[f"{name}_bn"] = number(pairs[f"{column}_t"].mean())
+        details[f"{name}_no_bn"] = number(pairs[f"{column}_f"].mean())
+    cells = pd.concat(frames, ignore_index=True)
+    counted = _better(cells)
+    gradient = _mean_of(metrics.MECHANISM_GRADIENT_CHANGE)
+    return Finding(
+        counted["agree"],
+        counted["compared"],
+        SMOOTHNESS_RULE,
+        details | {"noise_floor": _floor(cells), "within_noise": counted["within_noise"]},
+        _bars(runs, ["activation"], _variant(runs), runs[gradient], NON_NEGATIVE),
+        "gradient change along the step (mean over the run)",
+        counted["within_noise"],
+        SMOOTHNESS_KEYS,
+        _sides(runs),
+    )
+
+
+@rule("noisy_bn", NOISY_BN_RULE)
+def noisy_bn(runs: pd.DataFrame, curves: pd.DataFrame, timings: pd.DataFrame) -> Finding:
+    keys = ["activation", "lr", "seed"]
+    side = pd.Series(_sides(runs)).reindex(runs["run_id"]).to_numpy()
+    by_side = {name: runs[side == name].set_index(keys) for name in ("BN", "Noisy BN", "no BN")}
+    noisy, bn, plain = by_side["Noisy BN"], by_side["BN"], by_side["no BN"]
+    accuracy = noisy.join(bn, lsuffix="_t", rsuffix="_f", how="inner").reset_index()
+    shift = _mean_of(metrics.MECHANISM_INPUT_SHIFT)
+    shifts = noisy.join(plain, lsuffix="_t", rsuffix="_f", how="inner").reset_index()
+    as_well = _not_worse(
+        _cells(
+            accuracy,
+            ["activation", "lr"],
+            accuracy[f"{metrics.BEST_VAL_ACCURACY}_t"] - accuracy[f"{metrics.BEST_VAL_ACCURACY}_f"],
+        )
+    )
+    shift_cells = _cells(shifts, ["activation", "lr"], shifts[f"{shift}_t"] - shifts[f"{shift}_f"])
+    shifts_more = _better(shift_cells)
+    return Finding(
+        as_well["agree"] + shifts_more["agree"],
+        as_well["compared"] + shifts_more["compared"],
+        NOISY_BN_RULE,
+        {
+            "best_val_accuracy_noisy_minus_bn": number(
+                (
+                    accuracy[f"{metrics.BEST_VAL_ACCURACY}_t"]
+                    - accuracy[f"{metrics.BEST_VAL_ACCURACY}_f"]
+                ).mean()
+            ),
+            "input_shift": {
+                name: number(frame[shift].mean()) if shift in frame else None
+                for name, frame in by_side.items()
+            },
+            "noise_floor": _floor(shift_cells),
+            "within_noise": shifts_more["within_noise"],
+        },
+        _bars(runs, ["activation"], pd.Series(side), runs[metrics.BEST_VAL_ACCURACY]),
+        "best validation accuracy",
+        shifts_more["within_noise"],
+        (metrics.MECHANISM_INPUT_SHIFT, metrics.VAL_ACCURACY),
+        _sides(runs),
     )

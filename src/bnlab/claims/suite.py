@@ -46,6 +46,7 @@ SETTINGS = {
     "model.bn_position": lambda c: getattr(c.model, "bn_position", "before"),
     "model.bn_momentum": lambda c: getattr(c.model, "bn_momentum", None),
     "train.batch_size": lambda c: c.train.batch_size,
+    "model.bn_noise": lambda c: getattr(c.model, "bn_noise", 0.0),
 }
 # The final metrics a rule reads from each run.
 READ = (
@@ -57,6 +58,7 @@ READ = (
     metrics.PARAMETERS,
     metrics.VAL_ACCURACY_BATCH_STATS,
     metrics.VAL_ACCURACY_MOVING_STATS,
+    *(f"{key}{metrics.MEAN_SUFFIX}" for key in metrics.MECHANISM_KEYS),
 )
 
 
@@ -110,8 +112,11 @@ def expand(name: str, overrides: list[str]) -> Study:
         {**{key: read(job) for key, read in SETTINGS.items()}, "identity": identity_hash(job)}
         for job in configs
     ]
-    cells = pd.DataFrame(rows)
-    return Study(name, configs[0], overrides, cells, _timing_cells(configs, cells))
+    own = pd.DataFrame(rows)
+    # The rule also reads the runs of the studies it uses: their grid points join its own.
+    used = [expand(other, overrides).cells for other in configs[0].claim.uses]
+    cells = pd.concat([own, *used], ignore_index=True).drop_duplicates("identity")
+    return Study(name, configs[0], overrides, cells, _timing_cells(configs, own))
 
 
 def _plain(value: object) -> object:

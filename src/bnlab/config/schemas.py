@@ -224,6 +224,9 @@ class ClaimConfig:
     order: int = 0
     # A claim about step time also times its variants side by side.
     timing: TimingConfig = field(default_factory=TimingConfig)
+    # Other claims' studies whose runs this claim's rule reads too (a grid cannot hold
+    # every variant a rule compares, e.g. Noisy BN beside plain); they come earlier.
+    uses: list[str] = field(default_factory=list)
 
 
 @dataclass

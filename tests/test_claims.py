@@ -34,6 +34,7 @@ def runs(grid: dict[str, tuple], outcome) -> tuple[pd.DataFrame, pd.DataFrame]:
             "model.bn_momentum": 0.9,
             "train.batch_size": 32,
             "model.bn_noise": 0.0,
+            "model.norm": "batch",
             **dict(zip(keys, values, strict=True)),
             "run_id": f"run{index}",
         }
@@ -177,6 +178,25 @@ def case(name: str, good: bool, seeds_for: tuple = SEEDS):
         frame = pd.concat([with_bn, plain], ignore_index=True)
         return frame, pd.concat([curves, plain_curves], ignore_index=True), NO_TIMINGS
 
+    elif name == "normalizations":
+        # LayerNorm and GroupNorm (this study's grid) beside BN and plain (claims/faster's).
+        def outcome(row):
+            if not row["bn"]:
+                return {metrics.BEST_VAL_ACCURACY: 0.85}, None
+            if row["model.norm"] == "batch":
+                return {metrics.BEST_VAL_ACCURACY: 0.95}, None
+            return {metrics.BEST_VAL_ACCURACY: 0.95 if bn_wins(row) else 0.8}, None
+
+        cell = {"activation": ("relu",), "lr": (0.01,), **grid_base}
+        normed, curves = runs(
+            {"bn": (True,), "model.norm": ("batch", "layer", "group"), **cell}, outcome
+        )
+        plain, plain_curves = runs({"bn": (False,), "model.norm": ("batch",), **cell}, outcome)
+        plain["run_id"] = "plain-" + plain["run_id"]
+        plain_curves["run_id"] = "plain-" + plain_curves["run_id"]
+        frame = pd.concat([normed, plain], ignore_index=True)
+        return frame, pd.concat([curves, plain_curves], ignore_index=True), NO_TIMINGS
+
     elif name == "batch_size":
         grid = {"bn": (True, False), "train.batch_size": (2, 8, 32), **grid_base}
 
@@ -208,6 +228,7 @@ PAIRED_HIGHER = {
     "ics",
     "smoothness",
     "noisy_bn",
+    "normalizations",
 }
 PAIRED_NOT_WORSE = {"no_bias", "placement", "not_regularizer"}
 
@@ -376,7 +397,7 @@ def test_no_bias_reports_the_side_by_side_step_time_not_the_runs_own() -> None:
 
 def test_every_claim_study_is_data_with_three_seeds_and_a_known_rule() -> None:
     names = claim_suite.names()
-    assert names[:2] == ["faster", "higher_lr"] and names[-1] == "noisy_bn"
+    assert names[:2] == ["faster", "higher_lr"] and names[-1] == "normalizations"
     # A study whose runs another claim reads comes before it.
     assert names.index("ics") < names.index("noisy_bn")
     for name in names:

@@ -174,6 +174,8 @@ BAD_INPUT = [
     (["data=mnist", "train.batch_size=60000"], "train.batch_size"),
     (["train.lr_scaling=cubic"], "train.lr_scaling"),
     (["model.bn_noise=2"], "model.bn_noise"),
+    (["model.norm=instance"], "model.norm"),
+    (["bn=false", "model.norm=layer"], "model.norm"),
     (["bn=false", "model.bn_noise=0.1"], "model.bn_noise"),
     (["train.lr_scaling=sqrt", "train.lr_reference_batch=0"], "train.lr_reference_batch"),
     # Hydra's grammar rejects these: the line names the key and shows the value quoted.

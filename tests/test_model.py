@@ -138,3 +138,20 @@ def test_noisy_bn_distorts_each_training_step_differently_and_not_inference() ->
     trained = np.asarray(layer(inputs, training=True))
     # One scale and shift per channel: the same for every image and position.
     assert np.allclose(trained, trained[:1, :1, :1, :]) and not np.allclose(trained, inputs)
+
+
+@pytest.mark.parametrize(
+    ("norm", "groups"), [("layer", [1, 1, 1, 1, 1]), ("group", [8, 8, 8, 8, 2])]
+)
+def test_the_switch_inserts_layer_or_group_norm_in_bns_place(norm: str, groups: list) -> None:
+    import numpy as np
+
+    model = build_cnn((28, 28, 1), 10, norm=norm)
+    found = [layer for layer in model.layers if isinstance(layer, layers.GroupNormalization)]
+    # One after every Conv2D and Dense, the output's included, with no BN and no bias.
+    assert [layer.groups for layer in found] == groups
+    assert not [layer for layer in model.layers if "BatchNormalization" in type(layer).__name__]
+    assert all(not layer.use_bias for layer in model.layers if hasattr(layer, "use_bias"))
+    # Each example is normalized on its own: the same output in training and inference.
+    x = np.random.default_rng(0).random((4, 28, 28, 1)).astype("float32")
+    assert np.allclose(np.asarray(model(x, training=True)), np.asarray(model(x, training=False)))

@@ -187,6 +187,14 @@ NOISY_BN_RULE = (
     f"{PAIRED_FLOOR}"
 )
 
+NORMALIZATIONS_RULE = (
+    "Per cell of the article's grid and per normalization other than BN, two comparisons: "
+    "its best validation accuracy is higher than the plain network's beyond noise, and "
+    f"not lower than BN's beyond noise. {PAIRED_FLOOR}"
+)
+# How the page names each normalization the switch can insert.
+NORM_NAMES = {"batch": "BN", "layer": "LayerNorm", "group": "GroupNorm"}
+
 SMOOTHNESS_KEYS = (
     metrics.MECHANISM_LOSS_VARIATION,
     metrics.MECHANISM_GRADIENT_CHANGE,
@@ -767,4 +775,47 @@ def noisy_bn(runs: pd.DataFrame, curves: pd.DataFrame, timings: pd.DataFrame) ->
         shifts_more["within_noise"],
         (metrics.MECHANISM_INPUT_SHIFT, metrics.VAL_ACCURACY),
         _sides(runs),
+    )
+
+
+@rule("normalizations", NORMALIZATIONS_RULE)
+def normalizations(runs: pd.DataFrame, curves: pd.DataFrame, timings: pd.DataFrame) -> Finding:
+    keys = ["activation", "lr", "seed"]
+    norm = runs["model.norm"] if "model.norm" in runs else pd.Series("batch", index=runs.index)
+    side = np.where(runs["bn"].astype(bool), norm.map(NORM_NAMES).fillna(norm), "no BN")
+    frames = {name: runs[side == name].set_index(keys) for name in dict.fromkeys(side)}
+    best = metrics.BEST_VAL_ACCURACY
+    agree = compared = within = 0
+    details: dict = {}
+    floors = []
+    for name, frame in frames.items():
+        if name in ("BN", "no BN"):
+            continue
+        for other, judge in (("no BN", _better), ("BN", _not_worse)):
+            if other not in frames:
+                continue
+            pairs = frame.join(frames[other], lsuffix="_t", rsuffix="_f", how="inner")
+            pairs = pairs.reset_index()
+            cells = _cells(pairs, ["activation", "lr"], pairs[f"{best}_t"] - pairs[f"{best}_f"])
+            counted = judge(cells)
+            agree += counted["agree"]
+            compared += counted["compared"]
+            within += counted["within_noise"]
+            floors.append(cells)
+            details[f"{name}_minus_{other.replace(' ', '_')}"] = number(
+                (pairs[f"{best}_t"] - pairs[f"{best}_f"]).mean()
+            )
+    all_cells = (
+        pd.concat(floors, ignore_index=True)
+        if floors
+        else pd.DataFrame(columns=["cell", "mean", "low", "high"])
+    )
+    return Finding(
+        agree,
+        compared,
+        NORMALIZATIONS_RULE,
+        details | {"noise_floor": _floor(all_cells), "within_noise": within},
+        _bars(runs, ["activation", "lr"], pd.Series(side), runs[best]),
+        "best validation accuracy",
+        within,
     )

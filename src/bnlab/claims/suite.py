@@ -47,6 +47,7 @@ SETTINGS = {
     "model.bn_momentum": lambda c: getattr(c.model, "bn_momentum", None),
     "train.batch_size": lambda c: c.train.batch_size,
     "model.bn_noise": lambda c: getattr(c.model, "bn_noise", 0.0),
+    "model.norm": lambda c: getattr(c.model, "norm", "batch"),
 }
 # The final metrics a rule reads from each run.
 READ = (

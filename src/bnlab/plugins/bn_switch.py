@@ -25,6 +25,10 @@ BN_IMPLS = {"fused": ("tensorflow",), "keras": ("tensorflow", "jax", "torch")}
 BN_IMPL_RESOLVER = "bnlab_bn_impl"
 # The strongest noise after BN: a scale that can turn negative is no longer a distortion.
 MAX_BN_NOISE = 1.0
+# What the switch inserts: Batch Normalization (the article), Layer Normalization (Ba et
+# al. 2016: each example over all its channels and positions, Wu and He's form) or Group
+# Normalization (Wu and He 2018: each example over groups of channels).
+NORMS = ("batch", "layer", "group")
 
 
 def default_bn_impl() -> str:
@@ -64,6 +68,11 @@ class BNModelConfig(ModelConfig):
     # and shift noise of this strength whose distribution changes at every training step
     # (plugins/noisy_bn.py); 0 leaves BN as it is.
     bn_noise: float = 0.0
+    # Which normalization the switch inserts (`bn=true`): batch (BN), layer or group.
+    norm: str = "batch"
+    # Channels per layer are split into this many groups by GroupNorm (fewer where they
+    # do not divide: the greatest common divisor).
+    norm_groups: int = 8
 
     def check(self) -> None:
         if self.activation not in ACTIVATIONS:
@@ -81,6 +90,12 @@ class BNModelConfig(ModelConfig):
             raise ValueError(f"init_scale: must be > 0, got {self.init_scale}")
         if not 0 <= self.bn_noise <= MAX_BN_NOISE:
             raise ValueError(f"bn_noise: must be in [0, {MAX_BN_NOISE:g}], got {self.bn_noise}")
+        if self.norm not in NORMS:
+            raise ValueError(f"norm: must be one of {', '.join(NORMS)}, got '{self.norm}'")
+        if self.norm != "batch" and not self.bn:
+            raise ValueError("norm: the normalization follows the switch, and bn=false has none")
+        if self.norm_groups < 1:
+            raise ValueError(f"norm_groups: must be >= 1, got {self.norm_groups}")
         if self.bn_noise and not self.bn:
             raise ValueError("bn_noise: noise follows BN, and this model has none (bn=false)")
         if self.bn_impl not in BN_IMPLS:
@@ -116,17 +131,28 @@ def block(
     bn_momentum: float,
     bn_position: str = "before",
     bn_noise: float = 0.0,
+    norm: str = "batch",
+    norm_groups: int = 8,
 ):
     """Applies `layer`, then BN and the activation (or BN after it), or the activation alone.
 
-    With `bn_noise`, BN is followed by non-stationary noise of that strength (Noisy BN).
+    `norm` picks what stands in BN's place: BN, LayerNorm or GroupNorm (both Keras's
+    GroupNormalization: one group is LayerNorm over channels and positions, with a scale
+    and shift per channel as BN has). With `bn_noise`, it is followed by non-stationary
+    noise of that strength (Noisy BN).
     """
+    import math
+
     from keras import layers
 
     from bnlab.experiment.batchnorm import batch_normalization
 
     def normalized(x):
-        x = batch_normalization(bn_impl, bn_momentum)(x)
+        if norm == "batch":
+            x = batch_normalization(bn_impl, bn_momentum)(x)
+        else:
+            groups = 1 if norm == "layer" else math.gcd(int(x.shape[-1]), norm_groups)
+            x = layers.GroupNormalization(groups=groups, epsilon=1e-3)(x)
         if bn_noise:
             from bnlab.plugins.noisy_bn import NonStationaryNoise
 

@@ -36,6 +36,8 @@ def build_cnn(
     bn_position: str = "before",
     init_scale: float = 1.0,
     bn_noise: float = 0.0,
+    norm: str = "batch",
+    norm_groups: int = 8,
 ):
     """Builds Conv 32 -> Pool -> Conv 64 -> Pool -> Conv 64 -> Dense 64 -> Dense classes.
 
@@ -49,7 +51,13 @@ def build_cnn(
     import keras
     from keras import layers
 
-    settings = {"bn": bn, "bn_impl": bn_impl, "bn_momentum": bn_momentum}
+    settings = {
+        "bn": bn,
+        "bn_impl": bn_impl,
+        "bn_momentum": bn_momentum,
+        "norm": norm,
+        "norm_groups": norm_groups,
+    }
     # Noise (Noisy BN) follows the hidden layers' BN only: the output stays a softmax of
     # the normalized logits.
     hidden = {**settings, "bn_position": bn_position, "bn_noise": bn_noise}

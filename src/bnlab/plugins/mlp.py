@@ -35,6 +35,8 @@ def build_mlp(
     bn_position: str = "before",
     init_scale: float = 1.0,
     bn_noise: float = 0.0,
+    norm: str = "batch",
+    norm_groups: int = 8,
 ):
     """Builds Flatten -> Dense x len(hidden_units) -> Dense classes, softmax.
 
@@ -43,7 +45,13 @@ def build_mlp(
     import keras
     from keras import layers
 
-    settings = {"bn": bn, "bn_impl": bn_impl, "bn_momentum": bn_momentum}
+    settings = {
+        "bn": bn,
+        "bn_impl": bn_impl,
+        "bn_momentum": bn_momentum,
+        "norm": norm,
+        "norm_groups": norm_groups,
+    }
     # Noise (Noisy BN) follows the hidden layers' BN only: the output stays a softmax of
     # the normalized logits.
     hidden = {**settings, "bn_position": bn_position, "bn_noise": bn_noise}

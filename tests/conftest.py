@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -33,6 +35,11 @@ sys.path.insert(0, str(ROOT / "pipelines"))
 
 # A schedule small enough for seconds per run: 320 images, 20 steps, evaluations at 10 and 20.
 TINY = ["data.limit=320", "train.steps=20", "train.eval_every=10"]
+# The same schedule on the digits MLP (the second example's plug-ins), for tests of the
+# store or of processes that train many jobs or long schedules where the model does not
+# matter: a job costs about half the CPU of a tiny CNN job (1.9 vs 3.4 CPU-seconds in one
+# process, most of it tracing the functions).
+LIGHT = [*TINY, "model=mlp", "data=digits"]
 
 register_configs()
 
@@ -51,8 +58,32 @@ def compose_config(overrides: list[str]) -> DictConfig:
         return compose(config_name="config", overrides=overrides)
 
 
+@pytest.fixture(scope="session")
+def template_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An empty MLflow store, its schema created once per test process (about 2 s)."""
+    folder = tmp_path_factory.mktemp("template-store")
+    MlflowClient(tracking_uri=f"sqlite:///{folder}/mlflow.db").search_experiments()
+    return folder / "mlflow.db"
+
+
+def copy_store(template: Path, folder: Path) -> Path:
+    """`folder/mlflow.db`, a copy of the empty template store, as a store created in
+    `folder` would be (the Default experiment's artifacts under `folder/mlruns`)."""
+    target = folder / "mlflow.db"
+    shutil.copyfile(template, target)
+    with contextlib.closing(sqlite3.connect(target)) as db, db:
+        db.execute(
+            "UPDATE experiments SET artifact_location = ? WHERE experiment_id = 0",
+            (str(folder / "mlruns" / "0"),),
+        )
+    return target
+
+
 @pytest.fixture
-def store_uri(tmp_path: Path) -> str:
+def store_uri(tmp_path: Path, template_store: Path) -> str:
+    """A store in tmp_path, the one `python src/train.py` run there uses by default. It
+    starts as a copy of the empty template: these tests are not about creating a store."""
+    copy_store(template_store, tmp_path)
     return f"sqlite:///{tmp_path}/mlflow.db"
 
 
@@ -107,6 +138,79 @@ def run_train(
     )
 
 
+class ForkRunner:
+    """A preloaded interpreter (tests/forkrun.py), one per test process, that runs each
+    command in a fresh fork: for bad-input cases, which exit before any work and would
+    otherwise spend most of their time importing Hydra and MLflow."""
+
+    def __init__(self) -> None:
+        self.process: subprocess.Popen | None = None
+        # CPU-seconds of the forks so far (not this process's children: the CI budget adds it).
+        self.cpu = 0.0
+
+    def _start(self) -> subprocess.Popen:
+        if self.process is None or self.process.poll() is not None:
+            self.process = subprocess.Popen(
+                [sys.executable, str(TESTS_DIR / "forkrun.py")],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                env=_train_env(None),
+                text=True,
+            )
+            assert json.loads(self.process.stdout.readline()) == {"ready": True}
+        return self.process
+
+    def run(
+        self, argv: list[str], cwd: Path, env: dict[str, str], timeout: float
+    ) -> subprocess.CompletedProcess:
+        """`python ARGV` in `cwd` with exactly `env`, as a completed process."""
+        server = self._start()
+        with tempfile.TemporaryDirectory(prefix="bnlab-fork-") as folder:
+            out, err = Path(folder) / "stdout", Path(folder) / "stderr"
+            request = {
+                "argv": [str(arg) for arg in argv],
+                "cwd": str(cwd),
+                "env": env,
+                "stdout": str(out),
+                "stderr": str(err),
+                "timeout": timeout,
+            }
+            server.stdin.write(json.dumps(request) + "\n")
+            server.stdin.flush()
+            reply = json.loads(server.stdout.readline())
+            self.cpu += reply["cpu"]
+            command = [sys.executable, *argv]
+            if reply["returncode"] == -signal.SIGKILL:
+                raise subprocess.TimeoutExpired(command, timeout)
+            return subprocess.CompletedProcess(
+                command, reply["returncode"], out.read_text(), err.read_text()
+            )
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.stdin.close()
+            self.process.wait(timeout=30)
+
+
+FORKS = ForkRunner()
+
+
+def run_train_forked(
+    args: list[str], cwd: Path, env: dict | None = None, timeout: int = 120
+) -> subprocess.CompletedProcess:
+    """`python src/train.py ARGS` in `cwd` for a case that exits before any work: run in a
+    fork of a preloaded interpreter, with the same argv, folder, environment, output and
+    exit status as `run_train`."""
+    return FORKS.run([str(TRAIN_SCRIPT), *args], cwd, _train_env(env), timeout)
+
+
+def run_forked(
+    argv: list[str], cwd: Path, env: dict | None = None, timeout: int = 120
+) -> subprocess.CompletedProcess:
+    """`python ARGV` (a script, or `-m MODULE`) in a fork of the preloaded interpreter."""
+    return FORKS.run(argv, cwd, _train_env(env), timeout)
+
+
 def start_train(args: list[str], cwd: Path, env: dict | None = None, **kwargs) -> subprocess.Popen:
     """Starts `python src/train.py ARGS` in `cwd` in the background (output as text)."""
     return subprocess.Popen(
@@ -118,13 +222,13 @@ def start_train(args: list[str], cwd: Path, env: dict | None = None, **kwargs) -
     )
 
 
-def wait_for(condition: Callable[[], bool], timeout: float = 300) -> None:
+def wait_for(condition: Callable[[], bool], timeout: float = 300, interval: float = 0.3) -> None:
     """Polls `condition` until it holds; raises TimeoutError after `timeout` seconds."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if condition():
             return
-        time.sleep(0.3)
+        time.sleep(interval)
     raise TimeoutError("condition not reached")
 
 
@@ -235,6 +339,8 @@ def disrupt_mid_sweep(
     env: dict | None = None,
     experiment: str = "bn-trick",
     hold: bool = False,
+    hold_only: tuple[str, str] | None = None,
+    keep_held: bool = False,
 ) -> tuple[int, str, str]:
     """Starts a sweep, calls `act(run)` once a job run is training (RUNNING, with an
     evaluation logged), and returns the sweep's exit status, stdout and stderr.
@@ -242,15 +348,20 @@ def disrupt_mid_sweep(
     With `hold`, every job waits after its first evaluation until `act` has run
     (`fault_injection.HoldAfterFirstEvaluation`), so the disruption lands mid-run
     however fast the jobs are; the jobs' processes must import the tests' folder.
+    With `hold_only` (a config key that is also a run param, and a value), only the jobs
+    with that value wait and `act` gets one of them: the disrupted job is mid-run however
+    short its schedule, and the others run through. With `keep_held` too, they wait until
+    the sweep ends (or the hold's limit), for a disruption that takes effect later.
     """
+    search = "tags.role = 'job' and attributes.status = 'RUNNING'"
+    if hold_only is not None:
+        search += f" and params.`{hold_only[0]}` = '{hold_only[1]}'"
 
     def training():
         found = client.get_experiment_by_name(experiment)
         if found is None:
             return None
-        for run in client.search_runs(
-            [found.experiment_id], "tags.role = 'job' and attributes.status = 'RUNNING'"
-        ):
+        for run in client.search_runs([found.experiment_id], search):
             if client.get_metric_history(run.info.run_id, "val/accuracy"):
                 return run
         return None
@@ -262,15 +373,16 @@ def disrupt_mid_sweep(
         return found[0] is not None
 
     gate = Path(tempfile.mkdtemp(prefix="bnlab-gate-")) / "open"
-    if hold:
+    if hold or hold_only is not None:
         from fault_injection import hold_until
 
-        args = [*args, *hold_until(str(gate))]
+        args = [*args, *hold_until(str(gate), *(hold_only or ()))]
     sweep = start_train(args, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         wait_for(is_training, timeout=240)
         act(found[0])
-        gate.touch()
+        if not keep_held:
+            gate.touch()
         out, err = sweep.communicate(timeout=400)
     finally:
         gate.touch()
@@ -332,7 +444,7 @@ def pytest_runtest_makereport(item, call):
     import resource
 
     usage = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
-    cpu = sum(part.ru_utime + part.ru_stime for part in usage)
+    cpu = sum(part.ru_utime + part.ru_stime for part in usage) + FORKS.cpu
     if call.when == "setup":
         item._budget = (cpu, len(_started), _tf_imports())
     elif call.when == "teardown" and hasattr(item, "_budget"):
@@ -343,17 +455,32 @@ def pytest_runtest_makereport(item, call):
 
 
 _budget_rows: dict[str, dict] = {}
+_SESSION_START = time.monotonic()
 
 
 def pytest_runtest_logreport(report) -> None:
     if not _BUDGET_FILE:
         return
+    nodeid, _, scheduled = report.nodeid.partition("@")  # loadgroup's suffix: its group
     row = _budget_rows.setdefault(
-        report.nodeid, {"wall": 0.0, "cpu": 0.0, "python": 0, "tensorflow": 0}
+        report.nodeid,
+        {
+            "wall": 0.0,
+            "cpu": 0.0,
+            "python": 0,
+            "tensorflow": 0,
+            "group": _group(nodeid),
+            "scheduled_group": scheduled or None,
+        },
     )
     row["wall"] = round(row["wall"] + report.duration, 2)
     properties = dict(report.user_properties)
+    node = getattr(report, "node", None)  # xdist's worker, on the controlling process
+    if node is not None:
+        row["worker"] = node.gateway.id
     if report.when == "teardown":
+        # When it ended, from the session's start: the workers' timelines, and their idle ends.
+        row["ended"] = round(time.monotonic() - _SESSION_START, 1)
         row["cpu"] = properties.get("budget_cpu", 0.0)
         row["python"] = properties.get("budget_python", 0)
         row["tensorflow"] = properties.get("budget_tf", 0)
@@ -362,6 +489,7 @@ def pytest_runtest_logreport(report) -> None:
 
 
 def pytest_sessionfinish(session, exitstatus) -> None:
+    FORKS.stop()
     if not _BUDGET_FILE:
         return
     with contextlib.suppress(OSError):
@@ -375,6 +503,7 @@ def pytest_sessionfinish(session, exitstatus) -> None:
         json.dumps(
             {
                 "suite_wall": round(time.monotonic() - start, 1) if start else None,
+                "dist": session.config.getoption("dist", None),
                 "tests": _budget_rows,
             },
             indent=1,
@@ -384,3 +513,47 @@ def pytest_sessionfinish(session, exitstatus) -> None:
 
 def pytest_configure(config) -> None:
     config._budget_start = time.monotonic()
+
+
+# --- Scheduling (pytest-xdist, --dist loadgroup, --no-loadscope-reorder). Tests that
+# share a server or cluster (session- or module-scoped fixtures) form a group that one
+# worker runs in order; the others are spread one test at a time, in the order below.
+# test_stack.py shares one tracking stack (a module fixture). Ray's tests join the access
+# group: `ray stop --force` in their fixture would stop the Ray node that
+# test_stack_access.py starts in a network namespace. The CPU-heavy tests are not grouped:
+# a group runs in order on one worker, and the claims suite, the eight writers and a full
+# disk in one group made a chain longer than all the other worker's tests.
+GROUPS = {
+    "tests/test_stack.py": "stack",
+    "tests/test_stack_access.py": "access",
+    "tests/test_search.py": "access",
+    "tests/test_ray.py": "access",
+    "tests/test_slurm.py": "slurm",
+}
+# The longest test, sent first.
+LONGEST = "tests/test_claims.py::test_a_tiny_claims_suite"
+
+
+def _group(nodeid: str) -> str | None:
+    return GROUPS.get(nodeid.split("::")[0])
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items) -> None:
+    """Groups tests for loadgroup, and sends the longest work first: the claims suite, the
+    groups (the longest first), then the slow tests, then the rest.
+
+    First: xdist's worker reads the groups in its own hook, registered after this file, so
+    without `tryfirst` it would run before the marks exist and ignore every group."""
+    for item in items:
+        group = _group(item.nodeid)
+        if group:
+            item.add_marker(pytest.mark.xdist_group(group))
+    order = {"access": 1, "stack": 2, "slurm": 3}
+
+    def rank(item) -> int:
+        if item.nodeid.startswith(LONGEST):
+            return 0
+        return order.get(_group(item.nodeid) or "", 4 if item.get_closest_marker("slow") else 5)
+
+    items.sort(key=rank)

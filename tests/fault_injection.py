@@ -38,8 +38,13 @@ class FailTraining(Callback):
 
         if self.original is None:
             self.original = bnlab.experiment.training.train_model
-        matches = str(OmegaConf.select(config, self.key)) == str(self.value)
+        matches = _matches(config, self.key, self.value)
         bnlab.experiment.training.train_model = failing_train_model if matches else self.original
+
+
+def _matches(config: DictConfig, key: str, value: Any) -> bool:
+    """Whether the job's `key` is `value` (as text, any case: `true` is True)."""
+    return str(OmegaConf.select(config, key)).lower() == str(value).lower()
 
 
 def fail_when(key: str, value: Any) -> list[str]:
@@ -52,16 +57,21 @@ def fail_when(key: str, value: Any) -> list[str]:
 
 
 class HoldAfterFirstEvaluation(Callback):
-    """Holds every job after its first evaluation (written to the store at once) until
-    the file `gate` exists, so a test disrupts each job mid-run whatever its speed.
+    """Holds every job (or only those whose `key` equals `value`) after its first
+    evaluation (written to the store at once) until the file `gate` exists, so a test
+    disrupts a job mid-run whatever its speed.
 
     Without it a test races the jobs: on the cached embedded data a 300-step job can end
     before the test sees it running. The hold gives up after `limit` seconds.
     """
 
-    def __init__(self, gate: str, limit: float = 300.0) -> None:
+    def __init__(
+        self, gate: str, limit: float = 300.0, key: str | None = None, value: Any = None
+    ) -> None:
         self.gate = gate
         self.limit = limit
+        self.key = key
+        self.value = value
         self.original = None
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
@@ -73,6 +83,9 @@ class HoldAfterFirstEvaluation(Callback):
         if self.original is None:
             self.original = bnlab.experiment.training.train_model
         original, gate, limit = self.original, self.gate, self.limit
+        if self.key is not None and not _matches(config, self.key, self.value):
+            bnlab.experiment.training.train_model = original
+            return
 
         def held_train_model(config: Any, data: Any, on_eval: Any = None) -> Any:
             evaluations = []
@@ -91,11 +104,14 @@ class HoldAfterFirstEvaluation(Callback):
         bnlab.experiment.training.train_model = held_train_model
 
 
-def hold_until(gate: str) -> list[str]:
-    """The command-line overrides that install HoldAfterFirstEvaluation on `gate`."""
+def hold_until(gate: str, key: str | None = None, value: Any = None) -> list[str]:
+    """The command-line overrides that install HoldAfterFirstEvaluation on `gate`, for
+    every job or only those whose `key` equals `value`."""
+    only = [f"+hydra.callbacks.hold.key={key}", f"+hydra.callbacks.hold.value={value}"]
     return [
         "+hydra.callbacks.hold._target_=fault_injection.HoldAfterFirstEvaluation",
         f"+hydra.callbacks.hold.gate={gate}",
+        *(only if key is not None else []),
     ]
 
 

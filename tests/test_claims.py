@@ -10,6 +10,7 @@ import pytest
 from bnlab import metrics
 from bnlab.claims import rules as claims
 from bnlab.claims import suite as claim_suite
+from bnlab.job.identity import required_metrics
 
 SEEDS = (0, 1, 2)
 
@@ -343,6 +344,55 @@ def test_a_claim_whose_runs_are_not_all_recorded_is_not_run() -> None:
     assert result.finding is not None and result.recorded == 12
 
 
+def test_a_claim_launches_nothing_only_when_its_runs_and_timings_would_all_be_reused() -> None:
+    tiny = ["train.steps=20", "train.eval_every=10"]
+    study = claim_suite.expand("no_bias", tiny)
+    # Its own grid (placement's runs, which it does not use, are not in it).
+    assert len(study.grid) == 12 and set(study.grid) <= set(study.cells["identity"])
+    runs, timed = set(study.grid), {cell.identity for cell in study.timing}
+    assert study.trains_nothing(runs, timed)
+    assert not study.trains_nothing(runs - {study.grid[0]}, timed)
+    assert not study.trains_nothing(runs, timed - {study.timing[0].identity})
+    assert not claim_suite.expand("no_bias", [*tiny, "train.rerun=true"]).trains_nothing(
+        runs, timed
+    )
+    # A study that measures the mechanism reuses only runs that measured it.
+    ics = claim_suite.expand("ics", tiny)
+    assert ics.claim.train.mechanism and not ics.timing
+    assert required_metrics(ics.claim) == (metrics.MECHANISM_SECONDS,)
+    assert required_metrics(study.claim) == ()
+    assert ics.trains_nothing(set(ics.grid), set())
+
+
+def test_the_store_says_which_runs_a_launch_would_reuse(store_uri: str) -> None:
+    from mlflow import MlflowClient
+
+    from bnlab.tracking import queries
+
+    assert queries.recorded_identities(store_uri, "bn-trick") == (set(), set())
+    client = MlflowClient(tracking_uri=store_uri)
+    experiment = client.create_experiment("bn-trick")
+
+    def record(tags: dict, status: str = "FINISHED", **values: float) -> None:
+        run = client.create_run(experiment, tags=tags)
+        for key, value in values.items():
+            client.log_metric(run.info.run_id, key, value)
+        client.set_terminated(run.info.run_id, status)
+
+    job = {metrics.ROLE_TAG: "job", metrics.OUTCOME_TAG: metrics.FINISHED}
+    record({**job, metrics.IDENTITY_TAG: "plain"})
+    record({**job, metrics.IDENTITY_TAG: "measured"}, **{metrics.MECHANISM_SECONDS: 1.0})
+    record({**job, metrics.IDENTITY_TAG: "killed"}, "KILLED")
+    record({**job, metrics.IDENTITY_TAG: "failed", metrics.OUTCOME_TAG: metrics.FAILED})
+    record({metrics.ROLE_TAG: "timing", metrics.TIMING_TAG: "timed"})
+    assert queries.recorded_identities(store_uri, "bn-trick") == (
+        {"plain", "measured"},
+        {"timed"},
+    )
+    mechanism = queries.recorded_identities(store_uri, "bn-trick", (metrics.MECHANISM_SECONDS,))
+    assert mechanism == ({"measured"}, {"timed"})
+
+
 def test_no_bias_times_its_variants_side_by_side_and_is_not_run_until_they_are_timed() -> None:
     study = claim_suite.expand("no_bias", ["train.steps=20", "train.eval_every=10"])
     # One timed cell per activation (the first seed), each with and without bias.
@@ -395,6 +445,30 @@ def test_no_bias_reports_the_side_by_side_step_time_not_the_runs_own() -> None:
     assert details["rounds_faster_without_bias"] == "0 of 7"
 
 
+def test_faster_counts_seconds_with_the_side_by_side_step_times_not_the_runs_own() -> None:
+    # BN reaches 90 % at step 200, plain at 400.
+    grid = {"bn": (True, False), "activation": ("relu",), "lr": (0.01,), "seed": SEEDS}
+    frame, curves = runs(grid, lambda row: ({}, 200 if row["bn"] else 400))
+    # The runs' own step times (under another load) make a BN step 4x a plain one: BN
+    # would be later (8 s against 4 s). Timed side by side it costs 1.2x (2.4 s against 4 s).
+    frame[metrics.STEPS_PER_SECOND] = frame["bn"].map({True: 25.0, False: 100.0})
+    timed = pd.DataFrame(
+        [
+            {"label": label, "round": number, "seconds": seconds, "activation": "relu"}
+            | {"lr": 0.01, "timing": "cell", "start_time": 0}
+            for number in range(7)
+            for label, seconds in (("true", 0.012), ("false", 0.010))
+        ]
+    )
+    finding = claims.RULES["faster"](frame, curves, timed)
+    assert (finding.agree, finding.compared) == (3, 3)
+    assert finding.details["bn_step_cost_ratio"] == pytest.approx(1.2)
+    assert finding.details["step_time"] == "timed side by side"
+    untimed = claims.RULES["faster"](frame, curves, NO_TIMINGS)
+    assert (untimed.agree, untimed.compared) == (0, 3)
+    assert untimed.details["step_time"] == "the runs' own"
+
+
 def test_every_claim_study_is_data_with_three_seeds_and_a_known_rule() -> None:
     names = claim_suite.names()
     assert names[:2] == ["faster", "higher_lr"] and names[-1] == "normalizations"
@@ -443,6 +517,10 @@ def test_the_learning_rate_follows_the_batch_size_by_the_chosen_rule() -> None:
     assert rate(
         "train.batch_size=16", "train.lr_scaling=linear", "train.lr_reference_batch=64"
     ) == pytest.approx(0.00025)
+
+
+# The claims whose variants are timed side by side (`claim.timing`).
+TIMED = ("faster", "no_bias")
 
 
 @pytest.mark.slow
@@ -497,11 +575,17 @@ def test_a_tiny_claims_suite_runs_end_to_end_and_a_second_launch_resumes(tmp_pat
     assert [point.step for point in history] == [10, 20]
     assert metrics.VAL_ACCURACY_BATCH_STATS in run.data.metrics
 
-    # no_bias's variants, timed side by side after its sweep: one run per activation.
+    # no_bias's variants, timed side by side after its sweep: one run per activation;
+    # faster's BN and plain, one run per activation and learning rate.
     timed = client.search_runs([experiment], f"tags.{metrics.ROLE_TAG} = 'timing'")
-    assert sorted(run.data.params["activation"] for run in timed) == ["relu", "sigmoid"]
+    by_claim = {name: [r for r in timed if r.data.params["claim.id"] == name] for name in TIMED}
+    assert sorted(run.data.params["activation"] for run in by_claim["no_bias"]) == [
+        "relu",
+        "sigmoid",
+    ]
+    assert len(by_claim["faster"]) == 6 and len(timed) == 8
     for run in timed:
-        assert run.info.status == "FINISHED" and run.data.params["claim.id"] == "no_bias"
+        assert run.info.status == "FINISHED"
         for label in ("true", "false"):
             points = client.get_metric_history(run.info.run_id, metrics.TIMING_PREFIX + label)
             assert [point.step for point in points] == list(range(7))
@@ -509,37 +593,52 @@ def test_a_tiny_claims_suite_runs_end_to_end_and_a_second_launch_resumes(tmp_pat
     [no_bias] = [entry for entry in entries if entry["id"] == "no_bias"]
     assert no_bias["details"]["rounds_faster_without_bias"].endswith(" of 14")
     assert no_bias["details"]["step_time_without_over_with"] > 0
+    [faster] = [entry for entry in entries if entry["id"] == "faster"]
+    assert faster["details"]["step_time"] == "timed side by side"
 
-    # A second launch trains nothing: every study's runs are found and reused.
+    # A second launch trains only what is missing: placement lost one run, no_bias one of
+    # its timings (its sweep reuses every run; its timing times the lost cell again and
+    # reuses the other). faster has everything recorded, so it launches nothing.
+    [lost] = client.search_runs(
+        [experiment],
+        "params.`model.bn_position` = 'after' and params.activation = 'relu'",
+        max_results=1,
+    )
+    client.delete_run(lost.info.run_id)
+    client.delete_run(by_claim["no_bias"][0].info.run_id)
     again = subprocess.run(
-        [*study, "--claims=placement,no_bias", *tiny],
+        [*study, "--claims=placement,no_bias,faster", *tiny],
         cwd=tmp_path,
         capture_output=True,
         text=True,
         timeout=900,
     )
     assert again.returncode == 0, again.stderr[-3000:]
+    assert "Claim 1/3: placement\n$ " in again.stdout
+    assert "Claim 2/3: no_bias\n$ " in again.stdout
+    assert "Claim 3/3: faster\n  its 12 runs are recorded: nothing to train" in again.stdout
     assert again.stdout.count("Sweep finished") == 2
-    assert "finished 0," in again.stdout and "trained, " in again.stdout
-    assert again.stderr.count("recorded already") == 2
-    assert len(client.search_runs([experiment], f"tags.{metrics.ROLE_TAG} = 'timing'")) == 2
+    assert again.stderr.count("recorded already") == 1
+    assert len(client.search_runs([experiment], f"tags.{metrics.ROLE_TAG} = 'timing'")) == 8
+    [retrained] = client.search_runs(
+        [experiment],
+        "params.`model.bn_position` = 'after' and params.activation = 'relu'",
+        max_results=1,
+    )
+    assert retrained.info.run_id != lost.info.run_id
+    assert retrained.data.tags[metrics.IDENTITY_TAG] == lost.data.tags[metrics.IDENTITY_TAG]
 
 
 def test_an_unknown_claim_or_bad_override_fails_before_any_study_runs(tmp_path) -> None:
-    import subprocess
-    import sys
+    from conftest import ROOT, run_forked
 
-    from conftest import ROOT
-
-    study = [sys.executable, str(ROOT / "pipelines" / "study.py")]
+    study = [str(ROOT / "pipelines" / "study.py")]
     for arguments, key in (
         (["--claims=faster,nope"], "--claims: no claim named nope"),
         (["--claims", "model.init_scale=-1"], "model.init_scale"),
         (["--claims=no_bias", "claim.timing.rounds=1"], "claim.timing.rounds"),
     ):
-        done = subprocess.run(
-            [*study, *arguments], cwd=tmp_path, capture_output=True, text=True, timeout=300
-        )
+        done = run_forked([*study, *arguments], tmp_path)
         assert done.returncode == 2, done.stderr[-2000:]
         [line] = [line for line in done.stderr.splitlines() if line.startswith("error:")]
         assert key in line
@@ -604,3 +703,55 @@ def test_the_every_claim_table_wraps_to_the_page() -> None:
     assert "<h2>Every claim</h2><div class='text'>" in html
     assert "<h2>Runs</h2><div class='scroll'>" in html
     assert ".text td,.text th{white-space:normal" in html
+
+
+def test_sweeps_run_one_after_another_in_one_process_exit_as_their_commands_would(
+    tmp_path,
+) -> None:
+    """`train_here`, which the suite runs each claim's sweep with: each launch exits as
+    `bnlab train` would (bad input 2 with its one line), and Hydra's global state is
+    cleared between launches, so the next one composes afresh."""
+    from conftest import run_forked
+
+    script = tmp_path / "two_launches.py"
+    script.write_text(
+        "import sys\n"
+        "from bnlab.cli.train import train_here\n"
+        "first = train_here(['-m', 'bn=true,false', 'train.steps=-5'])\n"
+        "second = train_here(['-m', 'bn=true,false', 'model.init_scale=-1'])\n"
+        "print('statuses', first, second)\n"
+        "sys.exit(0 if (first, second) == (2, 2) else 1)\n"
+    )
+    done = run_forked([str(script)], tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "statuses 2 2" in done.stdout
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 2 and "train.steps" in errors[0] and "model.init_scale" in errors[1]
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "mlflow.db").exists()  # nothing started before the check
+
+
+def test_the_suite_stops_at_a_stopped_sweep_and_names_each_sweep_its_own_folder(
+    capsys,
+) -> None:
+    tiny = ["train.steps=20", "train.eval_every=10"]
+    studies = [claim_suite.expand(name, tiny) for name in ("placement", "train_vs_inference")]
+    launched: list[list[str]] = []
+
+    def sweep(arguments: list[str]) -> int:
+        launched.append(arguments)
+        return 130  # Ctrl-C during the first claim's sweep
+
+    assert claim_suite.run(studies, None, sweep) == 130
+    [arguments] = launched  # the second claim never starts
+    assert arguments[:2] == ["-m", "+experiment=claims/placement"]
+    [folder] = [a for a in arguments if a.startswith("hydra.sweep.dir=")]
+    assert folder.endswith("-placement")
+    assert "Claim 2/2" not in capsys.readouterr().out
+
+    # A failed sweep does not stop the suite; a folder the user sets is kept.
+    launched.clear()
+    mine = [claim_suite.expand(name, [*tiny, "hydra.sweep.dir=mine"]) for name in ("placement",)]
+    assert claim_suite.run([*mine, studies[1]], None, lambda a: launched.append(a) or 1) == 1
+    assert len(launched) == 2
+    assert [a for a in launched[0] if a.startswith("hydra.sweep.dir=")] == ["hydra.sweep.dir=mine"]

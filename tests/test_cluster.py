@@ -11,7 +11,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from bnlab.experiment import threads
-from conftest import CONF_DIR, TINY, run_train
+from conftest import CONF_DIR, TINY, run_train_forked
 
 
 def launcher(*overrides: str):
@@ -48,7 +48,7 @@ def test_an_unreachable_cluster_fails_fast_before_anything_is_recorded(
         (tools / "git").symlink_to(shutil.which("git"))
         env = {"PATH": str(tools)}
     started = time.monotonic()
-    done = run_train(["-m", *args, *TINY], cwd=tmp_path, env=env)
+    done = run_train_forked(["-m", *args, *TINY], cwd=tmp_path, env=env)
     assert done.returncode == 2
     [line] = done.stderr.strip().splitlines()
     assert line.startswith("error: ") and message in line

@@ -10,7 +10,7 @@ from omegaconf.errors import ConfigAttributeError, ValidationError
 
 from bnlab.config import ConfigError, validate
 from bnlab.config.keys import flatten
-from conftest import CONF_DIR, TINY, compose_config, run_train
+from conftest import CONF_DIR, TINY, compose_config, run_train, run_train_forked
 
 GROUPS = {
     group: sorted(path.stem for path in (CONF_DIR / group).glob("*.yaml"))
@@ -199,6 +199,9 @@ BAD_INPUT = [
     (["compare.variant=nope"], "compare.variant"),
     (["compare.cell=[activation,nope]"], "compare.cell"),
     (["compare.cell=[lr]"], "compare.cell"),
+    # A variant with several sides names each one VALUE: LABEL (here: the two BN labels).
+    (["compare.variant=model.norm"], "compare.labels"),
+    (["compare.variant=bn+model.nope"], "compare.variant"),
     # Launcher settings, before the sweep's parent run is recorded.
     (["-m", "bn=true,false", "hydra/launcher=joblib", "hydra.launcher.n_jobs=0"], "n_jobs"),
     (["-m", "bn=true,false", "hydra/launcher=joblib", "hydra.launcher.n_jobs=-99"], "n_jobs"),
@@ -239,7 +242,7 @@ def test_bad_input_exits_with_one_line_before_any_work(
     not_npz = tmp_path / "junk.npz"
     not_npz.write_text("not an archive")
     args = [arg.replace("NOT_NPZ", str(not_npz)).replace("TMP", str(tmp_path)) for arg in args]
-    done = run_train(args, cwd=tmp_path, timeout=120)
+    done = run_train_forked(args, cwd=tmp_path)
     assert done.returncode == 2, done.stderr
     lines = [line for line in done.stderr.splitlines() if line.startswith("error:")]
     assert len(lines) == 1, done.stderr
@@ -255,7 +258,7 @@ def test_bad_input_exits_with_one_line_before_any_work(
 def test_a_backend_that_is_not_installed_is_one_line_before_a_store_exists(
     tmp_path: Path, backend: str, sweep: list[str]
 ) -> None:
-    done = run_train([*sweep, "train.steps=5"], cwd=tmp_path, env={"KERAS_BACKEND": backend})
+    done = run_train_forked([*sweep, "train.steps=5"], tmp_path, env={"KERAS_BACKEND": backend})
     assert done.returncode == 2, done.stderr
     [line] = [line for line in done.stderr.splitlines() if line.startswith("error:")]
     assert line.startswith("error: KERAS_BACKEND") and "Traceback" not in done.stderr
@@ -265,7 +268,7 @@ def test_a_backend_that_is_not_installed_is_one_line_before_a_store_exists(
 
 
 def test_an_unparseable_value_is_shown_quoted_the_way_that_works(tmp_path: Path) -> None:
-    done = run_train(["tracking.experiment=実験 BN"], cwd=tmp_path, timeout=120)
+    done = run_train_forked(["tracking.experiment=実験 BN"], cwd=tmp_path)
     [line] = [line for line in done.stderr.splitlines() if line.startswith("error:")]
     assert line == (
         "error: tracking.experiment: Hydra could not parse 実験 BN; quote it: "
@@ -288,7 +291,7 @@ def test_a_store_that_is_not_an_mlflow_store_is_refused_and_left_untouched(
         with sqlite3.connect(store) as connection:
             connection.execute("CREATE TABLE trials (number INTEGER)")
     before = store.read_bytes(), store.stat().st_mtime_ns
-    done = run_train([*sweep, *TINY], cwd=tmp_path, timeout=120)
+    done = run_train_forked([*sweep, *TINY], cwd=tmp_path)
     assert done.returncode == 2, done.stderr[-2000:]
     [line] = [line for line in done.stderr.splitlines() if line.startswith("error:")]
     assert line.startswith("error: tracking.uri: ") and "mlflow.db" in line
@@ -301,7 +304,7 @@ def test_a_deleted_experiment_says_how_to_restore_it(tmp_path: Path) -> None:
 
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
     client.delete_experiment(client.create_experiment("bn-trick"))
-    done = run_train(TINY, cwd=tmp_path, timeout=120)
+    done = run_train_forked(TINY, cwd=tmp_path)
     assert done.returncode == 2, done.stderr[-2000:]
     [line] = [line for line in done.stderr.splitlines() if line.startswith("error:")]
     assert "tracking.experiment" in line and "mlflow experiments restore" in line
@@ -309,3 +312,21 @@ def test_a_deleted_experiment_says_how_to_restore_it(tmp_path: Path) -> None:
     assert (
         client.search_runs([e.experiment_id for e in client.search_experiments(view_type=3)]) == []
     )
+
+
+@pytest.mark.parametrize(
+    "args", [["lr=-1"], ["-m", "activation=relu,foo"], ["tracking.uri=http://127.0.0.1:port"]]
+)
+def test_a_forked_case_exits_and_prints_exactly_as_a_fresh_interpreter(
+    args: list[str], tmp_path: Path
+) -> None:
+    # The bad-input cases above run in forks of a preloaded interpreter: the same
+    # argv, folder, environment, output and exit status as `python src/train.py ARGS`.
+    fresh = run_train(args, cwd=tmp_path, timeout=120)
+    forked = run_train_forked(args, cwd=tmp_path)
+    assert (forked.returncode, forked.stdout, forked.stderr) == (
+        fresh.returncode,
+        fresh.stdout,
+        fresh.stderr,
+    )
+    assert fresh.returncode == 2 and fresh.stderr.startswith("error:")

@@ -3,8 +3,6 @@ no run recorded."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +10,7 @@ import pytest
 
 from bnlab.config.errors import DataError
 from bnlab.experiment.data import Splits, check_splits
-from conftest import ROOT
+from conftest import ROOT, run_forked
 
 
 def _splits(**changed: object) -> Splits:
@@ -95,14 +93,12 @@ def test_a_data_plugin_with_bad_output_records_no_run(tmp_path: Path, flaw: str,
         "_target_: bad_data.load_bad\nflaw: nan\nval_fraction: 0.1\ntest_fraction: 0.1\n"
         "split_seed: 0\nlimit: 200\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-m", "bnlab", "train", "--user-dir", "mine", "data=bad"]
+    # Refused before any run: in a fork of a preloaded interpreter (tests/forkrun.py).
+    done = run_forked(
+        ["-m", "bnlab", "train", "--user-dir", "mine", "data=bad"]
         + [f"data.flaw={flaw}", "train.steps=5"],
         cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**__import__("os").environ, "PYTHONPATH": str(ROOT / "src")},
+        env={"PYTHONPATH": str(ROOT / "src")},
     )
     assert done.returncode == 2, done.stderr[-2000:]
     [line] = [line for line in done.stderr.splitlines() if line.startswith("error:")]

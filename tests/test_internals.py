@@ -106,6 +106,7 @@ def test_the_mechanism_measures_are_logged_and_change_nothing_it_trains(
     assert len(identities) == 1
 
 
+@pytest.mark.usefixtures("store_uri")  # a copy of the empty template store
 @pytest.mark.slow
 @pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="jax is not installed")
 def test_internals_are_logged_under_jax_too(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TINY, run_train
+from conftest import TINY, run_train, run_train_forked
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("jax") is None, reason="jax is not installed"
@@ -43,6 +43,7 @@ def test_model_builds_under_jax() -> None:
     }
 
 
+@pytest.mark.usefixtures("store_uri")  # a copy of the empty template store
 def test_training_job_runs_under_jax(tmp_path: Path) -> None:
     from mlflow import MlflowClient
 
@@ -62,7 +63,7 @@ def test_training_job_runs_under_jax(tmp_path: Path) -> None:
 
 
 def test_the_fused_kernel_is_refused_under_jax_before_any_work(tmp_path: Path) -> None:
-    done = run_train(["model.bn_impl=fused"], cwd=tmp_path, env={"KERAS_BACKEND": "jax"})
+    done = run_train_forked(["model.bn_impl=fused"], cwd=tmp_path, env={"KERAS_BACKEND": "jax"})
     assert done.returncode == 2, done.stderr[-3000:]
     [line] = [line for line in done.stderr.splitlines() if line.startswith("error:")]
     assert "model.bn_impl" in line and "model.bn_impl=keras" in line

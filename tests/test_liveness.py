@@ -329,3 +329,40 @@ def test_a_search_fails_only_the_trials_of_dead_searches(tmp_path: Path) -> None
     assert states[dead.number] == optuna.trial.TrialState.FAIL
     assert states[alive.number] == optuna.trial.TrialState.RUNNING
     assert optuna.trial.TrialState.COMPLETE in states.values()
+
+
+def test_a_job_whose_heartbeat_stopped_but_whose_process_lives_here_is_not_dead(
+    monkeypatch,
+) -> None:
+    # A full disk stops a job's heartbeats while the job goes on offline: the sweep must
+    # not close itself as if the launcher waited for a dead process.
+    import socket
+    import subprocess
+    import sys
+    from types import SimpleNamespace
+
+    from bnlab.sweep import recorder
+
+    interrupted = []
+    monkeypatch.setattr(recorder._thread, "interrupt_main", lambda: interrupted.append(1))
+    store = SimpleNamespace(stale_after_seconds=0.0)
+    progress = SimpleNamespace(total=2, stop=lambda: None)
+    watch = recorder.SweepRecorder(store, None, "s", progress)
+    ended = {"status": "FINISHED", "live": False}
+    here = {"status": "RUNNING", "live": False, "host": socket.gethostname()}
+    for _ in range(3):
+        watch.watch([ended, {**here, "pid": str(os.getpid())}])
+    assert not interrupted and not watch.launcher_stuck
+    # A process that has ended is dead, here or elsewhere.
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        text=True,
+        capture_output=True,
+        check=True,
+    ).stdout.strip()
+    for dead in ({**here, "pid": gone}, {**here, "host": "elsewhere", "pid": str(os.getpid())}):
+        watch = recorder.SweepRecorder(store, None, "s", progress)
+        for _ in range(2):  # the first look starts the clock; the second is past it
+            watch.watch([ended, dead])
+        assert watch.launcher_stuck
+    assert len(interrupted) == 2

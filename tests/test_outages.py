@@ -11,7 +11,7 @@ import requests
 from bnlab import interrupts
 from bnlab.redaction import redact_text
 from bnlab.tracking import retries
-from conftest import TINY, run_train
+from conftest import TINY, run_train_forked
 
 # Nothing listens on the discard port of the loopback interface: connections are refused.
 DEAD_SERVER = "http://alice:s3cret@127.0.0.1:9"
@@ -111,7 +111,7 @@ def test_an_unreachable_store_fails_at_start_in_seconds_with_one_line(
     tmp_path: Path, mode: list[str]
 ) -> None:
     started = time.monotonic()
-    done = run_train([*mode, *TINY, f"tracking.uri={DEAD_SERVER}"], cwd=tmp_path, timeout=120)
+    done = run_train_forked([*mode, *TINY, f"tracking.uri={DEAD_SERVER}"], cwd=tmp_path)
     elapsed = time.monotonic() - started
     assert done.returncode == 2, done.stderr[-2000:]
     lines = done.stderr.strip().splitlines()

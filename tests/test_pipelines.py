@@ -13,19 +13,20 @@ import pytest
 from mlflow import MlflowClient
 
 from bnlab.job import identity
-from conftest import ROOT, TINY, experiment_runs
+from conftest import ROOT, TINY, experiment_runs, run_forked
 
 pytestmark = pytest.mark.slow
 
 PROJECT_FILES = ("MLproject", "python_env.yaml", "pyproject.toml", "src", "conf", "pipelines")
 
 
+@pytest.mark.usefixtures("store_uri")  # a copy of the empty template store
 def test_study_runs_the_blog_grid_then_reports_and_resumes(tmp_path: Path) -> None:
     # Two seeds instead of the default three keep the test short; the override is the
     # user's way to choose seeds (the default 36-job grid is checked in test_identity).
     command = [sys.executable, str(ROOT / "pipelines" / "study.py"), *TINY, "seed=0,1"]
     first = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=900)
-    assert first.returncode == 0, first.stderr[-3000:]
+    assert first.returncode == 0, (first.stdout + first.stderr)[-4000:]
     assert "mlflow ui --backend-store-uri sqlite:///mlflow.db" in first.stdout
     # The main job runs on joblib, one single-threaded worker per CPU, and says how far it is.
     assert "24/24 done (24 trained, 0 skipped)" in first.stdout + first.stderr
@@ -43,7 +44,7 @@ def test_study_runs_the_blog_grid_then_reports_and_resumes(tmp_path: Path) -> No
     (report / "index.html").unlink()
 
     again = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=900)
-    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.returncode == 0, (again.stdout + again.stderr)[-4000:]
     assert (report / "index.html").is_file()
     parents = [r for r in experiment_runs(client) if r.data.tags.get("role") == "sweep"]
     latest = max(parents, key=lambda run: run.info.start_time)
@@ -52,6 +53,15 @@ def test_study_runs_the_blog_grid_then_reports_and_resumes(tmp_path: Path) -> No
     assert len(json.loads((report / "claims.json").read_text())) == 6
 
 
+def run_study(command: list[str], cwd: Path, says: str) -> subprocess.CompletedProcess:
+    """Runs a study command in `cwd`; it must succeed and its output say `says`."""
+    done = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
+    assert says in done.stdout + done.stderr
+    return done
+
+
+@pytest.mark.usefixtures("store_uri")  # a copy of the empty template store
 def test_the_digits_example_sweeps_resumes_and_reports_through_the_plug_in_points(
     tmp_path: Path,
 ) -> None:
@@ -64,9 +74,7 @@ def test_the_digits_example_sweeps_resumes_and_reports_through_the_plug_in_point
         "seed=0",
         "lr=0.01,0.05",
     ]
-    first = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=900)
-    assert first.returncode == 0, first.stderr[-3000:]
-    assert "8/8 done (8 trained, 0 skipped)" in first.stdout + first.stderr
+    run_study(command, tmp_path, "8/8 done (8 trained, 0 skipped)")
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
     assert client.get_experiment_by_name("bn-trick") is None
     jobs = [r for r in experiment_runs(client, "bn-digits") if r.data.tags.get("role") == "job"]
@@ -84,11 +92,44 @@ def test_the_digits_example_sweeps_resumes_and_reports_through_the_plug_in_point
     summary = (report / "summary.csv").read_text()
     assert "relu" in summary and "sigmoid" in summary
 
-    again = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=900)
-    assert again.returncode == 0, again.stderr[-3000:]
-    assert "8/8 done (0 trained, 8 skipped)" in again.stdout + again.stderr
+    run_study(command, tmp_path, "8/8 done (0 trained, 8 skipped)")
     jobs = [r for r in experiment_runs(client, "bn-digits") if r.data.tags.get("role") == "job"]
     assert len(jobs) == 8
+
+
+@pytest.mark.usefixtures("store_uri")  # a copy of the empty template store
+def test_the_normalizations_study_compares_four_variants_in_its_report(tmp_path: Path) -> None:
+    # BN, LayerNorm, GroupNorm and none (conf/experiment/normalizations.yaml), shrunk.
+    command = [
+        sys.executable,
+        "-m",
+        "bnlab",
+        "study",
+        "+experiment=normalizations",
+        "model=mlp",
+        "data=digits",
+        "train.steps=20",
+        "train.eval_every=10",
+        "seed=0,1",
+        "lr=0.01",
+        "activation=relu",
+    ]
+    run_study(command, tmp_path, "8/8 done (8 trained, 0 skipped)")
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
+    jobs = [r for r in experiment_runs(client) if r.data.tags.get("role") == "job"]
+    sides = {(r.data.params["bn"], r.data.params["model.norm"]) for r in jobs}
+    assert sides == {("true", "batch"), ("true", "layer"), ("true", "group"), ("false", "batch")}
+    report = tmp_path / "reports" / "bn-trick"
+    summary = (report / "summary.md").read_text()
+    rows = [line for line in summary.splitlines() if line.startswith("| relu | 0.01 |")]
+    assert [row.split(" | ")[2] for row in rows] == ["BN", "LayerNorm", "GroupNorm", "none"]
+    assert "best val acc − none" in summary
+    [cell] = json.loads((report / "claims.json").read_text())
+    assert list(cell["sides"]) == ["BN", "LayerNorm", "GroupNorm", "none"]
+    assert all(side["seeds"] == 2 for side in cell["sides"].values())
+    page = (report / "index.html").read_text()
+    assert "BN vs LayerNorm vs GroupNorm vs none" in page
+    assert "differences from none are paired by seed" in page
 
 
 @pytest.fixture
@@ -105,7 +146,9 @@ def project(tmp_path: Path) -> Path:
 
 
 def mlflow_run(project: Path, store: str, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "MLFLOW_TRACKING_URI": store}
+    # The entry points call `python`: this interpreter's, as in an activated environment.
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    env = {**os.environ, "MLFLOW_TRACKING_URI": store, "PATH": path}
     return subprocess.run(
         [
             sys.executable,
@@ -127,6 +170,7 @@ def mlflow_run(project: Path, store: str, *args: str) -> subprocess.CompletedPro
     )
 
 
+@pytest.mark.usefixtures("store_uri")  # a copy of the empty template store
 def test_mlflow_run_entry_points_nest_and_record(project: Path, tmp_path: Path) -> None:
     store = f"sqlite:///{tmp_path}/mlflow.db"
     client = MlflowClient(tracking_uri=store)
@@ -191,9 +235,12 @@ BAD_PATHS = [
 ]
 
 
+@pytest.mark.usefixtures("store_uri")  # a copy of the empty template store
 @pytest.mark.parametrize(("args", "key"), BAD_PATHS, ids=[" ".join(a) for a, _ in BAD_PATHS])
 def test_pipelines_refuse_bad_paths_with_one_line(args: list[str], key: str, tmp_path: Path):
-    # A store with one run, so only the path under test is wrong.
+    # A store with one run, so only the path under test is wrong. Each case exits before
+    # any work: it runs in a fork of a preloaded interpreter (argv, folder, output and exit
+    # status as a fresh one's).
     from bnlab import tracking
     from bnlab.bench import synthetic_store
 
@@ -201,13 +248,7 @@ def test_pipelines_refuse_bad_paths_with_one_line(args: list[str], key: str, tmp
     synthetic_store.log_run(store, bn=True, lr=0.01, activation="relu", seed=0)
     (tmp_path / "SPOOL").mkdir()
     script, *rest = args
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "pipelines" / script), *rest],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    done = run_forked([str(ROOT / "pipelines" / script), *rest], tmp_path)
     assert done.returncode == 2, done.stderr[-2000:]
     [line] = done.stderr.splitlines()
     assert line.startswith("error: ") and key in line

@@ -18,7 +18,7 @@ from bnlab.report import facts, statistics
 from bnlab.report import figures as report
 from bnlab.report.build import ReportError, build_report
 from bnlab.report.comparison import shipped
-from conftest import ROOT, experiment_runs
+from conftest import ROOT, experiment_runs, run_forked, wait_for
 
 # The shipped study's comparison (conf/config.yaml's `compare`): BN against no BN.
 BN = shipped()
@@ -162,9 +162,8 @@ def test_an_unwritable_out_folder_fails_with_one_line(store, store_uri, tmp_path
     fill(store, seeds=(0,))
     a_file = tmp_path / "a-file"
     a_file.write_text("")
-    done = subprocess.run(
+    done = run_forked(
         [
-            sys.executable,
             str(ROOT / "pipelines" / "report.py"),
             "--tracking-uri",
             store_uri,
@@ -172,9 +171,7 @@ def test_an_unwritable_out_folder_fails_with_one_line(store, store_uri, tmp_path
             out.replace("FILE", str(a_file)),
             "--no-log",
         ],
-        capture_output=True,
-        text=True,
-        timeout=300,
+        cwd=tmp_path,
     )
     assert done.returncode == 2, done.stderr[-2000:]
     assert done.stderr.splitlines() == [line for line in done.stderr.splitlines() if line]
@@ -199,14 +196,23 @@ def test_a_report_killed_while_it_writes_leaves_every_file_whole(store, store_ur
     first = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert first.returncode == 0, first.stderr[-2000:]
     complete = {path.name: path.read_bytes() for path in out.iterdir()}
-    # kill -9 at a spread of moments, from start-up to the last files being written.
-    for delay in (1.0, 2.0, 2.5, 3.0, 3.5, 4.0, 5.0, 6.0):
+    # kill -9 at a spread of moments, from start-up to the last files being written: once
+    # `written` files have been replaced (a condition, whatever the machine's load).
+    total = len(complete)
+    for written in sorted({0, 1, 2, total // 2, total - 2, total - 1}):
+        launched = time.time_ns()
         process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(delay)
+
+        def replaced(launched: int = launched, written: int = written, process=process) -> bool:
+            assert process.poll() is None, "the report ended before the kill"
+            fresh = [p for p in out.iterdir() if p.exists() and p.stat().st_mtime_ns > launched]
+            return len([p for p in fresh if not p.name.endswith(".partial")]) >= written
+
+        wait_for(replaced, timeout=120, interval=0.005)
         process.kill()
         process.wait()
         names = {path.name for path in out.iterdir() if not path.name.endswith(".partial")}
-        assert names == set(complete), delay
+        assert names == set(complete), written
         # A kill mid-write leaves at most a hidden temporary file, which the next report
         # removes; never a truncated report file.
         assert all(p.name.startswith(".") for p in out.iterdir() if p.name.endswith(".partial"))
@@ -228,9 +234,8 @@ def test_empty_and_unknown_experiments_fail_with_one_line(store, store_uri, tmp_
         build_report(store_uri, "bn-trick", tmp_path / "r")
     with pytest.raises(ReportError, match="unknown experiment 'nope'"):
         build_report(store_uri, "nope", tmp_path / "r")
-    done = subprocess.run(
+    done = run_forked(
         [
-            sys.executable,
             str(ROOT / "pipelines" / "report.py"),
             "--experiment",
             "nope",
@@ -239,9 +244,7 @@ def test_empty_and_unknown_experiments_fail_with_one_line(store, store_uri, tmp_
             "--out",
             str(tmp_path / "r"),
         ],
-        capture_output=True,
-        text=True,
-        timeout=120,
+        cwd=tmp_path,
     )
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
@@ -266,14 +269,10 @@ def test_empty_and_unknown_experiments_fail_with_one_line(store, store_uri, tmp_
 def test_a_folder_without_a_store_or_a_path_as_name_is_one_line_and_creates_nothing(
     tmp_path: Path, arguments: list[str], said: str
 ) -> None:
-    env = {k: v for k, v in __import__("os").environ.items() if k != "MLFLOW_TRACKING_URI"}
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "pipelines" / "report.py"), *arguments],
-        capture_output=True,
-        text=True,
-        timeout=120,
+    done = run_forked(
+        [str(ROOT / "pipelines" / "report.py"), *arguments],
         cwd=tmp_path,
-        env=env,
+        env={"MLFLOW_TRACKING_URI": None},
     )
     assert done.returncode == 2
     [line] = done.stderr.strip().splitlines()
@@ -482,3 +481,40 @@ def test_the_report_compares_the_keys_its_runs_were_recorded_to_compare(
     }
     best = pd.read_csv(files.folder / "best_lr.csv")
     assert list(best.columns[:3]) == ["model.width", "bn", "lr"]
+
+
+def test_a_variant_of_several_keys_has_named_sides_the_reference_last() -> None:
+    from bnlab.report.comparison import from_runs, side_values
+
+    runs = pd.DataFrame(
+        {
+            "compare.variant": "bn+model.norm",
+            "compare.cell": "['activation', 'lr']",
+            "compare.labels": "['true batch: BN', 'true layer: LayerNorm', 'false batch: none']",
+            "bn": ["True", "True", "False", "True"],
+            "model.norm": ["batch", "layer", "batch", "group"],
+        }
+    )
+    compared = from_runs(runs)
+    values = side_values(runs, compared)
+    assert list(values) == ["true batch", "true layer", "false batch", "true group"]
+    assert compared.several and compared.variant_keys == ["bn", "model.norm"]
+    # Named sides in their order, an unnamed one before the reference, which stays last.
+    assert compared.sides(values) == ["true batch", "true layer", "true group", "false batch"]
+    assert compared.reference(values) == "false batch"
+    assert [compared.label(side) for side in compared.sides(values)] == [
+        "BN",
+        "LayerNorm",
+        "bn+model.norm=true group",
+        "none",
+    ]
+    assert compared.title == "BN vs LayerNorm vs none"
+    # A single key recorded with values other than true and false has several sides too.
+    single = runs.assign(**{"compare.variant": "model.norm", "compare.labels": "[]"})
+    assert from_runs(single).several and from_runs(single).sides(runs["model.norm"]) == [
+        "batch",
+        "group",
+        "layer",
+    ]
+    # The BN study's variant keeps its two sides, true then false.
+    assert not BN.several and BN.sides() == [True, False] and BN.reference() is False

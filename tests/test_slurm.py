@@ -3,6 +3,7 @@ accounting off), through Hydra's submitit launcher, read back with MlflowClient.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -106,12 +107,49 @@ def slurm(tmp_path_factory):
     wait_for(idle, timeout=60)
     yield {"SLURM_CONF": str(conf)}
     subprocess.run(["scancel", "--user", "root"], env=env)
-    for name in ("slurmd", "slurmctld"):
-        pid_file = folder / f"{name}.pid"
-        if pid_file.exists():
-            os.kill(int(pid_file.read_text()), signal.SIGTERM)
+
+    def queue_empty() -> bool:
+        done = subprocess.run(["squeue", "-h"], env=env, capture_output=True, text=True)
+        return done.returncode != 0 or not done.stdout.strip()
+
+    with contextlib.suppress(TimeoutError):
+        wait_for(queue_empty, timeout=60)
+    # The daemons, and any job step they leave (a slurmstepd outlives its slurmd).
+    pids = [
+        int(pid_file.read_text())
+        for pid_file in (folder / "slurmd.pid", folder / "slurmctld.pid")
+        if pid_file.exists()
+    ]
+    pids += _steps_of(conf)
+    _stop(pids)
     if munge_pid:
         os.kill(munge_pid, signal.SIGTERM)
+
+
+def _steps_of(conf: Path) -> list[int]:
+    """The slurmstepd processes of the cluster configured by `conf`."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            if (proc / "comm").read_text().strip() != "slurmstepd":
+                continue
+            if f"SLURM_CONF={conf}".encode() in (proc / "environ").read_bytes():
+                found.append(int(proc.name))
+    return found
+
+
+def _stop(pids: list[int]) -> None:
+    """SIGTERM, then SIGKILL what is still there after 15 s."""
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    with contextlib.suppress(TimeoutError):
+        wait_for(lambda: not any(Path(f"/proc/{pid}").exists() for pid in pids), timeout=15)
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
 
 
 def test_a_sweep_on_slurm_is_recorded_through_the_store(slurm, tmp_path: Path) -> None:
@@ -137,7 +175,7 @@ def test_scancel_mid_job_leaves_no_running_run_and_the_relaunch_trains_what_is_m
         "-m",
         "bn=true,false",
         "data.limit=320",
-        "train.steps=2000",
+        "train.steps=200",
         "train.eval_every=50",
         *SLURM,
         f"tracking.uri={store}",
@@ -153,7 +191,12 @@ def test_scancel_mid_job_leaves_no_running_run_and_the_relaunch_trains_what_is_m
         cancelled.append(f"{tags['slurm_array_job_id']}_{tags['slurm_array_task_id']}")
         subprocess.run(["scancel", cancelled[0]], env={**os.environ, **slurm}, check=True)
 
-    returncode, _, err = disrupt_mid_sweep(args, tmp_path, client, cancel, slurm)
+    # The BN job waits after its first evaluation until it is cancelled: a held job runs
+    # past Slurm's KillWait whatever its schedule (submitit ignores scancel's SIGTERM, so
+    # a job that ends within KillWait would finish), and the plain job runs through.
+    returncode, _, err = disrupt_mid_sweep(
+        args, tmp_path, client, cancel, slurm, hold_only=("model.bn", "true"), keep_held=True
+    )
     assert returncode == 1, err[-3000:]
     assert "1 job(s) failed" in err
     _, jobs = sweep_runs(client)

@@ -120,6 +120,8 @@ def test_a_job_whose_store_refuses_writes_keeps_its_results_and_the_relaunch_rec
     args = [
         "-m",
         "bn=true,false",
+        "model=mlp",
+        "data=digits",
         "data.limit=320",
         "train.steps=300",
         "train.eval_every=30",
@@ -227,6 +229,8 @@ def test_a_full_disk_mid_sweep_says_what_was_lost_in_few_lines_and_the_relaunch_
     args = [
         "-m",
         "bn=true,false",
+        "model=mlp",
+        "data=digits",
         "data.limit=320",
         "train.steps=300",
         "train.eval_every=30",
@@ -349,16 +353,16 @@ def test_a_corrupt_entry_is_moved_aside_whole_and_the_others_are_recorded(
 def test_a_corrupt_entry_blocks_neither_a_sweep_nor_a_run_nor_sync(tmp_path: Path) -> None:
     import sys
 
-    from conftest import ROOT, TINY
+    from conftest import LIGHT, ROOT
 
     _corrupt_entry(tmp_path / "unsent")
-    sweep = run_train(["-m", "bn=true,false", *TINY], cwd=tmp_path)
+    sweep = run_train(["-m", "bn=true,false", *LIGHT], cwd=tmp_path)
     assert sweep.returncode == 0, sweep.stderr[-3000:]
     assert "Traceback" not in sweep.stderr
     shown = (sweep.stdout + sweep.stderr).splitlines()
     assert len([line for line in shown if "cannot be read" in line]) == 1
     _corrupt_entry(tmp_path / "unsent")  # a second one, for the single run and for sync
-    single = run_train(TINY, cwd=tmp_path)
+    single = run_train(LIGHT, cwd=tmp_path)
     assert single.returncode == 0, single.stderr[-3000:]
     _corrupt_entry(tmp_path / "unsent2")
     sync = subprocess.run(

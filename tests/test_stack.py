@@ -13,8 +13,8 @@ import pytest
 from mlflow import MlflowClient
 
 from conftest import (
+    LIGHT,
     ROOT,
-    TINY,
     disrupt_mid_sweep,
     experiment_runs,
     run_train,
@@ -84,7 +84,7 @@ def test_a_sweep_through_the_server_keeps_artifacts_there_and_no_password_anywhe
         [
             "-m",
             "bn=true,false",
-            *TINY,
+            *LIGHT,
             "hydra/launcher=joblib",
             "tracking=server",
             "tracking.experiment=through-server",
@@ -96,7 +96,7 @@ def test_a_sweep_through_the_server_keeps_artifacts_there_and_no_password_anywhe
     # Hydra's own "Error executing job with overrides" line shows the override redacted.
     failed = run_train(
         [
-            *TINY,
+            *LIGHT,
             f"tracking.uri={uri}",
             "tracking.experiment=through-server",
             "seed=5",
@@ -152,7 +152,7 @@ def test_a_password_on_the_command_line_of_a_joblib_sweep_is_hidden_in_every_for
         [
             "-m",
             "lr=0.001,0.002,0.003,0.004",
-            *TINY,
+            *LIGHT,
             "hydra/launcher=joblib",
             "hydra.launcher.n_jobs=4",
             f"tracking.uri={uri}",
@@ -206,6 +206,8 @@ def test_eight_jobs_at_once_write_every_point_once(
             "bn=true,false",
             "lr=0.001,0.01",
             "seed=0,1",
+            "model=mlp",
+            "data=digits",
             "data.limit=320",
             "train.steps=40",
             "train.eval_every=5",

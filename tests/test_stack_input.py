@@ -12,7 +12,14 @@ import pytest
 
 from bnlab import stack
 from bnlab.stack import postgres, server
-from conftest import stack_command
+from conftest import STACK_SCRIPT, run_forked, stack_command
+
+
+def refused_command(action: str, folder: Path, *extra: str):
+    """`tracking_stack.py ACTION --dir FOLDER ...`, for a case refused before anything
+    starts: run in a fork of a preloaded interpreter (tests/forkrun.py)."""
+    argv = [str(STACK_SCRIPT), action, "--dir", str(folder), *extra]
+    return run_forked(argv, cwd=Path(tempfile.gettempdir()))
 
 
 def _refused(done) -> str:
@@ -27,10 +34,10 @@ def test_an_account_name_that_is_a_path_or_has_a_colon_is_refused(
     tmp_path: Path, name: str
 ) -> None:
     for action in ("add", "passwd"):
-        line = _refused(stack_command("user", tmp_path / "stack", action, name))
+        line = _refused(refused_command("user", tmp_path / "stack", action, name))
         assert f"user {action} NAME" in line
     line = _refused(
-        stack_command("env", tmp_path / "stack", "--user", name, "--password-file", "x")
+        refused_command("env", tmp_path / "stack", "--user", name, "--password-file", "x")
     )
     assert "--user" in line
     assert not (tmp_path / "stack").exists() and not (tmp_path / "x.password").exists()
@@ -40,7 +47,7 @@ def test_a_dir_that_is_a_file_is_one_line(tmp_path: Path) -> None:
     file = tmp_path / "a-file"
     file.write_text("")
     for action in ("up", "status", "down", "env"):
-        assert "--dir" in _refused(stack_command(action, file))
+        assert "--dir" in _refused(refused_command(action, file))
 
 
 @pytest.mark.parametrize("flag", ["--port", "--pg-port", "--tls-port"])
@@ -49,12 +56,12 @@ def test_a_port_out_of_range_or_in_use_is_refused_naming_it_and_not_saved(
 ) -> None:
     folder = tmp_path / "stack"
     for port in ("0", "70000", "-1"):
-        assert f"{flag} {port}" in _refused(stack_command("up", folder, flag, port))
+        assert f"{flag} {port}" in _refused(refused_command("up", folder, flag, port))
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = str(taken.getsockname()[1])
-        line = _refused(stack_command("up", folder, flag, port))
+        line = _refused(refused_command("up", folder, flag, port))
     assert f"{flag} {port}" in line and "listens" in line
     assert not (folder / stack.STATE_FILE).exists()
 

@@ -34,6 +34,66 @@ def test_same_config_and_seed_give_the_same_metrics(tiny_cfg) -> None:
     assert other_seed.history != first.history
 
 
+@pytest.mark.parametrize(
+    "variant",
+    [
+        ["model.bn_noise=0.5", "train.internals=true", "train.mechanism=true"],
+        ["+normalization=group", "optimizer=rmsprop"],
+        ["model=mlp", "data=digits", "bn=false", "activation=sigmoid"],
+    ],
+    ids=["noisy-bn-with-probes", "groupnorm-rmsprop", "plain-mlp"],
+)
+def test_a_job_on_a_kept_model_trains_as_on_a_fresh_one(tiny_cfg, variant) -> None:
+    # A worker's next job of the same graph gets its last model back (compiled.py). Its
+    # seed's weights, random-seed states and a zeroed optimizer make it a fresh model,
+    # even after a job that diverged (NaN in every weight) at another learning rate.
+    from bnlab.experiment import compiled
+
+    job = validate(tiny_cfg(*variant, "seed=1", "lr=0.003"))
+    data = load_data(job.data)
+    compiled._kept.clear()
+    fresh = train_model(job, data)
+    diverged = train_model(validate(tiny_cfg(*variant, "seed=2", "lr=1e12")), data)
+    assert diverged.model is fresh.model  # the kept model, not a new one
+    again = train_model(job, data)
+    assert again.model is fresh.model
+    assert again.outcome == fresh.outcome == metrics.FINISHED
+    assert again.history == fresh.history
+    for key in (metrics.TEST_LOSS, metrics.TEST_ACCURACY, metrics.BEST_VAL_ACCURACY):
+        assert again.final[key] == fresh.final[key]
+    assert float(fresh.model.optimizer.learning_rate) == pytest.approx(0.003)
+
+
+def test_only_a_built_model_with_a_plain_learning_rate_is_kept() -> None:
+    # A plug-in's model that creates its variables at its first call cannot be given a
+    # fresh model's state, and a schedule has no learning rate to set per job: both are
+    # compiled anew for every job.
+    import keras
+
+    from bnlab.experiment import compiled
+
+    class Lazy(keras.Model):
+        def __init__(self) -> None:
+            super().__init__()
+            self.dense = keras.layers.Dense(3)
+
+        def call(self, x):
+            return self.dense(x)
+
+    def compiled_with(model: keras.Model, learning_rate) -> keras.Model:
+        model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="mse")
+        return model
+
+    def built() -> keras.Model:
+        return keras.Sequential([keras.Input((2,)), keras.layers.Dense(3)])
+
+    schedule = keras.optimizers.schedules.ExponentialDecay(0.1, decay_steps=10, decay_rate=0.5)
+    assert compiled._keepable(compiled_with(built(), 0.01))
+    assert not compiled._keepable(compiled_with(Lazy(), 0.01))
+    assert not compiled._keepable(compiled_with(built(), schedule))
+    assert not compiled._same_variables(Lazy().variables, built().variables)
+
+
 def test_divergence_stops_the_run_with_chance_objective(tiny_cfg) -> None:
     config = validate(tiny_cfg("bn=false", "optimizer=sgd", "lr=1e12"))
     result = train_model(config, load_data(config.data))
@@ -73,8 +133,9 @@ def test_every_activation_trains_and_evaluates_with_the_fused_bn_kernel(
 
 
 def test_the_optimizer_trains_at_the_learning_rate_scaled_to_the_batch(tiny_cfg) -> None:
-    from bnlab.experiment.training import compile_model
+    from bnlab.experiment.compiled import compile_model
+    from bnlab.experiment.training import steps_per_execution
 
     config = validate(tiny_cfg("lr=0.001", "train.batch_size=8", "train.lr_scaling=sqrt"))
-    model = compile_model(config, load_data(config.data))
+    model = compile_model(config, load_data(config.data), steps_per_execution(config))
     assert float(model.optimizer.learning_rate) == pytest.approx(0.0005)

@@ -47,6 +47,8 @@ INTERNALS_SECONDS = "perf/internals_seconds"
 # variant,
 # one point per round, under `timing/seconds_per_step/<the timed key's value>`.
 TIMING_PREFIX = "timing/seconds_per_step/"
+# Training speed over the evaluation intervals after the first (a fresh model traces its
+# functions in its first), evaluation not counted.
 SAMPLES_PER_SECOND = "perf/samples_per_second"
 STEPS_PER_SECOND = "perf/steps_per_second"
 WALL_TIME = "perf/wall_time_s"

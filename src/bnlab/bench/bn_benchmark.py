@@ -34,8 +34,8 @@ def measure(steps: int, repeats: int) -> dict[str, float]:
     from hydra import compose, initialize_config_dir
 
     from bnlab.config import register_configs, validate
+    from bnlab.experiment.compiled import compile_model
     from bnlab.experiment.data import load_data
-    from bnlab.experiment.training import compile_model
 
     register_configs()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):

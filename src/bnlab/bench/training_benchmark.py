@@ -23,8 +23,9 @@ import numpy as np
 from hydra import compose, initialize_config_dir
 
 from bnlab.config import CONF_DIR, register_configs, validate
+from bnlab.experiment.compiled import compile_model
 from bnlab.experiment.data import load_data
-from bnlab.experiment.training import compile_model, train_model
+from bnlab.experiment.training import train_model
 from bnlab.job import runner as job
 
 

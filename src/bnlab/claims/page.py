@@ -24,12 +24,24 @@ from bnlab.tracking import queries
 INTERNALS_KEYS = [metrics.PREACT_P15, metrics.PREACT_P50, metrics.PREACT_P85]
 
 
-def build(uri: str, experiment: str, out: Path, overrides: list[str], names: list[str]) -> Path:
-    """Judges each claim on the experiment's runs and writes the page; returns its path."""
+def build(
+    uri: str,
+    experiment: str,
+    out: Path,
+    overrides: list[str],
+    names: list[str],
+    expanded: list[claim_suite.Study] | None = None,
+) -> Path:
+    """Judges each claim on the experiment's runs and writes the page; returns its path.
+    `expanded`: studies the caller composed already with the same overrides (the suite
+    just ran them), which are not composed again."""
     check_store(uri)
     runs, curves, timings = claim_suite.load(uri, experiment)
+    known = {study.name: study for study in expanded or []}
     results = [
-        claim_suite.judge(claim_suite.expand(name, overrides), runs, curves, timings)
+        claim_suite.judge(
+            known.get(name) or claim_suite.expand(name, overrides), runs, curves, timings
+        )
         for name in names
     ]
     out.mkdir(parents=True, exist_ok=True)

@@ -14,7 +14,9 @@ import hashlib
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import pandas as pd
 from hydra import compose, initialize_config_dir
@@ -23,9 +25,10 @@ from omegaconf import OmegaConf
 from bnlab import metrics
 from bnlab.claims import rules as claims
 from bnlab.config import CONF_DIR, Config, register_configs
-from bnlab.config.errors import EXIT_BAD_INPUT
+from bnlab.config.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED
 from bnlab.config.keys import SHORTHANDS, trained_values
-from bnlab.job.identity import identity_hash
+from bnlab.config.overrides import parse
+from bnlab.job.identity import identity_hash, required_metrics
 from bnlab.redaction import redact_text
 from bnlab.sweep.command import TRAIN_COMMAND
 from bnlab.sweep.grid import grid_jobs, job_configs
@@ -33,8 +36,6 @@ from bnlab.tracking import queries
 from bnlab.values import format_value
 
 STUDIES = CONF_DIR / "experiment" / "claims"
-# A sweep's exit status when interrupted (Ctrl-C, SIGTERM).
-EXIT_INTERRUPTED = 130
 # The values a rule reads, typed from each grid point's config.
 SETTINGS = {
     "bn": lambda c: c.model.bn,
@@ -85,6 +86,15 @@ class Study:
     overrides: list[str]
     cells: pd.DataFrame  # one row per grid point: its settings and identity
     timing: list[TimingCell] = field(default_factory=list)
+    grid: list[str] = field(default_factory=list)  # the identities its own sweep trains
+
+    def trains_nothing(self, reusable: set[str], timed: set[str]) -> bool:
+        """Whether its sweep and timing would only reuse what is recorded (`reusable`: the
+        identities of runs its jobs would reuse, `required_metrics` held; `timed`: the
+        finished timings')."""
+        if self.claim.train.rerun or not self.grid:
+            return False
+        return set(self.grid) <= reusable and {cell.identity for cell in self.timing} <= timed
 
     @property
     def command(self) -> str:
@@ -117,7 +127,8 @@ def expand(name: str, overrides: list[str]) -> Study:
     # The rule also reads the runs of the studies it uses: their grid points join its own.
     used = [expand(other, overrides).cells for other in configs[0].claim.uses]
     cells = pd.concat([own, *used], ignore_index=True).drop_duplicates("identity")
-    return Study(name, configs[0], overrides, cells, _timing_cells(configs, own))
+    timing = _timing_cells(configs, own)
+    return Study(name, configs[0], overrides, cells, timing, list(own["identity"]))
 
 
 def _plain(value: object) -> object:
@@ -210,31 +221,49 @@ def _timed(study: Study, timings: pd.DataFrame | None) -> pd.DataFrame | None:
     return newest[TIMING_COLUMNS].merge(cells, on="timing")
 
 
-def run(names_to_run: list[str], overrides: list[str]) -> int:
-    """Runs each claim's study as one sweep (resuming: recorded runs are reused)."""
+def run(
+    studies: list[Study], store: tuple[str, str] | None, sweep: Callable[[list[str]], int]
+) -> int:
+    """Runs each claim's study as one sweep (resuming: recorded runs are reused), then its
+    side-by-side timing. With `store` (its URI and experiment), a study whose every run and
+    timing is recorded there launches nothing. `sweep(arguments)` runs `bnlab train
+    ARGUMENTS` and returns its exit status (the command line's `train_here` runs each in
+    this process, one after another); each timing runs in a process of its own, which pins
+    its backend's threads before it starts. A stop (Ctrl-C) ends the suite with status 130.
+    """
     status = 0
-    for index, name in enumerate(names_to_run, start=1):
-        command = [
-            *TRAIN_COMMAND,
-            "-m",
-            f"+experiment=claims/{name}",
-            *overrides,
-        ]
-        print(f"Claim {index}/{len(names_to_run)}: {name}", flush=True)
-        print("$ " + redact_text(" ".join(command[1:])), flush=True)
-        swept = subprocess.run(command).returncode
+    for index, study in enumerate(studies, start=1):
+        print(f"Claim {index}/{len(studies)}: {study.name}", flush=True)
+        if store is not None and study.trains_nothing(
+            *queries.recorded_identities(*store, required_metrics(study.claim))
+        ):
+            print(f"  its {len(study.grid)} runs are recorded: nothing to train", flush=True)
+            continue
+        arguments = ["-m", f"+experiment=claims/{study.name}", *_own_folder(study)]
+        arguments += study.overrides
+        print("$ " + redact_text(" ".join([*TRAIN_COMMAND[1:], *arguments])), flush=True)
+        swept = sweep(arguments)
+        if swept == EXIT_INTERRUPTED:
+            return swept
         status = status or swept
-        if swept not in (EXIT_BAD_INPUT, EXIT_INTERRUPTED) and _times(name):
+        if swept != EXIT_BAD_INPUT and study.timing:
             # After the sweep, not beside it: the variants are timed on a quiet machine.
-            command = [sys.executable, "-m", "bnlab.claims.timing", name, *overrides]
+            command = [sys.executable, "-m", "bnlab.claims.timing", study.name, *study.overrides]
             print("$ " + redact_text(" ".join(command[1:])), flush=True)
-            status = status or subprocess.run(command).returncode
+            timed = subprocess.run(command).returncode
+            if timed == EXIT_INTERRUPTED:
+                return timed
+            status = status or timed
     return status
 
 
-def _times(name: str) -> bool:
-    """Whether a claim's study also times its variants side by side (`claim.timing`)."""
-    return bool(OmegaConf.select(OmegaConf.load(STUDIES / f"{name}.yaml"), "claim.timing.key"))
+def _own_folder(study: Study) -> list[str]:
+    """Hydra's folder for the claim's sweep, named after the claim: sweeps launched in the
+    same second in one process would share Hydra's default folder (the time to the second).
+    A folder the overrides set wins."""
+    if any(o.get_key_element().lstrip("+~") == "hydra.sweep.dir" for o in parse(study.overrides)):
+        return []
+    return [f"hydra.sweep.dir=multirun/{datetime.now():%Y-%m-%d/%H-%M-%S}-{study.name}"]
 
 
 def load(uri: str, experiment: str) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:

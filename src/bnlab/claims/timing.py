@@ -15,7 +15,7 @@ from hydra import compose, initialize_config_dir
 
 from bnlab import interrupts, metrics
 from bnlab.config import CONF_DIR, ConfigError, register_configs
-from bnlab.config.errors import USER_ERRORS, exit_on_user_error
+from bnlab.config.errors import EXIT_INTERRUPTED, USER_ERRORS, exit_on_user_error
 from bnlab.experiment import threads
 from bnlab.tracking import provenance
 
@@ -113,7 +113,7 @@ def main(argv: list[str]) -> int:
     except USER_ERRORS as error:
         exit_on_user_error(error)
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
     return 0
 
 

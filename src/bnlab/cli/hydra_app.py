@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from bnlab import interrupts, tracking
-from bnlab.config.errors import USER_ERRORS, exit_on_user_error
+from bnlab.config.errors import EXIT_INTERRUPTED, USER_ERRORS, exit_on_user_error
 from bnlab.sweep import callback as sweep
 
 
@@ -40,7 +40,7 @@ def run(main: Callable[[], Any]) -> None:
             sweep.OPEN.launcher_failed(RuntimeError("it waited for a job whose process died"))
         sweep.OPEN.abort()
         print("interrupted", file=sys.stderr)
-        sys.exit(130)
+        sys.exit(EXIT_INTERRUPTED)
     except tracking.ResultsLost as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(1)
@@ -50,7 +50,7 @@ def run(main: Callable[[], Any]) -> None:
             # their stop as an error of its own.
             sweep.OPEN.abort()
             print("interrupted", file=sys.stderr)
-            sys.exit(130)
+            sys.exit(EXIT_INTERRUPTED)
         # A launcher that gave up on one job: the other jobs finish, then the list.
         sweep.OPEN.launcher_failed(error)
         raise

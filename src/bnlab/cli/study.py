@@ -10,8 +10,9 @@ from pathlib import Path
 from bnlab import metrics
 from bnlab.claims import page as claims_report
 from bnlab.claims import suite as claim_suite
+from bnlab.cli.train import train_here
 from bnlab.config import CONFIG_PATH
-from bnlab.config.errors import USER_ERRORS, exit_on_user_error
+from bnlab.config.errors import EXIT_INTERRUPTED, USER_ERRORS, exit_on_user_error
 from bnlab.config.registry import new_sweep_id
 from bnlab.redaction import redact_text
 from bnlab.report.build import build_report
@@ -73,6 +74,11 @@ def run_study(
         return status or 2
     parent_run_id = queries.find_sweep_parent(uri, experiment, sweep_id)
     if parent_run_id is None:
+        print(
+            f"error: sweep {sweep_id} left no parent run in {redact_text(uri)} "
+            f"(experiment '{experiment}'), so there is nothing to report",
+            file=sys.stderr,
+        )
         return status or 1
     folder = out or Path("reports") / experiment
     files = build_report(uri, experiment, folder, parent_run_id, target, ui_url=ui_url)
@@ -100,19 +106,21 @@ def run_claims(names: list[str] | None, overrides: list[str]) -> int:
         )
         return 2
     try:
-        for name in chosen:
-            claim_suite.expand(name, overrides)  # every grid point, checked before any run
+        # Every grid point, checked before any run.
+        studies = [claim_suite.expand(name, overrides) for name in chosen]
     except USER_ERRORS as error:
         exit_on_user_error(error)
-    status = claim_suite.run(chosen, overrides)
     uri, experiment, enabled, _ = _study_tracking(overrides)
+    status = claim_suite.run(studies, (uri, experiment) if enabled else None, train_here)
+    if status == EXIT_INTERRUPTED:
+        return status  # stopped: the page waits for the next launch
     if not enabled:
         print(
             "error: the suite ran without tracking, so there is nothing to judge", file=sys.stderr
         )
         return status or 2
     page = claims_report.build(
-        uri, experiment, Path("reports") / experiment / "claims", overrides, every
+        uri, experiment, Path("reports") / experiment / "claims", overrides, every, studies
     )
     print(f"Claims: {page.resolve()}")
     return status

@@ -36,6 +36,8 @@ def fail(key: str, message: str) -> NoReturn:
 
 USER_ERRORS = (ConfigError, DataError, HydraException, OmegaConfBaseException)
 EXIT_BAD_INPUT = 2
+# The exit status of a command stopped by Ctrl-C or SIGTERM.
+EXIT_INTERRUPTED = 130
 
 
 def one_line(error: BaseException) -> str:

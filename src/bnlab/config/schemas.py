@@ -189,13 +189,15 @@ class ImplementationConfig:
 
 @dataclass
 class CompareConfig:
-    # The true/false key whose two sides the report compares (a shorthand or a group key).
-    # Set by the study's config (conf/config.yaml for the BN study), not here.
+    # The key whose sides the report compares (a shorthand or a group key): a true/false
+    # key (two sides), any other key, or several joined by + (`bn+model.norm`), each value
+    # a side. Set by the study's config (conf/config.yaml for the BN study), not here.
     variant: str = MISSING
     # The two keys that make a cell of the report's grid: panel rows, then columns; each
     # side is also compared at its own best value of the second (its best learning rate).
     cell: list[str] = MISSING
-    # How the page names the variant's true side, then its false side.
+    # How the page names the variant's true side, then its false side; with several
+    # sides, `VALUE: LABEL` per side (`true layer: LayerNorm`), the reference side last.
     labels: list[str] = MISSING
     # A key that says how the true side was computed, named on the report page (empty: none).
     implementation: ImplementationConfig = field(default_factory=ImplementationConfig)

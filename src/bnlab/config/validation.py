@@ -82,17 +82,29 @@ def _value_of(config: Config, key: str) -> Any:
 
 
 def _check_compare(config: Config) -> None:
-    """The compared keys exist, the variant is true/false, and two labels name its sides."""
+    """The compared keys exist and the variant is not a key of the cell; two labels name a
+    true/false variant's sides, `VALUE: LABEL` entries name the sides of any other."""
     compare = config.compare
-    if not isinstance(_value_of(config, compare.variant), bool):
-        raise ConfigError(f"compare.variant: '{compare.variant}' is not a true/false key")
+    keys = compare.variant.split("+")
+    for key in keys:
+        if _value_of(config, key) is _MISSING_KEY:
+            raise ConfigError(f"compare.variant: '{key}' is not a key of this config")
     if len(compare.cell) != 2:
         raise ConfigError(f"compare.cell: names two keys (rows, columns), got {compare.cell}")
     for key in compare.cell:
         if _value_of(config, key) is _MISSING_KEY:
             raise ConfigError(f"compare.cell: '{key}' is not a key of this config")
-    if len(compare.labels) != 2:
+        if key in keys:
+            raise ConfigError(f"compare.variant: '{key}' is also a key of compare.cell")
+    named = [label for label in compare.labels if ": " in label]
+    several = len(keys) > 1 or not isinstance(_value_of(config, keys[0]), bool) or named
+    if not several and len(compare.labels) != 2:
         raise ConfigError(f"compare.labels: names the two sides, got {compare.labels}")
+    if several and len(named) != len(compare.labels):
+        unnamed = next(label for label in compare.labels if ": " not in label)
+        raise ConfigError(
+            f"compare.labels: with several sides each entry is 'VALUE: LABEL', got '{unnamed}'"
+        )
 
 
 # Marks a compared key that the config does not hold.

@@ -17,8 +17,9 @@ import numpy as np
 from bnlab import interrupts
 from bnlab.config import Config
 from bnlab.experiment import graph_options
+from bnlab.experiment.compiled import compile_model
 from bnlab.experiment.data import Splits
-from bnlab.experiment.training import batch_indices, compile_model
+from bnlab.experiment.training import batch_indices, steps_per_execution
 
 
 def _burst(model, x: np.ndarray, y: np.ndarray, batch_size: int, steps: int) -> float:
@@ -51,7 +52,7 @@ def time_side_by_side(
     for label, config in variants.items():
         graph_options.apply(config.model)
         train = config.train
-        models[label] = compile_model(config, data)  # compiled as its jobs compile it
+        models[label] = compile_model(config, data, steps_per_execution(config))  # as jobs do
         stream = batch_indices(len(data.x_train), train.batch_size, train.seed)
         indices = np.concatenate([next(stream) for _ in range(steps)])
         feeds[label] = (data.x_train[indices], data.y_train[indices], train.batch_size)

@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from bnlab import backend
+from bnlab import backend, metrics
 from bnlab.config import Config
 from bnlab.config.keys import trained_values
 
@@ -174,3 +174,9 @@ def identity_hash(config: Config) -> str:
     """A stable 16-hex-digit hash of `describe(config)`: same experiment, same hash."""
     payload = json.dumps(describe(config), sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def required_metrics(config: Config) -> tuple[str, ...]:
+    """The metrics a complete run with this identity must hold to be reused: a job that
+    measures the mechanism trains again where the run with its identity did not measure it."""
+    return (metrics.MECHANISM_SECONDS,) if config.train.mechanism else ()

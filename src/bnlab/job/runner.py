@@ -32,7 +32,7 @@ from bnlab.config.validation import check_optimizer
 from bnlab.experiment import threads
 from bnlab.experiment.data import dataset_info, load_data
 from bnlab.job import console
-from bnlab.job.identity import SCHEME, describe, identity_hash
+from bnlab.job.identity import SCHEME, describe, identity_hash, required_metrics
 from bnlab.tracking import links, provenance
 from bnlab.tracking.retries import StoreUnavailable
 
@@ -147,8 +147,9 @@ def _claim(
     """Reuses a complete run with this identity, or opens the one run that trains it.
 
     A job first opens its run, then looks for live runs with its identity: the
-    oldest one trains, the others delete their fresh run and wait for it. Two
-    identical sweeps launched at once therefore train each cell once. A search
+    oldest one trains, the others delete their fresh run and wait for it; a job that finds
+    no live rival looks once more for a complete run (one may have finished while its own
+    run opened). Two identical sweeps launched at once therefore train each cell once. A search
     trial always trains: its study needs its curve and its pruning. `before_run` is
     called before a run is opened (the data is loaded and checked there), so a job whose
     input is bad records nothing.
@@ -159,7 +160,7 @@ def _claim(
     while True:
         interrupts.check()
         if not (config.train.rerun or searching):
-            done = store.find_complete_run(identity, _measured(config))
+            done = store.find_complete_run(identity, required_metrics(config))
             if done is not None:
                 return done
         before_run()
@@ -180,7 +181,13 @@ def _claim(
             if (live.start_time, live.run_id) < (run.start_time, run.run_id)
         ]
         if not rivals:
-            return run
+            # A rival that finished while this run opened was neither complete at the first
+            # look nor live now: reuse it rather than train its cell a second time.
+            done = store.find_complete_run(identity, required_metrics(config))
+            if done is None:
+                return run
+            run.discard()
+            return done
         run.discard()
         log.info("Waiting for run %s, which is training this same experiment", rivals[0].run_id)
         store.live.wait_while_live(rivals[0].run_id)
@@ -379,12 +386,6 @@ def _open_run(
         varying = None
     claimed = _claim(store, config, context, identity, parent, varying, before_run=load)
     return parent, varying, claimed
-
-
-def _measured(config: Config) -> tuple[str, ...]:
-    """The metrics a complete run must hold to be reused by this job: a job that measures
-    the mechanism trains again where the run with its identity did not measure it."""
-    return (metrics.MECHANISM_SECONDS,) if config.train.mechanism else ()
 
 
 def _not_started(context: JobContext, error: Exception) -> dict[str, float]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -97,8 +98,10 @@ def build_report(
         raise ReportError(f"no training runs in {scope}")
     try:
         out.mkdir(parents=True, exist_ok=True)
-        write_atomic(out / ".writable", "")
-        (out / ".writable").unlink()
+        # A temporary file's name: one left by a kill here is removed with the others.
+        probe = out / f".writable.{os.getpid()}.partial"
+        probe.write_text("")
+        probe.unlink()
     except OSError as error:
         raise ReportError(f"--out: cannot write the report to {out} ({error.strerror})") from error
     # What a report killed mid-write left: its temporary files, never a report file.
@@ -172,7 +175,7 @@ def _grid_section(
     out: Path,
     comparison: comparisons.Comparison,
 ) -> tuple[Section, pd.DataFrame]:
-    """The comparison (the variant's two sides) per cell, and its runs."""
+    """The comparison (the variant's sides) per cell, and its runs."""
     chosen = selection.select(runs, curves, comparison)
     seeds = statistics.per_seed(chosen, target, comparison)
     variants = statistics.per_variant(seeds, comparison)
@@ -180,10 +183,16 @@ def _grid_section(
         variants, statistics.paired_differences(seeds, comparison), comparison
     )
     best = statistics.best_learning_rates(variants, comparison)
+    # Several sides are shown by name in the best-of table (`true layer` reads LayerNorm).
+    best_shown = (
+        best.assign(**{comparison.variant: best[comparison.variant].map(comparison.label)})
+        if comparison.several
+        else best
+    )
     chance = cell_facts.chance_of(runs)
     facts = cell_facts.cell_facts(seeds, target, chance, comparison)
-    true_name, false_name = comparison.labels
     row, column, variant = comparison.keys
+    sides = comparison.sides(variants[variant].unique() if len(variants) else [])
     notes = list(chosen.notes)
     implementation = selection.implementation_note(chosen.runs, comparison)
     if implementation:
@@ -192,29 +201,34 @@ def _grid_section(
     lrs = sorted(chosen.runs[column].unique())
     present = set(zip(variants[row], variants[column], variants[variant], strict=True))
     missing = [
-        f"{a}, {column}={shown_value(lr)}, {comparison.label(bn)}"
+        f"{a}, {column}={shown_value(lr)}, {comparison.label(side)}"
         for a in activations
         for lr in lrs
-        for bn in (True, False)
-        if (a, lr, bn) not in present
+        for side in sides
+        if (a, lr, side) not in present
     ]
     if missing:
         notes.append(f"missing from the grid: {'; '.join(missing)}")
     counts = variants["seeds"]
+    if comparison.several:
+        paired = (
+            f"differences from {comparison.label(comparison.reference(sides))} are paired by seed"
+        )
+    else:
+        paired = f"{comparison.labels[0]} − {comparison.labels[1]} is paired by seed"
     notes.append(
         f"{len(chosen.runs)} runs compared, {_seed_range(counts)} seed(s) per setting; "
         + (report.BAND_CAPTION if counts.max() > 1 else report.ONE_SEED_CAPTION)
-        + ". Intervals are 95 % Student-t intervals of the mean over seeds; "
-        f"{true_name} − {false_name} is paired by seed."
+        + f". Intervals are 95 % Student-t intervals of the mean over seeds; {paired}."
     )
     images = {
-        f"Validation accuracy against training step, {true_name} vs {false_name}": (
+        f"Validation accuracy against training step, {comparison.title}": (
             page.figure_png(
                 report.plot_comparison_grid(
                     chosen.curves,
                     activations,
                     lrs,
-                    title=f"{true_name} vs {false_name} — {experiment}",
+                    title=f"{comparison.title} — {experiment}",
                     comparison=comparison,
                     chance=chance,
                 )
@@ -228,13 +242,13 @@ def _grid_section(
         write_atomic(out / name, png)
     write_atomic(out / "per_seed.csv", seeds.to_csv(index=False))
     write_atomic(out / "summary.csv", table.to_csv(index=False))
-    write_atomic(out / "best_lr.csv", best.to_csv(index=False))
+    write_atomic(out / "best_lr.csv", best_shown.to_csv(index=False))
     write_atomic(
         out / "summary.md",
         f"# Summary (target validation accuracy {target})\n\n"
         + tables.markdown_table(statistics.display_table(table, comparison))
         + "\n## Each variant at its own best learning rate\n\n"
-        + tables.markdown_table(best),
+        + tables.markdown_table(best_shown),
     )
     write_atomic(out / "claims.json", json.dumps(facts, indent=2))
     section = Section(
@@ -245,7 +259,7 @@ def _grid_section(
             "validation accuracy: mean where every seed got there)": statistics.display_table(
                 table, comparison
             ),
-            "Each variant at its own best learning rate": best,
+            "Each variant at its own best learning rate": best_shown,
         },
         notes,
     )

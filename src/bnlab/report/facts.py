@@ -40,8 +40,17 @@ def cell_facts(
             "chance_ceiling": chance_ceiling,
             "learned_floor": LEARNED_FLOOR,
         }
-        plain = cell[~cell[comparison.variant]]
-        bn = cell[cell[comparison.variant]]
+        if comparison.several:
+            # Each side's runs, named as the page names them (the rest is for two sides).
+            fact["sides"] = {
+                comparison.label(side): _side(cell[cell[comparison.variant] == side])
+                for side in comparison.sides(cell[comparison.variant].unique())
+                if (cell[comparison.variant] == side).any()
+            }
+            facts.append(fact)
+            continue
+        plain = cell[~cell[comparison.variant].astype(bool)]
+        bn = cell[cell[comparison.variant].astype(bool)]
         if not plain.empty:
             at_chance = int((plain["best_val_accuracy"] <= chance_ceiling).sum())
             fact["no_bn"] = _side(plain) | {
@@ -135,6 +144,8 @@ def plain_language(
     facts: list[dict], best: pd.DataFrame, target: float, comparison: Comparison
 ) -> list[str]:
     """A few sentences that say what the numbers say, counted over seeds."""
+    if comparison.several:
+        return _several_sides(best, comparison)
     true_name, false_name = comparison.labels
     sentences = []
     seeds = max(
@@ -184,6 +195,27 @@ def plain_language(
                 f"{mean_ci(plain['best_val_accuracy'], plain['best_val_accuracy ci95'])} "
                 f"({column}={values.shown_value(plain[column])})."
             )
+    return sentences
+
+
+def _several_sides(best: pd.DataFrame, comparison: Comparison) -> list[str]:
+    """Per row value, every side at its own best column value (its best learning rate)."""
+    column = comparison.column
+    sentences = []
+    for row_value, group in best.groupby(comparison.row):
+        by_side = {row[comparison.variant]: row for _, row in group.iterrows()}
+        parts = [
+            f"{comparison.label(side)} "
+            f"{mean_ci(row['best_val_accuracy'], row['best_val_accuracy ci95'])} "
+            f"({column}={values.shown_value(row[column])})"
+            for side in comparison.sides(by_side)
+            if (row := by_side.get(side)) is not None
+        ]
+        sentences.append(
+            f"{values.shown_value(row_value)}, each at its own best {best_of(column)}: "
+            + "; ".join(parts)
+            + "."
+        )
     return sentences
 
 

@@ -14,7 +14,7 @@ from matplotlib.figure import Figure  # noqa: E402
 from scipy import stats  # noqa: E402
 
 from bnlab import metrics  # noqa: E402
-from bnlab.report.comparison import Comparison  # noqa: E402
+from bnlab.report.comparison import Comparison, side_values  # noqa: E402
 from bnlab.values import shown_value  # noqa: E402
 
 # The variant's true side (BN in the BN study) and its false side; labels come from
@@ -23,6 +23,20 @@ VARIANT_STYLE = {
     True: {"color": "tab:blue", "linestyle": "-"},
     False: {"color": "tab:orange", "linestyle": "--"},
 }
+# Several sides: one colour each; the reference (the last side) is styled as the false side.
+PALETTE = ["tab:blue", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:cyan"]
+
+
+def variant_style(comparison: Comparison, side: bool | str, sides: list) -> dict:
+    """How a side is drawn: the true side blue, the false side (and the reference of several)
+    dashed orange, every other side a colour of its own."""
+    if not comparison.several:
+        return VARIANT_STYLE[bool(side)]
+    if side == sides[-1]:
+        return VARIANT_STYLE[False]
+    return {"color": PALETTE[sides.index(side) % len(PALETTE)], "linestyle": "-"}
+
+
 BAND_CAPTION = (
     "thick line: mean over seeds; faint lines: each seed; band: 95 % t-interval of the mean"
 )
@@ -30,9 +44,8 @@ ONE_SEED_CAPTION = "one seed per setting: each line is a single run, so no band 
 TROUBLE = (metrics.DIVERGED, metrics.FAILED, metrics.KILLED)
 
 
-def _draw_variant(axis, curves: pd.DataFrame, bn: bool, label: str) -> None:
+def _draw_variant(axis, curves: pd.DataFrame, style: dict, label: str) -> None:
     """Draws one variant's curves in a panel: each seed faintly, the mean, and its interval."""
-    style = VARIANT_STYLE[bn]
     table = curves.pivot_table(index="step", columns="seed", values="value")
     steps = table.index.to_numpy()
     if table.shape[1] > 1:
@@ -107,6 +120,7 @@ def plot_comparison_grid(
     """
     rows, columns = max(len(activations), 1), max(len(lrs), 1)
     seeds = int(curves.groupby(comparison.keys)["seed"].nunique().max()) if len(curves) else 0
+    sides = comparison.sides(curves[comparison.variant].unique() if len(curves) else [])
     figure, axes = plt.subplots(
         rows, columns, figsize=(4.2 * columns, 3.3 * rows), sharex=True, sharey=True, squeeze=False
     )
@@ -116,19 +130,20 @@ def plot_comparison_grid(
             cell = curves[
                 (curves[comparison.row] == activation) & (curves[comparison.column] == lr)
             ]
-            for bn in (True, False):
-                variant = cell[cell[comparison.variant] == bn]
+            for index, side in enumerate(sides):
+                variant = cell[cell[comparison.variant] == side]
                 if variant.empty:
                     axis.text(
                         0.5,
-                        0.5 if bn else 0.4,
-                        f"{comparison.label(bn)}: no runs",
+                        0.5 - 0.1 * index,
+                        f"{comparison.label(side)}: no runs",
                         transform=axis.transAxes,
                         ha="center",
                         color="grey",
                     )
                 else:
-                    _draw_variant(axis, variant, bn, comparison.label(bn))
+                    style = variant_style(comparison, side, sides)
+                    _draw_variant(axis, variant, style, comparison.label(side))
             _chance_line(axis, chance)
             axis.set_title(f"{activation}, {comparison.column}={shown_value(lr)}", fontsize=11)
             axis.set_ylim(0, 1.02)
@@ -145,8 +160,7 @@ def plot_comparison_grid(
                 labels.append(label)
     if handles:
         figure.legend(handles, labels, loc="upper right", fontsize=11)
-    true_name, false_name = comparison.labels
-    figure.suptitle(title or f"Validation accuracy, {true_name} vs {false_name}", fontsize=13)
+    figure.suptitle(title or f"Validation accuracy, {comparison.title}", fontsize=13)
     figure.text(
         0.01,
         0.005,
@@ -162,9 +176,10 @@ def plot_comparison_grid(
 def plot_lr_sensitivity(
     variants: pd.DataFrame, comparison: Comparison, chance: float | None = None
 ) -> Figure:
-    """Best validation accuracy against the column key (the learning rate), both sides, one
+    """Best validation accuracy against the column key (the learning rate), every side, one
     panel per row value (activation)."""
     activations = sorted(variants[comparison.row].unique()) or ["(none)"]
+    sides = comparison.sides(variants[comparison.variant].unique() if len(variants) else [])
     column = comparison.column
     numeric = pd.api.types.is_numeric_dtype(variants[column])
     figure, axes = plt.subplots(
@@ -172,10 +187,10 @@ def plot_lr_sensitivity(
     )
     for axis, activation in zip(axes[0], activations, strict=True):
         subset = variants[variants[comparison.row] == activation]
-        for bn in (True, False):
-            line = subset[subset[comparison.variant] == bn].sort_values(column)
+        for side in sides:
+            line = subset[subset[comparison.variant] == side].sort_values(column)
             if not line.empty:
-                style = VARIANT_STYLE[bn]
+                style = variant_style(comparison, side, sides)
                 interval = line.get("best_val_accuracy ci95")
                 axis.errorbar(
                     line[column] if numeric else line[column].astype(str),
@@ -185,7 +200,7 @@ def plot_lr_sensitivity(
                     capsize=3,
                     color=style["color"],
                     linestyle=style["linestyle"],
-                    label=comparison.label(bn),
+                    label=comparison.label(side),
                 )
         _chance_line(axis, chance)
         if numeric:
@@ -264,12 +279,13 @@ def plot_search_lr(
     figure, axis = plt.subplots(figsize=(7, 3.8))
     if not runs.empty:
         runs = runs.assign(
-            side_flag=runs[comparison.variant].astype(str).str.lower() == "true",
+            side_flag=side_values(runs, comparison).map(comparison.side),
             lr_value=runs[comparison.column].astype(float),
         )
-        for bn in (True, False):
+        sides = comparison.sides(runs["side_flag"].unique())
+        for bn in sides:
             group = runs[runs["side_flag"] == bn]
-            style = VARIANT_STYLE[bn]
+            style = variant_style(comparison, bn, sides)
             pruned = group["outcome"] == metrics.PRUNED
             axis.scatter(
                 group.loc[~pruned, "lr_value"],

@@ -9,7 +9,7 @@ import pandas as pd
 from bnlab import metrics
 from bnlab.config.keys import SHORTHANDS, is_trained
 from bnlab.job.identity import SCHEME
-from bnlab.report.comparison import Comparison
+from bnlab.report.comparison import Comparison, side_values
 
 # Parameters that define a grid cell, a variant or a repetition (the shorthands and the
 # group keys they set); every other trained parameter must match across compared runs.
@@ -23,10 +23,6 @@ class Selection:
     runs: pd.DataFrame
     curves: pd.DataFrame
     notes: list[str] = field(default_factory=list)
-
-
-def _as_bool(value) -> bool:
-    return str(value).lower() in {"true", "1"}
 
 
 def select(runs: pd.DataFrame, curves: pd.DataFrame, comparison: Comparison) -> Selection:
@@ -50,7 +46,11 @@ def select(runs: pd.DataFrame, curves: pd.DataFrame, comparison: Comparison) -> 
             runs = runs[current]
             if runs.empty:
                 return Selection(runs, curves, notes)
-    runs[comparison.variant] = runs[comparison.variant].map(_as_bool)
+    missing = [key for key in comparison.variant_keys if key not in runs]
+    if missing:
+        notes.append(f"no run recorded {', '.join(missing)}: nothing to compare")
+        return Selection(runs.iloc[0:0], curves.iloc[0:0], notes)
+    runs[comparison.variant] = side_values(runs, comparison).map(comparison.side)
     for key in comparison.cell:
         numbers = pd.to_numeric(runs[key], errors="coerce")
         if numbers.notna().all():
@@ -62,6 +62,7 @@ def select(runs: pd.DataFrame, curves: pd.DataFrame, comparison: Comparison) -> 
         if "." in column
         and column not in VARYING
         and column not in comparison.keys
+        and column not in comparison.variant_keys
         and is_trained(column)
     )
     if fixed:
@@ -97,9 +98,9 @@ def implementation_note(runs: pd.DataFrame, comparison: Comparison) -> str | Non
     sentence; None when the comparison names no such key or no run has that side."""
     implementation = comparison.implementation
     key = implementation.key
-    if not key:
+    if not key or comparison.several:
         return None
-    sided = runs[runs[comparison.variant].map(_as_bool)] if not runs.empty else runs
+    sided = runs[runs[comparison.variant].map(comparison.side)] if not runs.empty else runs
     if sided.empty or (key not in sided and not implementation.unset):
         return None
     values = sided[key] if key in sided else pd.Series(index=sided.index, dtype=object)

@@ -33,7 +33,7 @@ def per_seed(selection: Selection, target: float, comparison: Comparison) -> pd.
             {
                 comparison.row: run[comparison.row],
                 comparison.column: run[comparison.column],
-                comparison.variant: bool(run[comparison.variant]),
+                comparison.variant: comparison.side(run[comparison.variant]),
                 "seed": int(run["seed"]),
                 "outcome": run["outcome"],
                 "final_val_accuracy": values.iloc[-1] if len(values) else math.nan,
@@ -84,7 +84,7 @@ def per_variant(seeds: pd.DataFrame, comparison: Comparison) -> pd.DataFrame:
         row = {
             comparison.row: row_value,
             comparison.column: column_value,
-            comparison.variant: bool(side),
+            comparison.variant: comparison.side(side),
             "seeds": len(group),
         }
         for number in SPREAD_NUMBERS:
@@ -101,19 +101,29 @@ def per_variant(seeds: pd.DataFrame, comparison: Comparison) -> pd.DataFrame:
 
 
 def paired_differences(seeds: pd.DataFrame, comparison: Comparison) -> pd.DataFrame:
-    """Per cell: true side minus false side over the seeds both have, with a 95 % t-interval."""
+    """Per cell: true side minus false side over the seeds both have, with a 95 % t-interval.
+
+    With several sides: one row per cell and side, that side minus the reference side
+    (`variant` names the side; the reference's own row has no difference).
+    """
     rows = []
+    present = seeds[comparison.variant].unique() if len(seeds) else []
+    reference = comparison.reference(present)
+    compared = [side for side in comparison.sides(present) if side != reference]
     for (row_value, column_value), cell in seeds.groupby(comparison.cell):
         wide = cell.pivot_table(index="seed", columns=comparison.variant, values=SPREAD_NUMBERS)
-        row = {comparison.row: row_value, comparison.column: column_value}
-        for number in SPREAD_NUMBERS:
-            if (number, True) in wide and (number, False) in wide:
-                diff = (wide[(number, True)] - wide[(number, False)]).dropna()
-            else:
-                diff = pd.Series(dtype=float)
-            mean, sd, ci95, pairs = interval(diff)
-            row |= {f"{number} diff": mean, f"{number} diff ci95": ci95, "pairs": pairs}
-        rows.append(row)
+        for side in compared:
+            row = {comparison.row: row_value, comparison.column: column_value}
+            if comparison.several:
+                row[comparison.variant] = side
+            for number in SPREAD_NUMBERS:
+                if (number, side) in wide and (number, reference) in wide:
+                    diff = (wide[(number, side)] - wide[(number, reference)]).dropna()
+                else:
+                    diff = pd.Series(dtype=float)
+                mean, sd, ci95, pairs = interval(diff)
+                row |= {f"{number} diff": mean, f"{number} diff ci95": ci95, "pairs": pairs}
+            rows.append(row)
     return pd.DataFrame(rows)
 
 
@@ -122,10 +132,15 @@ def summary_table(
 ) -> pd.DataFrame:
     """One row per cell: both sides side by side (mean, sd, interval) and the paired diff.
 
-    Columns name the true side `bn` and the false side `no_bn`, whatever the variant.
+    Columns name the true side `bn` and the false side `no_bn`, whatever the variant. With
+    several sides: one row per cell and side, with its difference from the reference.
     """
     if variants.empty:
         return pd.DataFrame(columns=comparison.cell)
+    if comparison.several:
+        keys = [*comparison.cell, comparison.variant]
+        merged = variants.merge(differences, on=keys, how="left") if len(differences) else variants
+        return merged.sort_values(keys).reset_index(drop=True)
     table = differences.set_index(comparison.cell)
     for bn, side in ((True, "bn"), (False, "no_bn")):
         variant = variants[variants[comparison.variant] == bn].set_index(comparison.cell)
@@ -150,7 +165,10 @@ def mean_ci(mean: float, ci95: float) -> str:
 
 
 def display_table(table: pd.DataFrame, comparison: Comparison) -> pd.DataFrame:
-    """The summary for reading: mean ± 95 % half-width, one column per variant and number."""
+    """The summary for reading: mean ± 95 % half-width, one column per variant and number
+    (with several sides: one row per side, its difference from the reference beside it)."""
+    if comparison.several:
+        return _display_several(table, comparison)
     true_name, false_name = comparison.labels
     shown = table[comparison.cell].copy()
     shown[f"seeds ({true_name} / {false_name})"] = [
@@ -174,6 +192,29 @@ def display_table(table: pd.DataFrame, comparison: Comparison) -> pd.DataFrame:
             "-" if pd.isna(v) else f"{v:.0f}" for v in table[f"steps_to_target {side}"]
         ]
     return shown
+
+
+def _display_several(table: pd.DataFrame, comparison: Comparison) -> pd.DataFrame:
+    present = table[comparison.variant].unique() if len(table) else []
+    order = {side: index for index, side in enumerate(comparison.sides(present))}
+    reference = comparison.label(comparison.reference(present))
+    table = table.assign(_order=table[comparison.variant].map(order)).sort_values(
+        [*comparison.cell, "_order"]
+    )
+    shown = table[comparison.cell].copy()
+    shown["variant"] = [comparison.label(side) for side in table[comparison.variant]]
+    shown["seeds"] = [_count(value) for value in table["seeds"]]
+    for number, label in (("best_val_accuracy", "best val acc"), ("final_val_accuracy", "final")):
+        shown[label] = [
+            mean_ci(m, c) for m, c in zip(table[number], table[f"{number} ci95"], strict=True)
+        ]
+        if f"{number} diff" in table:
+            shown[f"{label} − {reference}"] = [
+                mean_ci(m, c)
+                for m, c in zip(table[f"{number} diff"], table[f"{number} diff ci95"], strict=True)
+            ]
+    shown["steps to target"] = ["-" if pd.isna(v) else f"{v:.0f}" for v in table["steps_to_target"]]
+    return shown.reset_index(drop=True)
 
 
 def _count(value) -> str:

@@ -87,7 +87,9 @@ class OpenSweep:
         recorder = self.release()
         if recorder is None:
             return
-        log.error("The launcher stopped: %s", f"{type(error).__name__}: {error}".splitlines()[0])
+        # Logging goes to stdout under Hydra: the reason of the exit goes to stderr.
+        reason = f"{type(error).__name__}: {error}".splitlines()[0]
+        print(f"error: the launcher stopped: {reason}", file=sys.stderr, flush=True)
         log.debug("Launcher error", exc_info=error)
         log.info("Waiting for the sweep's other jobs, through the store")
         recorder.wait_for_jobs()

@@ -9,6 +9,8 @@ from __future__ import annotations
 import _thread
 import json
 import logging
+import os
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,25 @@ from bnlab.sweep.progress import Progress
 from bnlab.tracking import links, provenance
 
 log = logging.getLogger("bnlab.sweep.callback")
+
+
+def _alive_here(job: dict[str, Any]) -> bool:
+    """Whether a job's process still runs on this machine: its heartbeat can stop while it
+    lives (a full disk or a store that refuses writes: it goes on offline), so a stopped
+    heartbeat alone does not make it dead."""
+    pid = str(job.get("pid") or "")
+    if job.get("host") != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie has died; only its parent has not reaped it yet
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
 
 
 class SweepRecorder:
@@ -55,7 +76,11 @@ class SweepRecorder:
         closes from the store (`launcher_failed`). It reads the jobs the progress line's
         poll read (`Progress`), so each poll is one search of the store.
         """
-        dead = [job for job in jobs if job.get("status") == "RUNNING" and not job.get("live")]
+        dead = [
+            job
+            for job in jobs
+            if job.get("status") == "RUNNING" and not job.get("live") and not _alive_here(job)
+        ]
         live = [job for job in jobs if job.get("live")]
         ended = len(jobs) >= self.progress.total and not live
         if not (ended and dead):

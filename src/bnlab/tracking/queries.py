@@ -192,6 +192,34 @@ def load_runs(
     return pd.DataFrame(rows), curves
 
 
+def recorded_identities(
+    uri: str, experiment: str, requires: tuple[str, ...] = ()
+) -> tuple[set[str], set[str]]:
+    """What a launch would reuse: the identities of the experiment's complete job runs that
+    hold the metrics in `requires` (as `Store.find_complete_run` finds them), and of its
+    finished timings (empty sets while the experiment does not exist)."""
+    client = MlflowClient(tracking_uri=uri)
+    try:
+        experiment_id = _experiment_id(client, experiment)
+    except StoreQueryError:
+        return set(), set()
+
+    def finished(role: str) -> list[Any]:
+        return search_all(
+            client,
+            [experiment_id],
+            f"tags.{metrics.ROLE_TAG} = '{role}' and attributes.status = 'FINISHED'",
+        )
+
+    complete = {
+        run.data.tags.get(metrics.IDENTITY_TAG)
+        for run in finished("job")
+        if run.data.tags.get(metrics.OUTCOME_TAG) in metrics.COMPLETE_OUTCOMES
+        and all(key in run.data.metrics for key in requires)
+    }
+    return complete, {run.data.tags.get(metrics.TIMING_TAG) for run in finished("timing")}
+
+
 def load_timings(uri: str, experiment: str) -> pd.DataFrame:
     """The experiment's finished side-by-side step timings (`bnlab.experiment.step_timing`): one row
     per variant and round (run_id, timing, start_time, label, round, seconds per step)."""

@@ -104,6 +104,8 @@ class SweepBook:
                 "live": is_live(run, self.stale_after_seconds),
                 # Unix time of its last heartbeat (its start before the first).
                 "beat": last_sign_of_life(run),
+                "host": run.data.tags.get("host"),
+                "pid": run.data.tags.get("pid"),
             }
             for run in self.scope.search(f"tags.`{metrics.PARENT_TAG}` = '{parent_run_id}'")
         ]

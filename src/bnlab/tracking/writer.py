@@ -232,8 +232,16 @@ class RunLogger:
     def log_figure(self, figure: Any, artifact_file: str) -> None:
         image = BytesIO()
         figure.savefig(image, format="png")
-        self.journal.blobs[artifact_file] = image.getvalue()
-        self._send(lambda: self.client.log_figure(self.run_id, figure, artifact_file))
+        data = self.journal.blobs[artifact_file] = image.getvalue()
+        self._send(lambda: self._log_bytes(data, artifact_file))
+
+    def _log_bytes(self, data: bytes, artifact_file: str) -> None:
+        """Uploads bytes rendered once (`client.log_figure` would render the figure again)."""
+        folder, _, name = artifact_file.rpartition("/")
+        with tempfile.TemporaryDirectory() as scratch:
+            path = Path(scratch) / name
+            path.write_bytes(data)
+            self.client.log_artifact(self.run_id, str(path), folder or None)
 
     def log_text(self, text: str, artifact_file: str) -> None:
         clean = redact_text(text)

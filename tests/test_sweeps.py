@@ -36,40 +36,7 @@ def default_store(cwd: Path) -> MlflowClient:
     return MlflowClient(tracking_uri=f"sqlite:///{cwd}/mlflow.db")
 
 
-def test_grid_sweep_nests_every_job_under_one_parent(tmp_path: Path) -> None:
-    done = run_train(["-m", *GRID, *TINY], cwd=tmp_path)
-    assert done.returncode == 0, done.stderr[-3000:]
-    parents, jobs = sweep_runs(default_store(tmp_path))
-    assert len(parents) == 1 and len(jobs) == 4
-    parent = parents[0]
-    assert parent.info.status == "FINISHED"
-    sweep_id = parent.data.tags["sweep_id"]
-    assert parent.info.run_name == f"sweep {sweep_id[:6]} (4 jobs)"
-    note = parent.data.tags["mlflow.note.content"]
-    assert "4 launched" in note and "4 finished" in note and "Best job: **" in note
-    assert "report/index.html" in note
-    assert parent.data.metrics == {}  # its counters are tags, not charts
-    assert parent.data.tags["jobs.launched"] == "4"
-    assert parent.data.tags["jobs.finished"] == "4"
-    assert parent.data.params["sweep.overrides"].startswith("bn=true,false")
-    names = set()
-    for run in jobs:
-        assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id
-        assert run.data.tags["sweep_id"] == parent.data.tags["sweep_id"]
-        assert run.info.status == "FINISHED"
-        client = default_store(tmp_path)
-        artifacts = {artifact.path for artifact in client.list_artifacts(run.info.run_id)}
-        assert {"config.yaml", "learning_curve.png", "train.log"} <= artifacts
-        names.add(run.info.run_name)
-    # Short names, what varies first; the sweep's constants (TINY) stay out.
-    assert names == {f"{bn} relu lr={lr} s0" for bn in ("BN", "no BN") for lr in ("0.001", "0.01")}
-    runs_table = re.findall(r"Runs table \(Group by -> bn\): (\S+)", done.stdout + done.stderr)
-    experiment_id = parent.info.experiment_id
-    assert runs_table == [
-        f"http://127.0.0.1:5000/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
-    ]
-
-
+@pytest.mark.usefixtures("store_uri")  # a copy of the empty template store
 def test_a_failing_job_does_not_stop_the_sweep(tmp_path: Path) -> None:
     done = run_train(
         ["-m", "seed=0,1", "lr=0.001,0.01", *TINY, *fail_when("train.seed", 1)], cwd=tmp_path
@@ -78,6 +45,8 @@ def test_a_failing_job_does_not_stop_the_sweep(tmp_path: Path) -> None:
     assert "2 job(s) failed:" in done.stderr
     assert done.stderr.count(" s1: InjectedFailure") == 2
     parents, jobs = sweep_runs(default_store(tmp_path))
+    assert len(parents) == 1 and len(jobs) == 4
+    assert {run.data.tags["mlflow.parentRunId"] for run in jobs} == {parents[0].info.run_id}
     assert parents[0].info.status == "FAILED"
     assert parents[0].data.tags["jobs.failed"] == "2"
     assert parents[0].data.tags["jobs.finished"] == "2"
@@ -88,19 +57,12 @@ def test_a_failing_job_does_not_stop_the_sweep(tmp_path: Path) -> None:
             assert "InjectedFailure" in run.data.tags["error"]
 
 
-def test_joblib_workers_nest_under_the_parent(tmp_path: Path) -> None:
-    done = run_train(
-        ["-m", *GRID, *TINY, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"], cwd=tmp_path
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    parents, jobs = sweep_runs(default_store(tmp_path))
-    assert len(parents) == 1 and len(jobs) == 4
-    assert {run.data.tags["mlflow.parentRunId"] for run in jobs} == {parents[0].info.run_id}
-    assert all(run.info.status == "FINISHED" for run in jobs)
-
-
-def test_parallel_writers_to_one_fresh_store_lose_nothing(tmp_path: Path) -> None:
-    """Two sweeps, each with two joblib workers, start at once on a store that does not exist."""
+def test_parallel_writers_to_one_fresh_store_lose_nothing_and_nest_each_job_under_its_parent(
+    tmp_path: Path,
+) -> None:
+    """Two grid sweeps, each with two joblib workers, start at once on a store that does not
+    exist; each nests its four jobs under its own parent run. The joblib workers are
+    processes of their own (the basic launcher's jobs: the failing-job test below)."""
     commands = []
     for seed in (0, 1):
         commands.append(
@@ -130,6 +92,40 @@ def test_parallel_writers_to_one_fresh_store_lose_nothing(tmp_path: Path) -> Non
     assert all(run.info.status == "FINISHED" for run in parents + jobs)
     for run in jobs:
         assert len(client.get_metric_history(run.info.run_id, "val/accuracy")) == 2
+    for seed, parent in zip((0, 1), sorted(parents, key=sweep_seed), strict=True):
+        assert_a_grid_sweep(client, parent, jobs, seed, outputs[seed])
+
+
+def sweep_seed(parent) -> str:
+    return re.search(r"seed=(\d)", parent.data.params["sweep.overrides"]).group(1)
+
+
+def assert_a_grid_sweep(client: MlflowClient, parent, jobs: list, seed: int, output) -> None:
+    """`parent` is a finished sweep of GRID at `seed` whose four jobs nest under it."""
+    sweep_id = parent.data.tags["sweep_id"]
+    assert parent.info.run_name == f"sweep {sweep_id[:6]} (4 jobs)"
+    note = parent.data.tags["mlflow.note.content"]
+    assert "4 launched" in note and "4 finished" in note and "Best job: **" in note
+    assert "report/index.html" in note
+    assert parent.data.metrics == {}  # its counters are tags, not charts
+    assert parent.data.tags["jobs.launched"] == "4"
+    assert parent.data.tags["jobs.finished"] == "4"
+    assert parent.data.params["sweep.overrides"].startswith("bn=true,false")
+    mine = [run for run in jobs if run.data.tags["mlflow.parentRunId"] == parent.info.run_id]
+    assert len(mine) == 4
+    for run in mine:
+        assert run.data.tags["sweep_id"] == sweep_id
+        artifacts = {artifact.path for artifact in client.list_artifacts(run.info.run_id)}
+        assert {"config.yaml", "learning_curve.png", "train.log"} <= artifacts
+    # Short names, what varies first; the sweep's constants (TINY) stay out.
+    assert {run.info.run_name for run in mine} == {
+        f"{bn} relu lr={lr} s{seed}" for bn in ("BN", "no BN") for lr in ("0.001", "0.01")
+    }
+    runs_table = re.findall(r"Runs table \(Group by -> bn\): (\S+)", "".join(output))
+    experiment_id = parent.info.experiment_id
+    assert runs_table == [
+        f"http://127.0.0.1:5000/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+    ]
 
 
 def finished_jobs(client: MlflowClient) -> list:
@@ -140,6 +136,7 @@ def finished_jobs(client: MlflowClient) -> list:
     return [run for run in jobs if run.info.status == "FINISHED"]
 
 
+@pytest.mark.usefixtures("store_uri")  # a copy of the empty template store
 def test_interrupted_sweep_resumes_without_duplicates(tmp_path: Path) -> None:
     args = ["-m", *GRID, "data.limit=320", "train.steps=300", "train.eval_every=50"]
     client = default_store(tmp_path)
@@ -148,10 +145,14 @@ def test_interrupted_sweep_resumes_without_duplicates(tmp_path: Path) -> None:
     # Interrupt the sweep while its next job trains.
     wait_for(lambda: any(run.info.status == "RUNNING" for run in sweep_runs(client)[1]))
     sweep.send_signal(signal.SIGINT)
-    _, stderr = sweep.communicate(timeout=120)
+    output, stderr = sweep.communicate(timeout=120)
     assert sweep.returncode == 130, stderr[-3000:]
-    runs = experiment_runs(client)
-    assert all(run.info.status != "RUNNING" for run in runs)
+    running = [
+        (run.info.run_name, run.data.tags)
+        for run in experiment_runs(client)
+        if run.info.status == "RUNNING"
+    ]
+    assert not running, f"{running}\n{output[-3000:]}\n{stderr[-3000:]}"
     parents, jobs = sweep_runs(client)
     assert parents[0].info.status == "KILLED"
     done_before = {run.data.tags["identity"] for run in finished_jobs(client)}

@@ -138,3 +138,28 @@ def hold_jobs_until(gate: str) -> list[str]:
         "+hydra.callbacks.hold_job._target_=fault_injection.HoldBeforeJob",
         f"+hydra.callbacks.hold_job.gate={gate}",
     ]
+
+
+class InterruptWhileClosing(Callback):
+    """Sends this process a SIGINT from inside the sweep's close (while it writes the
+    parent's description), as a Ctrl-C pressed just as the last job ends lands."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        import os
+        import signal
+
+        import bnlab.sweep.recorder
+
+        original = bnlab.sweep.recorder.sweep_note
+
+        def interrupting_note(*args: Any, **kwargs: Any) -> str:
+            bnlab.sweep.recorder.sweep_note = original
+            os.kill(os.getpid(), signal.SIGINT)
+            return original(*args, **kwargs)
+
+        bnlab.sweep.recorder.sweep_note = interrupting_note
+
+
+INTERRUPT_WHILE_CLOSING = [
+    "+hydra.callbacks.interrupt._target_=fault_injection.InterruptWhileClosing"
+]

@@ -24,7 +24,7 @@ from conftest import (
     sweep_runs,
     wait_for,
 )
-from fault_injection import fail_when, hold_jobs_until
+from fault_injection import INTERRUPT_WHILE_CLOSING, fail_when, hold_jobs_until, hold_until
 
 pytestmark = pytest.mark.slow
 
@@ -137,39 +137,66 @@ def finished_jobs(client: MlflowClient) -> list:
 
 
 @pytest.mark.usefixtures("store_uri")  # a copy of the empty template store
-def test_interrupted_sweep_resumes_without_duplicates(tmp_path: Path) -> None:
-    args = ["-m", *GRID, "data.limit=320", "train.steps=300", "train.eval_every=50"]
+def test_an_interrupted_sweep_resumes_without_duplicates_and_a_late_ctrl_c_still_closes_it(
+    tmp_path: Path,
+) -> None:
+    args = ["-m", *GRID, *TINY]
     client = default_store(tmp_path)
-    sweep = start_train(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    wait_for(lambda: len(finished_jobs(client)) >= 1)
-    # Interrupt the sweep while its next job trains.
-    wait_for(lambda: any(run.info.status == "RUNNING" for run in sweep_runs(client)[1]))
+    # The second job (lr=0.01) waits after its first evaluation, so the Ctrl-C lands while
+    # it trains, after the first job finished, however fast the jobs are.
+    held = hold_until(str(tmp_path / "never-opened"), "lr", "0.01")
+    sweep = start_train(
+        [*args, *held], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+
+    def second_job_training() -> bool:
+        try:
+            _, jobs = sweep_runs(client)
+        except AssertionError:  # no experiment yet
+            return False
+        running = [
+            run
+            for run in jobs
+            if run.info.status == "RUNNING" and run.data.params.get("lr") == "0.01"
+        ]
+        return any(client.get_metric_history(run.info.run_id, "val/accuracy") for run in running)
+
+    wait_for(second_job_training)
     sweep.send_signal(signal.SIGINT)
     output, stderr = sweep.communicate(timeout=120)
     assert sweep.returncode == 130, stderr[-3000:]
-    running = [
-        (run.info.run_name, run.data.tags)
-        for run in experiment_runs(client)
-        if run.info.status == "RUNNING"
-    ]
-    assert not running, f"{running}\n{output[-3000:]}\n{stderr[-3000:]}"
+    assert_none_running(client, output + stderr)
     parents, jobs = sweep_runs(client)
     assert parents[0].info.status == "KILLED"
     done_before = {run.data.tags["identity"] for run in finished_jobs(client)}
-    assert 1 <= len(done_before) < 4
+    assert len(done_before) == 1 and len(jobs) == 2
 
-    again = run_train(args, cwd=tmp_path)
-    assert again.returncode == 0, again.stderr[-3000:]
+    # The relaunch trains the three others; a Ctrl-C that lands while it closes the sweep
+    # (fault_injection.InterruptWhileClosing) still closes its parent, as KILLED.
+    again = run_train([*args, *INTERRUPT_WHILE_CLOSING], cwd=tmp_path)
+    assert again.returncode == 130, again.stderr[-3000:]
+    assert_none_running(client, again.stdout + again.stderr)
     finished = finished_jobs(client)
     hashes = [run.data.tags["identity"] for run in finished]
     assert len(hashes) == 4 and len(set(hashes)) == 4
     parents, _ = sweep_runs(client)
     latest = max(parents, key=lambda run: run.info.start_time)
-    assert latest.data.tags["jobs.skipped"] == str(len(done_before))
+    assert latest.info.status == "KILLED"
+    assert latest.data.tags["jobs.skipped"] == "1"
     assert latest.data.tags["jobs.launched"] == "4"
     jobs_file = Path(client.download_artifacts(latest.info.run_id, "jobs.json", str(tmp_path)))
     outcomes = [record["outcome"] for record in json.loads(jobs_file.read_text())]
-    assert outcomes.count("skipped") == len(done_before)
+    assert outcomes.count("skipped") == 1
+
+
+def assert_none_running(client: MlflowClient, output: str) -> None:
+    """No run of the store is left RUNNING; else says which, with the command's output."""
+    running = [
+        (run.info.run_name, run.data.tags)
+        for run in experiment_runs(client)
+        if run.info.status == "RUNNING"
+    ]
+    assert not running, f"{running}\n{output[-3000:]}"
 
 
 def server_command(folder: Path, port: int) -> list[str]:

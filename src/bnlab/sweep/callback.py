@@ -62,10 +62,15 @@ class OpenSweep:
         recorder, self._recorder = self._recorder, None
         return recorder
 
+    def held(self) -> SweepRecorder | None:
+        """The sweep held, if any, left held (see `ExperimentCallback.on_multirun_end`)."""
+        return self._recorder
+
     def abort(self) -> None:
-        """Closes the sweep held as KILLED (after Ctrl-C or a crash)."""
+        """Closes the sweep held as KILLED (after Ctrl-C or a crash), unless its close had
+        already given its parent run a final status."""
         recorder = self.release()
-        if recorder is None:
+        if recorder is None or recorder.ended:
             return
         try:
             recorder.close(interrupted=True)
@@ -84,7 +89,7 @@ class OpenSweep:
         through the store, closes with the counts it reads there, and exits 1 listing the
         jobs that failed or were killed.
         """
-        recorder = self.release()
+        recorder = self._recorder  # still held: a Ctrl-C while it waits closes it (abort)
         if recorder is None:
             return
         # Logging goes to stdout under Hydra: the reason of the exit goes to stderr.
@@ -94,6 +99,7 @@ class OpenSweep:
         log.info("Waiting for the sweep's other jobs, through the store")
         recorder.wait_for_jobs()
         finish(recorder)
+        self.release()
         raise SystemExit(1)
 
 
@@ -168,9 +174,12 @@ class ExperimentCallback(Callback):
         redact_hydra_folder(Path(config.hydra.sweep.dir))
         # A Ctrl-C swallowed during the last job still ends the sweep as interrupted.
         interrupts.check()
-        recorder = OPEN.release()
+        # Held while it closes: a Ctrl-C that lands in the close leaves it to the
+        # command's `abort`, which closes it as KILLED, not RUNNING for ever.
+        recorder = OPEN.held()
         if recorder is not None:
             finish(recorder)
+        OPEN.release()
 
 
 def finish(recorder: SweepRecorder) -> None:

@@ -245,11 +245,13 @@ class OptunaSweeper(Sweeper):
     def _close_parent(self, interrupted: bool) -> None:
         if self.recorder is not None:
             recorder, self.recorder = self.recorder, None
-            sweep.OPEN.release()
+            # Held while it closes: a Ctrl-C that lands in the close leaves it to the
+            # command's abort, which closes it as KILLED, not RUNNING for ever.
             if interrupted:
                 recorder.close(interrupted=True)
             else:
                 sweep.finish(recorder)
+            sweep.OPEN.release()
 
 
 class _TrialHeartbeat:

@@ -64,6 +64,9 @@ class SweepRecorder:
         # Set at close: jobs of this launch that left no record (they could not reach
         # the store before opening their runs; each said so in its own line).
         self.unrecorded = 0
+        # Set once the parent run has its final status: a close interrupted after that
+        # point leaves nothing to close again.
+        self.ended = False
         self._stuck_since: float | None = None
 
     def watch(self, jobs: list[dict[str, Any]]) -> None:
@@ -221,6 +224,7 @@ class SweepRecorder:
         )
         if self.run.owned:
             self.run.end_status(status)
+        self.ended = True
         log.info("Sweep %s: %s", status.lower(), ", ".join(f"{k} {v}" for k, v in counts.items()))
         for line in links.browse_lines(self.store.uri, self.store.experiment_id, self.store.ui_url):
             log.info(line)

@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-import matplotlib
+import pandas as pd
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-
-from bnlab import metrics  # noqa: E402
+from bnlab import metrics
 
 
 def history_frame(history: list[dict[str, float]]) -> pd.DataFrame:
@@ -19,8 +14,14 @@ def history_frame(history: list[dict[str, float]]) -> pd.DataFrame:
 
 
 def plot_learning_curve(history: pd.DataFrame, title: str = "") -> Figure:
-    """Loss and accuracy of one run against the global training step."""
-    figure, (loss_axis, accuracy_axis) = plt.subplots(1, 2, figsize=(9, 3.4), dpi=80)
+    """Loss and accuracy of one run against the global training step.
+
+    Every job draws one, so its layout is fixed rather than computed (matplotlib's
+    `tight_layout` and a legend placed "best" draw the figure an extra time): a third of
+    the figure's cost.
+    """
+    figure = Figure(figsize=(9, 3.4), dpi=80)
+    loss_axis, accuracy_axis = figure.subplots(1, 2)
     for name, style in ((metrics.TRAIN_LOSS, "--"), (metrics.VAL_LOSS, "-")):
         if name in history:
             loss_axis.plot(history["step"], history[name], style, label=name)
@@ -29,9 +30,10 @@ def plot_learning_curve(history: pd.DataFrame, title: str = "") -> Figure:
             accuracy_axis.plot(history["step"], history[name], style, label=name)
     loss_axis.set(xlabel="training step", ylabel="loss")
     accuracy_axis.set(xlabel="training step", ylabel="accuracy", ylim=(0, 1))
-    for axis in (loss_axis, accuracy_axis):
+    # Losses mostly fall and accuracies rise: those corners stay clear of the curves.
+    for axis, corner in ((loss_axis, "upper right"), (accuracy_axis, "lower right")):
         axis.grid(alpha=0.3)
-        axis.legend()
+        axis.legend(loc=corner)
     figure.suptitle(title)
-    figure.tight_layout()
+    figure.subplots_adjust(left=0.07, right=0.98, bottom=0.15, top=0.87, wspace=0.22)
     return figure

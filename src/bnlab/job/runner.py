@@ -444,9 +444,6 @@ def _log_artifacts(
     if result.history:
         figure = plot_learning_curve(history_frame(result.history), title=run_name(config, []))
         run_logger.log_figure(figure, "learning_curve.png")
-        import matplotlib.pyplot as plt
-
-        plt.close(figure)
     if config.tracking.log_model and result.model is not None:
         versions = provenance.library_tags()
         backend = versions["keras_backend"]

@@ -168,7 +168,8 @@ def test_the_architecture_page_lists_every_module_with_its_purpose() -> None:
 # may appear in (its docstring says why it is used).
 INTERNAL_APIS = {
     r"hydra\.core\.override_parser": "bnlab.config.overrides",
-    r"hydra\._internal": "bnlab.config.launchers",
+    r"hydra\._internal\.core_plugins": "bnlab.config.launchers",
+    r"hydra\._internal\.config_loader_impl": "bnlab.sweep.launch_configs",
     r"compat\.v1": "bnlab.experiment.batchnorm",
     r"mlflow\.store\.": "bnlab.tracking",
 }

@@ -307,3 +307,40 @@ def test_a_server_that_goes_down_before_the_jobs_open_runs_costs_one_line_a_job(
         assert closed.info.status == "KILLED"
         assert closed.data.tags["jobs.launched"] == "0"
         assert len(finished_jobs(client)) == 4
+
+
+def test_a_launched_job_derived_from_the_first_equals_its_full_composition(monkeypatch) -> None:
+    import pickle
+
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.types import RunMode
+    from omegaconf import OmegaConf
+
+    from bnlab.sweep.grid import grid_jobs
+    from bnlab.sweep.launch_configs import DerivingConfigLoader
+    from conftest import CONF_DIR
+
+    sweep = ["model=mlp", "optimizer=adam,sgd", "lr=0.001,0.01", "seed=0,1", "train.steps=20"]
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        loader = GlobalHydra.instance().config_loader()
+        master = loader.load_configuration("config", sweep, run_mode=RunMode.MULTIRUN)
+        jobs = grid_jobs(master)
+        composed = [loader.load_sweep_config(master, job) for job in jobs]
+        # It travels to a launcher's workers pickled, composing its own first job there.
+        deriving = pickle.loads(pickle.dumps(DerivingConfigLoader(loader)))
+        calls = []
+        compose_one = deriving._loader.load_sweep_config
+        monkeypatch.setattr(
+            deriving._loader,
+            "load_sweep_config",
+            lambda *a: calls.append(a[1]) or compose_one(*a),
+        )
+        derived = [deriving.load_sweep_config(master, job) for job in jobs]
+    assert len(jobs) == 8
+    for job, full, fast in zip(jobs, composed, derived, strict=True):
+        assert OmegaConf.to_yaml(fast) == OmegaConf.to_yaml(full), job
+        assert OmegaConf.is_struct(fast) and fast.hydra.overrides.task == job
+    # Only the first job and those that change a config group were composed.
+    assert calls == [job for job in jobs if job == jobs[0] or "optimizer=sgd" in job]
+    assert deriving.get_search_path() is deriving._loader.get_search_path()

@@ -81,7 +81,7 @@ def job_configs(
     for overrides in jobs[1:]:
         parsed = parse(overrides)
         changed = [o for o in parsed if _differs(o, base_values)]
-        if len(parsed) != len(base_values) or not all(_plain_value(o, base) for o in changed):
+        if len(parsed) != len(base_values) or not all(plain_value(o, base) for o in changed):
             composed = compose(config_name=config_name, overrides=[*overrides, *extra])
             yield validate(composed, overrides)
             continue
@@ -102,10 +102,15 @@ def _differs(override: Any, base_values: dict[str, Any]) -> bool:
     return known is None or known.input_line != override.input_line
 
 
-def _plain_value(override: Any, base: DictConfig) -> bool:
+def plain_value(override: Any, base: DictConfig) -> bool:
     """An override that sets one value the composed config holds, not a group or a node."""
     key = override.get_key_element()
-    if override.input_line.startswith(("+", "~")) or key.startswith("hydra") or "/" in key:
+    if (
+        override.input_line.startswith(("+", "~"))
+        or key.startswith("hydra")
+        or "/" in key
+        or override.package is not None
+    ):
         return False
     node = OmegaConf.select(base, key, default=_ABSENT, throw_on_missing=False)
     return node is not _ABSENT and not OmegaConf.is_config(node)

@@ -25,6 +25,7 @@ from bnlab.heartbeat import Heartbeat
 from bnlab.redaction import redact_text
 from bnlab.sweep import callback as sweep
 from bnlab.sweep import grid, search
+from bnlab.sweep.launch_configs import DerivingConfigLoader
 from bnlab.sweep.recorder import SweepRecorder
 from bnlab.values import format_value
 
@@ -73,9 +74,14 @@ class OptunaSweeper(Sweeper):
         self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
     ) -> None:
         self.config = config
-        self.hydra_context = hydra_context
+        # Trials differ from the first in plain values (the sampled ones): the launcher
+        # derives their configs from the first's (`launch_configs`) instead of composing.
+        self.hydra_context = HydraContext(
+            config_loader=DerivingConfigLoader(hydra_context.config_loader),
+            callbacks=hydra_context.callbacks,
+        )
         self.launcher = Plugins.instance().instantiate_launcher(
-            hydra_context=hydra_context, task_function=task_function, config=config
+            hydra_context=self.hydra_context, task_function=task_function, config=config
         )
 
     def _split_arguments(self, arguments: list[str]) -> tuple[dict[str, str], list[str]]:

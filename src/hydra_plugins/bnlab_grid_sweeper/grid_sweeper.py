@@ -7,7 +7,9 @@ Hydra's basic sweeper composes every job's config in the launching process befor
 launches them, and the launcher composes each again where the job runs; here every job
 was already checked, faster, before the sweep's parent run was opened
 (`bnlab.sweep.callback.ExperimentCallback` with `check_jobs`), so the launching process does not
-compose them a second time.
+compose them a second time. Where the launcher composes a job, a job that differs from the
+first only in plain values is derived from the first's config
+(`bnlab.sweep.launch_configs`).
 """
 
 # No `from __future__ import annotations`: Hydra imports plugin modules without
@@ -24,6 +26,7 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
 from bnlab.sweep import grid
+from bnlab.sweep.launch_configs import DerivingConfigLoader
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +57,14 @@ class GridSweeper(Sweeper):
         self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
     ) -> None:
         self.config = config
+        # The launcher composes each job's config through this loader: a job that differs
+        # from the first only in plain values is derived from it (bnlab.sweep.launch_configs).
+        context = HydraContext(
+            config_loader=DerivingConfigLoader(hydra_context.config_loader),
+            callbacks=hydra_context.callbacks,
+        )
         self.launcher = Plugins.instance().instantiate_launcher(
-            hydra_context=hydra_context, task_function=task_function, config=config
+            hydra_context=context, task_function=task_function, config=config
         )
 
     def sweep(self, arguments: list[str]) -> Any:

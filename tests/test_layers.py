@@ -169,7 +169,6 @@ def test_the_architecture_page_lists_every_module_with_its_purpose() -> None:
 INTERNAL_APIS = {
     r"hydra\.core\.override_parser": "bnlab.config.overrides",
     r"hydra\._internal\.core_plugins": "bnlab.config.launchers",
-    r"hydra\._internal\.config_loader_impl": "bnlab.sweep.launch_configs",
     r"compat\.v1": "bnlab.experiment.batchnorm",
     r"mlflow\.store\.": "bnlab.tracking",
 }

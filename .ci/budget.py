@@ -5,8 +5,9 @@ python .ci/budget.py FILE
 Fails (exit 1) when pytest's wall time passes SUITE_MINUTES, when the Python processes the
 tests start pass MAX_PYTHON_PROCESSES, when the processes that import TensorFlow (the
 tests' commands and the workers of their sweeps, 5 s each) pass MAX_TENSORFLOW_IMPORTS, or
-when a test runs longer than TEST_SECONDS unless it is listed in CAPS with its own cap, or
-when a test ran outside the scheduling group tests/conftest.py gives it.
+when a test runs longer than TEST_SECONDS unless it is listed in CAPS with its own cap,
+when a test ran outside the scheduling group tests/conftest.py gives it, or when two
+`cpu_heavy` tests ran at the same time (their lock should make that impossible).
 Counts do not depend on the machine's load, so they are the stable part of the gate; times
 are printed for the record.
 """
@@ -37,7 +38,7 @@ CAPS = {
     # 575 s beside the other worker's sweeps.
     "tests/test_claims.py::": 700,
     # Two sweeps around a full disk; 44 s alone, 126-133 s when it ran beside the claims
-    # suite (it no longer does: both are in the stack's group, tests/conftest.py).
+    # suite (ungrouped: it may still do so).
     "tests/test_spool.py::test_a_full_disk": 240,
     "tests/test_stack": 300,
     "tests/test_stack_access.py": 300,
@@ -83,6 +84,7 @@ def main(path: str) -> int:
             )
         if row["wall"] > cap(nodeid):
             problems.append(f"{nodeid} took {row['wall']:.0f} s, over its {cap(nodeid):.0f} s")
+    problems += _overlaps(tests)
     cpu = sum(row["cpu"] for row in tests.values())
     slowest = sorted(tests.items(), key=lambda item: -item[1]["wall"])[:10]
     print(
@@ -105,9 +107,31 @@ def main(path: str) -> int:
             f"  worker {worker}: busy {busy[worker]:.0f} s, its last test ended at "
             f"{ends[worker]:.0f} s"
         )
+    for nodeid, row in tests.items():
+        if "heavy_wait" in row:
+            print(
+                f"  cpu_heavy: {nodeid} ran {row['ended'] - row['wall']:.0f}-{row['ended']:.0f} s,"
+                f" after waiting {row['heavy_wait']:.0f} s for the other"
+            )
     for problem in problems:
         print(f"budget: {problem}", file=sys.stderr)
     return 1 if problems else 0
+
+
+def _overlaps(tests: dict[str, dict]) -> list[str]:
+    """Pairs of `cpu_heavy` tests whose runs overlapped by more than a second (a test ran
+    from `ended - wall` to `ended`, in seconds since the session started)."""
+    heavy = sorted(
+        (row["ended"] - row["wall"], row["ended"], nodeid)
+        for nodeid, row in tests.items()
+        if "heavy_wait" in row and "ended" in row
+    )
+    found = []
+    for index, (_, end, first) in enumerate(heavy):
+        for start, _, second in heavy[index + 1 :]:
+            if end - start > 1.0:
+                found.append(f"{first} and {second} ran at the same time, {end - start:.0f} s")
+    return found
 
 
 if __name__ == "__main__":

@@ -436,6 +436,33 @@ if _BUDGET_FILE:
     _count_python_starts()
 
 
+# --- CPU-heavy tests never overlap. The two CPU-bound giants (the claims suite, the eight
+# writers) each fill both cores; beside each other both slow down by half and pass their
+# caps. A test marked `cpu_heavy` holds a lock shared by the xdist workers for its whole
+# protocol, so the other waits; the wait is recorded, and .ci/budget.py fails a run in
+# which two heavy tests overlapped anyway.
+_HEAVY_LOCK = Path(tempfile.gettempdir()) / (
+    f"bnlab-cpu-heavy-{os.environ.get('PYTEST_XDIST_TESTRUNUID', os.getpid())}.lock"
+)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    if item.get_closest_marker("cpu_heavy") is None:
+        yield
+        return
+    import fcntl
+
+    with open(_HEAVY_LOCK, "a") as lock:
+        waited = time.monotonic()
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        item._heavy_wait = round(time.monotonic() - waited, 1)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     outcome = yield
@@ -452,6 +479,8 @@ def pytest_runtest_makereport(item, call):
         report.user_properties.append(("budget_cpu", round(cpu - item._budget[0], 2)))
         report.user_properties.append(("budget_python", len(_started) - item._budget[1]))
         report.user_properties.append(("budget_tf", _tf_imports() - item._budget[2]))
+        if hasattr(item, "_heavy_wait"):
+            report.user_properties.append(("heavy_wait", item._heavy_wait))
 
 
 _budget_rows: dict[str, dict] = {}
@@ -484,6 +513,8 @@ def pytest_runtest_logreport(report) -> None:
         row["cpu"] = properties.get("budget_cpu", 0.0)
         row["python"] = properties.get("budget_python", 0)
         row["tensorflow"] = properties.get("budget_tf", 0)
+        if "heavy_wait" in properties:
+            row["heavy_wait"] = properties["heavy_wait"]
     if report.failed:
         row["failed"] = True
 

@@ -524,6 +524,7 @@ TIMED = ("faster", "no_bias")
 
 
 @pytest.mark.slow
+@pytest.mark.cpu_heavy
 def test_a_tiny_claims_suite_runs_end_to_end_and_a_second_launch_resumes(tmp_path) -> None:
     import json
     import subprocess

@@ -195,6 +195,7 @@ def _text_artifacts(client: MlflowClient, run_id: str, folder: str | None = None
     return found
 
 
+@pytest.mark.cpu_heavy
 def test_eight_jobs_at_once_write_every_point_once(
     tracking_stack, stack_env, tmp_path: Path
 ) -> None:

@@ -36,7 +36,7 @@ import numpy as np
 import pandas as pd
 
 from bnlab import metrics
-from bnlab.report.statistics import interval, steps_to_target
+from bnlab.report.statistics import OWN_BEST_LR, interval, steps_to_target
 from bnlab.values import number
 
 SUPPORTED, NOT_SUPPORTED, MIXED, NOT_RUN = "supported", "not supported", "mixed", "not run"
@@ -127,13 +127,13 @@ ACTIVATIONS_RULE = (
 )
 
 BETTER_RULE = (
-    "Each variant at its own best learning rate per activation; per activation, BN "
+    f"{OWN_BEST_LR} per activation; per activation, BN "
     "agrees when its test accuracy is higher beyond noise and disagrees when it is lower "
     f"beyond noise. {PAIRED_FLOOR}"
 )
 
 NOT_REGULARIZER_RULE = (
-    "Each variant at its own best learning rate; per activation, the claim holds unless "
+    f"{OWN_BEST_LR}; per activation, the claim holds unless "
     "BN's gap between final train and validation accuracy is smaller than the plain "
     f"network's beyond noise (a regularizer would shrink it). {PAIRED_FLOOR}"
 )
@@ -231,7 +231,7 @@ def _side_by_side(first: pd.DataFrame, second: pd.DataFrame) -> pd.DataFrame:
 
 
 def _best_column(runs: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
-    """Each variant at its own best learning rate (by mean best validation accuracy)."""
+    """Each variant at its best learning rate (by mean best validation accuracy)."""
     means = runs.groupby([*keys, "bn", "lr"])[metrics.BEST_VAL_ACCURACY].mean().reset_index()
     best = means.loc[means.groupby([*keys, "bn"])[metrics.BEST_VAL_ACCURACY].idxmax()]
     chosen = best[[*keys, "bn", "lr"]]

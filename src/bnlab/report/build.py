@@ -247,7 +247,7 @@ def _grid_section(
         out / "summary.md",
         f"# Summary (target validation accuracy {target})\n\n"
         + tables.markdown_table(statistics.display_table(table, comparison))
-        + "\n## Each variant at its own best learning rate\n\n"
+        + f"\n## {statistics.OWN_BEST_LR}\n\n"
         + tables.markdown_table(best_shown),
     )
     write_atomic(out / "claims.json", json.dumps(facts, indent=2))
@@ -259,7 +259,7 @@ def _grid_section(
             "validation accuracy: mean where every seed got there)": statistics.display_table(
                 table, comparison
             ),
-            "Each variant at its own best learning rate": best_shown,
+            statistics.OWN_BEST_LR: best_shown,
         },
         notes,
     )

@@ -4,7 +4,8 @@
   activation, over a fixed batch of 64 validation images (64 x 64 values for the
   blog's CNN): the figure Ioffe and Szegedy drew to show the distribution that BN
   keeps steady.
-- The norm of each layer's gradient on a fixed training batch.
+- The norm of each layer's gradient on a fixed training batch, keyed by the layer's place
+  and kind (`internals/grad_norm/1_conv2d`), the same in every run.
 - At the end of training, the accuracy on 256 fixed validation images with BN using each
   training-sized batch's own statistics (training mode), and with its moving statistics
   (inference mode). The moving statistics are restored, so measuring changes nothing.
@@ -13,6 +14,8 @@ None of this changes what is trained (`train.internals` is not part of the ident
 """
 
 from __future__ import annotations
+
+import re
 
 import keras
 import numpy as np
@@ -28,6 +31,17 @@ PERCENTILES = (15, 50, 85)
 BATCH_STATS_IMAGES = metrics.BATCH_STATS_IMAGES
 
 
+def layer_keys(layers: list) -> list[str]:
+    """Each weighted layer's name in the metric keys: its place and kind (`1_conv2d`,
+    `4_dense`). Keras names a layer by how many of its kind the process built before
+    (`conv2d_137` in a sweep worker's tenth model), so its own name would give the same
+    layer a different key in every run, and MLflow's charts would compare nothing."""
+    return [
+        f"{place}_{re.sub(r'(?<!^)(?=[A-Z][a-z])', '_', type(layer).__name__).lower()}"
+        for place, layer in enumerate(layers, start=1)
+    ]
+
+
 class Internals:
     """Measures one model's internals on fixed batches; `measure()` returns metric values."""
 
@@ -41,6 +55,7 @@ class Internals:
         self.layers = [
             layer for layer in model.layers if getattr(layer, "kernel", None) is not None
         ]
+        self.layer_keys = layer_keys(self.layers)
         self.has_bn = any("BatchNormalization" in type(layer).__name__ for layer in model.layers)
         self._measure = None
         self._batch_stats = None
@@ -59,8 +74,8 @@ class Internals:
             metrics.PREACT_P85: float(high),
         }
         norms = keras.ops.convert_to_numpy(norms)
-        for layer, norm in zip(self.layers, norms, strict=True):
-            found[f"{metrics.GRAD_NORM_PREFIX}{layer.name}"] = float(norm)
+        for name, norm in zip(self.layer_keys, norms, strict=True):
+            found[f"{metrics.GRAD_NORM_PREFIX}{name}"] = float(norm)
         return found
 
     def at_end(self) -> dict[str, float]:

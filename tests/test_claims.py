@@ -504,6 +504,23 @@ def test_every_claim_study_is_data_with_three_seeds_and_a_known_rule() -> None:
     assert batch.claim.train.lr_scaling == "sqrt" and batch.claim.train.lr_reference_batch == 32
 
 
+def test_a_swept_override_replaces_a_studys_own_list_as_on_the_command_line() -> None:
+    # `bnlab study --claims seed=3,4,5`: three other seeds for every claim (composition
+    # alone refuses a sweep, with Hydra's "Ambiguous value"); the launch's multirun takes
+    # it as it is, after the study's params.
+    assert claim_suite.split_swept(["seed=3,4,5", "train.steps=20"]) == (
+        ["train.steps=20"],
+        ["seed=3,4,5"],
+    )
+    noisy = claim_suite.expand("noisy_bn", ["seed=3,4,5", "train.steps=20"])
+    assert sorted(noisy.cells["seed"].unique()) == [3, 4, 5]  # its own and ics's cells
+    assert noisy.overrides == ["seed=3,4,5", "train.steps=20"]
+    # A key the study does not sweep becomes a sweep of it.
+    placement = claim_suite.expand("placement", ["train.batch_size=16,32"])
+    assert sorted(placement.cells["train.batch_size"].unique()) == [16, 32]
+    assert len(placement.cells) == 2 * len(claim_suite.expand("placement", []).cells)
+
+
 def test_the_learning_rate_follows_the_batch_size_by_the_chosen_rule() -> None:
     from bnlab.config import effective_learning_rate, validate
     from conftest import compose_config

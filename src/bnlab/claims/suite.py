@@ -20,7 +20,7 @@ from datetime import datetime
 
 import pandas as pd
 from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
+from omegaconf import OmegaConf, read_write
 
 from bnlab import metrics
 from bnlab.claims import rules as claims
@@ -112,11 +112,18 @@ def names() -> list[str]:
 
 
 def expand(name: str, overrides: list[str]) -> Study:
-    """Composes a claim's study with `overrides` and lists its grid points' identities."""
+    """Composes a claim's study with `overrides` and lists its grid points' identities.
+
+    A swept override (`seed=0,1,2,3,4`) replaces the study's own list for that key, as
+    on `bnlab train -m`."""
     register_configs()
-    arguments = [f"+experiment=claims/{name}", *overrides]
+    fixed, swept = split_swept(overrides)
+    arguments = [f"+experiment=claims/{name}", *fixed]
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         config = compose("config", arguments, return_hydra_config=True)
+        # Where the launch's multirun has them: after the study's own params, so they win.
+        with read_write(config.hydra.overrides):
+            config.hydra.overrides.task = [*config.hydra.overrides.task, *swept]
         jobs = grid_jobs(config)
         configs = list(job_configs("config", jobs))
     rows = [
@@ -129,6 +136,16 @@ def expand(name: str, overrides: list[str]) -> Study:
     cells = pd.concat([own, *used], ignore_index=True).drop_duplicates("identity")
     timing = _timing_cells(configs, own)
     return Study(name, configs[0], overrides, cells, timing, list(own["identity"]))
+
+
+def split_swept(overrides: list[str]) -> tuple[list[str], list[str]]:
+    """(the overrides composition takes, the swept ones: `seed=3,4,5`, which it refuses)."""
+    swept = [
+        text
+        for text, override in zip(overrides, parse(overrides), strict=True)
+        if override.is_sweep_override()
+    ]
+    return [text for text in overrides if text not in swept], swept
 
 
 def _plain(value: object) -> object:

@@ -10,6 +10,7 @@ import pytest
 from bnlab import metrics
 from bnlab.claims import rules as claims
 from bnlab.claims import suite as claim_suite
+from bnlab.config.overrides import split_swept
 from bnlab.job.identity import required_metrics
 
 SEEDS = (0, 1, 2)
@@ -508,7 +509,7 @@ def test_a_swept_override_replaces_a_studys_own_list_as_on_the_command_line() ->
     # `bnlab study --claims seed=3,4,5`: three other seeds for every claim (composition
     # alone refuses a sweep, with Hydra's "Ambiguous value"); the launch's multirun takes
     # it as it is, after the study's params.
-    assert claim_suite.split_swept(["seed=3,4,5", "train.steps=20"]) == (
+    assert split_swept(["seed=3,4,5", "train.steps=20"]) == (
         ["train.steps=20"],
         ["seed=3,4,5"],
     )

@@ -27,7 +27,7 @@ from bnlab.claims import rules as claims
 from bnlab.config import CONF_DIR, Config, register_configs
 from bnlab.config.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED
 from bnlab.config.keys import SHORTHANDS, trained_values
-from bnlab.config.overrides import parse
+from bnlab.config.overrides import parse, split_swept
 from bnlab.job.identity import identity_hash, required_metrics
 from bnlab.redaction import redact_text
 from bnlab.sweep.command import TRAIN_COMMAND
@@ -136,16 +136,6 @@ def expand(name: str, overrides: list[str]) -> Study:
     cells = pd.concat([own, *used], ignore_index=True).drop_duplicates("identity")
     timing = _timing_cells(configs, own)
     return Study(name, configs[0], overrides, cells, timing, list(own["identity"]))
-
-
-def split_swept(overrides: list[str]) -> tuple[list[str], list[str]]:
-    """(the overrides composition takes, the swept ones: `seed=3,4,5`, which it refuses)."""
-    swept = [
-        text
-        for text, override in zip(overrides, parse(overrides), strict=True)
-        if override.is_sweep_override()
-    ]
-    return [text for text in overrides if text not in swept], swept
 
 
 def _plain(value: object) -> object:

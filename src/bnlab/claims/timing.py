@@ -16,7 +16,7 @@ from hydra import compose, initialize_config_dir
 from bnlab import interrupts, metrics
 from bnlab.config import CONF_DIR, ConfigError, register_configs
 from bnlab.config.errors import EXIT_INTERRUPTED, USER_ERRORS, exit_on_user_error
-from bnlab.config.overrides import parse
+from bnlab.config.overrides import split_swept
 from bnlab.experiment import threads
 from bnlab.tracking import provenance
 
@@ -26,10 +26,8 @@ log = logging.getLogger(__name__)
 def _pin_threads(name: str, overrides: list[str]) -> int | None:
     """Pins the backend before anything imports it, as the study's launcher pins a job."""
     register_configs()
-    # A swept override (`seed=3,4,5`) chooses cells, not threads; composition refuses it
-    # (the suite's split_swept, not imported here: it would import pandas before the pin).
-    parsed = zip(overrides, parse(overrides), strict=True)
-    fixed = [text for text, override in parsed if not override.is_sweep_override()]
+    # A swept override (`seed=3,4,5`) chooses cells, not threads; composition refuses it.
+    fixed, _ = split_swept(overrides)
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         composed = compose(
             "config", [f"+experiment=claims/{name}", *fixed], return_hydra_config=True

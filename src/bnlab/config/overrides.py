@@ -13,7 +13,15 @@ from collections.abc import Iterable
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, Override, RangeSweep
 
-__all__ = ["ChoiceSweep", "IntervalSweep", "Override", "RangeSweep", "parse", "parse_one"]
+__all__ = [
+    "ChoiceSweep",
+    "IntervalSweep",
+    "Override",
+    "RangeSweep",
+    "parse",
+    "parse_one",
+    "split_swept",
+]
 
 
 def parse(overrides: Iterable[str]) -> list[Override]:
@@ -24,3 +32,13 @@ def parse(overrides: Iterable[str]) -> list[Override]:
 def parse_one(override: str) -> Override:
     """One override as Hydra reads it."""
     return OverridesParser.create().parse_override(override)
+
+
+def split_swept(overrides: list[str]) -> tuple[list[str], list[str]]:
+    """(the overrides a single composition takes, the swept ones: `seed=3,4,5`, which
+    composition refuses and a multirun expands)."""
+    fixed: list[str] = []
+    swept: list[str] = []
+    for text, override in zip(overrides, parse(overrides), strict=True):
+        (swept if override.is_sweep_override() else fixed).append(text)
+    return fixed, swept

@@ -70,9 +70,10 @@ def interval(values) -> tuple[float, float, float, int]:
     return mean, sd, float(stats.t.ppf(0.975, count - 1) * sd / math.sqrt(count)), count
 
 
-# The numbers summarised per variant; the first two get a spread and an interval.
 # How the report and the claims name a comparison of each side at its best learning rate.
 OWN_BEST_LR = "Each variant at its own best learning rate"
+
+# The numbers summarised per variant; the first two get a spread and an interval.
 SUMMARY_NUMBERS = ["best_val_accuracy", "final_val_accuracy", "test_accuracy", "steps_to_target"]
 
 
